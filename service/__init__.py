@@ -1,0 +1,1 @@
+"""The FastAPI retrieval service, its storage, in-memory index and bulk indexing job."""

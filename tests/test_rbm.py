@@ -1,0 +1,78 @@
+"""RBM invariants on tiny structured data (fixed seeds, seconds)."""
+
+from __future__ import annotations
+
+import torch
+
+from models.rbm import BernoulliRBM, ConstrainedPoissonRBM
+from training.pretrain import CDSchedule, train_rbm
+
+
+def prototype_data(n: int, n_visible: int, seed: int = 0) -> torch.Tensor:
+    """Binary vectors drawn from 4 random prototypes with 5% of bits flipped."""
+    g = torch.Generator().manual_seed(seed)
+    prototypes = (torch.rand(4, n_visible, generator=g) > 0.5).float()
+    data = prototypes[torch.randint(0, 4, (n,), generator=g)]
+    return torch.where(torch.rand(data.shape, generator=g) < 0.05, 1 - data, data)
+
+
+def topic_counts(n: int, vocab: int, seed: int = 0) -> torch.Tensor:
+    """Word counts from 3 topics, each concentrated on its own third of the vocabulary."""
+    g = torch.Generator().manual_seed(seed)
+    topics = torch.full((3, vocab), 0.1)
+    for t in range(3):
+        topics[t, t * vocab // 3 : (t + 1) * vocab // 3] = 5.0
+    topics /= topics.sum(1, keepdim=True)
+    which = torch.randint(0, 3, (n,), generator=g)
+    lengths = torch.randint(20, 60, (n,), generator=g)
+    counts = torch.zeros(n, vocab)
+    for i in range(n):
+        words = torch.multinomial(topics[which[i]], int(lengths[i]), replacement=True, generator=g)
+        counts[i].index_add_(0, words, torch.ones(len(words)))
+    return counts
+
+
+def test_cd_lowers_reconstruction_error_bernoulli() -> None:
+    torch.manual_seed(0)
+    data = prototype_data(2000, 30)
+    rbm = BernoulliRBM(30, 8)
+    before = float(rbm.reconstruction_error(data))
+    history = train_rbm(rbm, data, CDSchedule(epochs=4, learning_rate=0.1), generator=torch.Generator().manual_seed(1),
+                        progress=False)
+    after = float(rbm.reconstruction_error(data))
+    assert after < 0.5 * before
+    assert all(torch.isfinite(p).all() for p in rbm.parameters())
+    assert len(history) == 4
+
+
+def test_cd_lowers_word_cross_entropy_constrained_poisson() -> None:
+    torch.manual_seed(0)
+    counts = topic_counts(600, 30)
+    rbm = ConstrainedPoissonRBM(30, 6)
+    before = float(rbm.reconstruction_error(counts))
+    train_rbm(rbm, counts, CDSchedule(epochs=5, learning_rate=0.002), generator=torch.Generator().manual_seed(1),
+              progress=False)
+    assert float(rbm.reconstruction_error(counts)) < before - 0.05
+
+
+def test_constrained_poisson_reconstructions_keep_document_length() -> None:
+    counts = topic_counts(20, 12)
+    rbm = ConstrainedPoissonRBM(12, 4)
+    g = torch.Generator().manual_seed(0)
+    mean = rbm.gibbs(counts, k=1, generator=g)
+    torch.testing.assert_close(mean.sum(1), counts.sum(1))
+    sampled = rbm.gibbs(counts, k=2, generator=g)  # the inner step samples N words per document
+    torch.testing.assert_close(sampled.sum(1), counts.sum(1))
+
+
+def test_gaussian_hidden_units_are_linear_means() -> None:
+    rbm = BernoulliRBM(10, 3, hidden_units="gaussian")
+    v = torch.rand(5, 10)
+    torch.testing.assert_close(rbm.mean_hiddens(v), v @ rbm.W + rbm.hidden_bias)
+
+
+def test_training_does_not_mutate_input() -> None:
+    data = prototype_data(200, 10)
+    copy = data.clone()
+    train_rbm(BernoulliRBM(10, 4), data, CDSchedule(epochs=1), progress=False)
+    assert torch.equal(data, copy)

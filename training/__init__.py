@@ -1,0 +1,1 @@
+"""Offline training: data loaders, featurizers, pretraining and fine-tuning loops, evaluation, bundles."""

@@ -1,0 +1,10 @@
+"""`semhash train ...` and `semhash evaluate ...`: one sub-command per model kind."""
+
+from __future__ import annotations
+
+import typer
+
+train_app = typer.Typer(help="Train a model bundle (text, digits, images).", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Evaluate a model bundle on held-out data.", no_args_is_help=True)
+
+# Each model kind registers its commands below (kept in its own module to keep this file small).
