@@ -38,7 +38,9 @@ class RBM(nn.Module):
     init_std : standard deviation of the initial weights (small, so that hidden units start unsaturated).
     """
 
-    def __init__(self, n_visible: int, n_hidden: int, *, hidden_units: str = "binary", init_std: float = 0.01):
+    def __init__(
+        self, n_visible: int, n_hidden: int, *, hidden_units: str = "binary", init_std: float = 0.01
+    ):
         super().__init__()
         if hidden_units not in ("binary", "gaussian"):
             raise ValueError(f"hidden_units must be 'binary' or 'gaussian', got {hidden_units!r}")
@@ -160,7 +162,9 @@ class ConstrainedPoissonRBM(RBM):
     Energy:  E(v, h) = -v.b - s(N) h.c - v W h.
     """
 
-    def __init__(self, n_visible: int, n_hidden: int, *, scale_hidden_bias: bool = True, init_std: float = 0.01):
+    def __init__(
+        self, n_visible: int, n_hidden: int, *, scale_hidden_bias: bool = True, init_std: float = 0.01
+    ):
         super().__init__(n_visible, n_hidden, hidden_units="binary", init_std=init_std)
         self.scale_hidden_bias = scale_hidden_bias
         self._lengths: Tensor | None = None  # N of the documents in the current Gibbs chain
@@ -216,4 +220,3 @@ class ConstrainedPoissonRBM(RBM):
         if self._lengths is None:
             raise RuntimeError("document lengths are only known inside gibbs(); call gibbs(v) instead")
         return self._lengths
-

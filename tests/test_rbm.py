@@ -37,8 +37,13 @@ def test_cd_lowers_reconstruction_error_bernoulli() -> None:
     data = prototype_data(2000, 30)
     rbm = BernoulliRBM(30, 8)
     before = float(rbm.reconstruction_error(data))
-    history = train_rbm(rbm, data, CDSchedule(epochs=4, learning_rate=0.1), generator=torch.Generator().manual_seed(1),
-                        progress=False)
+    history = train_rbm(
+        rbm,
+        data,
+        CDSchedule(epochs=4, learning_rate=0.1),
+        generator=torch.Generator().manual_seed(1),
+        progress=False,
+    )
     after = float(rbm.reconstruction_error(data))
     assert after < 0.5 * before
     assert all(torch.isfinite(p).all() for p in rbm.parameters())
@@ -50,8 +55,13 @@ def test_cd_lowers_word_cross_entropy_constrained_poisson() -> None:
     counts = topic_counts(600, 30)
     rbm = ConstrainedPoissonRBM(30, 6)
     before = float(rbm.reconstruction_error(counts))
-    train_rbm(rbm, counts, CDSchedule(epochs=5, learning_rate=0.002), generator=torch.Generator().manual_seed(1),
-              progress=False)
+    train_rbm(
+        rbm,
+        counts,
+        CDSchedule(epochs=5, learning_rate=0.01),
+        generator=torch.Generator().manual_seed(1),
+        progress=False,
+    )
     assert float(rbm.reconstruction_error(counts)) < before - 0.05
 
 

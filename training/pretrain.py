@@ -55,7 +55,10 @@ def train_rbm(
     decayed = [rbm.W]
     not_decayed = [rbm.visible_bias, rbm.hidden_bias]
     optimizer = torch.optim.SGD(
-        [{"params": decayed, "weight_decay": schedule.weight_decay}, {"params": not_decayed, "weight_decay": 0.0}],
+        [
+            {"params": decayed, "weight_decay": schedule.weight_decay},
+            {"params": not_decayed, "weight_decay": 0.0},
+        ],
         lr=schedule.learning_rate,
         momentum=0.5,
     )
