@@ -1,0 +1,130 @@
+"""The bit-indexed table: SQLAlchemy 2.0 models, engines and sessions (SQLite or PostgreSQL).
+
+Change tracking for the in-memory indexes: every write transaction bumps its collection's
+`change_seq` first (an UPDATE, so it holds the collection row's lock until commit) and stamps the rows
+it writes with the new value. Writers to one collection are therefore serialised and their sequence
+numbers become visible in commit order, so a poller that has seen `change_seq = s` and then reads
+every row with `change_seq > s` misses nothing, whichever process wrote it. Deletes are tombstones
+(`deleted = true`, text and metadata cleared) so pollers can see them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Collection(Base):
+    """A named set of documents, all hashed by one model bundle."""
+
+    __tablename__ = "collections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    bundle_id: Mapped[str] = mapped_column(String(128))
+    bundle_fingerprint: Mapped[str] = mapped_column(String(128))
+    address_bits: Mapped[int] = mapped_column(Integer)
+    long_bits: Mapped[int] = mapped_column(Integer)
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    documents: Mapped[list[Document]] = relationship(
+        back_populates="collection", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Document(Base):
+    """One document: its external id, text, metadata, address and long code."""
+
+    __tablename__ = "documents"
+    __table_args__ = (
+        UniqueConstraint("collection_id", "external_id", name="uq_documents_collection_id_external_id"),
+        Index("ix_documents_collection_id_address", "collection_id", "address"),
+        Index("ix_documents_collection_id_change_seq", "collection_id", "change_seq"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    external_id: Mapped[str] = mapped_column(String(256))
+    text: Mapped[str] = mapped_column(Text)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONType, nullable=True)
+    address: Mapped[int] = mapped_column(BigInteger)
+    long_code: Mapped[bytes] = mapped_column(LargeBinary)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    change_seq: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    collection: Mapped[Collection] = relationship(back_populates="documents")
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the API read while the bulk job writes; busy_timeout makes writers wait instead of failing.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(database_url: str, **kwargs: Any) -> Engine:
+    """An engine for `database_url`; SQLite connections get WAL and foreign keys switched on."""
+    if database_url.startswith("postgresql://"):
+        # The plain scheme would pick psycopg2, which is not installed; psycopg 3 is.
+        database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
+    if database_url.startswith("sqlite"):
+        kwargs.setdefault("connect_args", {"check_same_thread": False})
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+    engine = create_engine(database_url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _set_sqlite_pragmas)
+    return engine
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded attributes after commit (responses are built after it)."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """Yield a session and close it afterwards (the caller commits)."""
+    with factory() as session:
+        yield session

@@ -1,0 +1,102 @@
+"""Domain errors and the handlers that turn them (and database failures) into clear 4xx/503 responses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, TimeoutError
+
+logger = logging.getLogger(__name__)
+
+Location = Sequence[str | int]
+
+
+class ServiceError(Exception):
+    """Base of the errors a request can cause; each maps to one status code."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def detail(self) -> object:
+        return self.message
+
+
+class NotFoundError(ServiceError):
+    """An unknown collection or document."""
+
+    status_code = status.HTTP_404_NOT_FOUND
+
+
+class ConflictError(ServiceError):
+    """The request clashes with stored state (a name in use, a collection hashed by another bundle)."""
+
+    status_code = status.HTTP_409_CONFLICT
+
+
+class InvalidInputError(ServiceError):
+    """Input that passes the schema but not the model or the data (e.g. text with no vocabulary word).
+
+    Reported in FastAPI's validation format so every 422 names its field the same way.
+    """
+
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+
+    def __init__(self, message: str, locations: Sequence[Location], error_type: str = "value_error") -> None:
+        super().__init__(message)
+        self.locations = [list(location) for location in locations]
+        self.error_type = error_type
+
+    def detail(self) -> object:
+        return [
+            {"loc": location, "msg": self.message, "type": self.error_type} for location in self.locations
+        ]
+
+
+class ModelNotLoadedError(ServiceError):
+    """The request needs a model bundle this server did not load."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+def _service_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ServiceError)
+    return JSONResponse({"detail": error.detail()}, status_code=error.status_code)
+
+
+def _database_unavailable(_request: Request, error: Exception) -> JSONResponse:
+    # The transaction was rolled back when its session closed, so nothing was half-written.
+    logger.warning("database error: %s", error)
+    return JSONResponse(
+        {"detail": "the database is unavailable; nothing was written, retry later"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
+def _integrity_conflict(_request: Request, error: Exception) -> JSONResponse:
+    # A concurrent writer won a race on a unique key (e.g. two creates of one collection name).
+    logger.info("integrity conflict: %s", error)
+    return JSONResponse(
+        {"detail": "the request conflicts with data written concurrently; nothing was written"},
+        status_code=status.HTTP_409_CONFLICT,
+    )
+
+
+def _unexpected(_request: Request, error: Exception) -> JSONResponse:
+    # Log the traceback for operators; never send it to clients.
+    logger.error("unhandled error", exc_info=error)
+    return JSONResponse({"detail": "internal error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """Install the handlers on `app`."""
+    app.add_exception_handler(ServiceError, _service_error)
+    for database_error in (OperationalError, DBAPIError, TimeoutError):
+        app.add_exception_handler(database_error, _database_unavailable)
+    app.add_exception_handler(IntegrityError, _integrity_conflict)
+    app.add_exception_handler(Exception, _unexpected)

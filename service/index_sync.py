@@ -1,0 +1,137 @@
+"""Keeps one `BitIndex` per collection in step with the SQL table, whichever process wrote to it.
+
+`IndexRegistry.sync()` reads every collection's `change_seq` and, for those that moved, the rows
+stamped with a newer sequence (upserts and tombstones), then swaps in an updated index. The swap is a
+single reference assignment, so searches never see a half-built index and need no lock. A background
+thread calls `sync()` every `index_poll_seconds`; API writes call it right after their commit so a
+client reads its own writes at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.db import Collection, Document
+from service.index import BitIndex, long_codes_to_words
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CollectionIndex:
+    """A collection's in-memory index as of `change_seq`."""
+
+    collection_id: int
+    name: str
+    long_bits: int
+    change_seq: int
+    index: BitIndex
+
+
+def _long_words(codes: list[bytes], long_bits: int) -> np.ndarray:
+    width = (long_bits + 7) // 8
+    packed = np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(len(codes), width)
+    return long_codes_to_words(packed)
+
+
+class IndexRegistry:
+    """The in-memory indexes of every collection, and the poller that keeps them current."""
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._session_factory = session_factory
+        self._indexes: dict[str, CollectionIndex] = {}
+        self._sync_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    def get(self, name: str) -> CollectionIndex | None:
+        """The current index of collection `name`, if it exists."""
+        return self._indexes.get(name)
+
+    def sizes(self) -> dict[str, int]:
+        """Number of documents in each collection's index."""
+        return {name: len(entry.index) for name, entry in self._indexes.items()}
+
+    def sync(self) -> None:
+        """Bring every collection's index in step with the table."""
+        with self._sync_lock, self._session_factory() as session:
+            collections = session.execute(
+                select(
+                    Collection.id,
+                    Collection.name,
+                    Collection.change_seq,
+                    Collection.address_bits,
+                    Collection.long_bits,
+                )
+            ).all()
+            updated: dict[str, CollectionIndex] = {}
+            for collection_id, name, change_seq, address_bits, long_bits in collections:
+                current = self._indexes.get(name)
+                if current is None or current.collection_id != collection_id:
+                    index = self._load(session, collection_id, address_bits, long_bits)
+                elif current.change_seq != change_seq:
+                    index = self._apply_changes(session, current)
+                else:
+                    updated[name] = current
+                    continue
+                updated[name] = CollectionIndex(collection_id, name, long_bits, change_seq, index)
+            self._indexes = updated
+
+    @staticmethod
+    def _load(session: Session, collection_id: int, address_bits: int, long_bits: int) -> BitIndex:
+        rows = session.execute(
+            select(Document.id, Document.external_id, Document.address, Document.long_code).where(
+                Document.collection_id == collection_id, Document.deleted.is_(False)
+            )
+        ).all()
+        if not rows:
+            return BitIndex.empty(address_bits, long_bits)
+        row_ids, external_ids, addresses, codes = zip(*rows, strict=True)
+        return BitIndex(address_bits, row_ids, external_ids, addresses, _long_words(codes, long_bits))
+
+    @staticmethod
+    def _apply_changes(session: Session, current: CollectionIndex) -> BitIndex:
+        # Rows newer than the change_seq read above may show up too; applying them twice is harmless.
+        rows = session.execute(
+            select(
+                Document.id, Document.external_id, Document.address, Document.long_code, Document.deleted
+            ).where(Document.collection_id == current.collection_id, Document.change_seq > current.change_seq)
+        ).all()
+        live = [row for row in rows if not row.deleted]
+        return current.index.with_changes(
+            [row.id for row in rows if row.deleted],
+            [row.id for row in live],
+            [row.external_id for row in live],
+            [row.address for row in live],
+            _long_words([row.long_code for row in live], current.long_bits),
+        )
+
+    def start_polling(self, interval_seconds: float) -> None:
+        """Sync in a background thread every `interval_seconds` until `stop_polling()`."""
+        self._stop.clear()
+        self._poller = threading.Thread(
+            target=self._poll, args=(interval_seconds,), name="semhash-index-sync", daemon=True
+        )
+        self._poller.start()
+
+    def stop_polling(self) -> None:
+        """Stop the background thread and wait for it."""
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join()
+            self._poller = None
+
+    def _poll(self, interval_seconds: float) -> None:
+        while not self._stop.wait(interval_seconds):
+            try:
+                self.sync()
+            except SQLAlchemyError:
+                # A database outage must not kill the poller: keep serving the last index and retry.
+                logger.warning("index sync failed; retrying in %.1f s", interval_seconds, exc_info=True)

@@ -1,0 +1,62 @@
+"""Service settings from the environment (prefix `SEMHASH_`), read once through `get_settings()`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the API, the bulk job and `semhash migrate` can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="SEMHASH_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///./semhash.db",
+        description="SQLAlchemy URL: a SQLite file (default) or postgresql+psycopg://user:pass@host/db.",
+    )
+    models_dir: Path = Field(
+        Path("artifacts"),
+        description="Directory with one model bundle per kind in a sub-directory (text/, digits/, images/).",
+    )
+    max_radius: int = Field(4, ge=0, le=8, description="Largest Hamming radius a search may ask for.")
+    max_limit: int = Field(10_000, ge=1, description="Largest number of results a search may ask for.")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Requests with a larger body are refused with 413."
+    )
+    max_batch_documents: int = Field(
+        5_000, ge=1, description="Most documents one upsert request (or one /v1/hash batch) may carry."
+    )
+    api_key: str | None = Field(
+        None, description="When set, writes (collections, documents) need it in the X-API-Key header."
+    )
+    read_requires_key: bool = Field(False, description="When true (and api_key is set), reads need it too.")
+    index_poll_seconds: float = Field(
+        0.5,
+        gt=0,
+        le=1.5,
+        description="How often the in-memory indexes poll SQL for changes made by other processes "
+        "(kept under 1.5 s so such changes are searchable within 2 s).",
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _reject_weak_key(cls, value: str | None) -> str | None:
+        # An empty or short key gives a false sense of protection; refuse it rather than accept it.
+        if value is not None and len(value) < 16:
+            raise ValueError("SEMHASH_API_KEY must be at least 16 characters (or unset)")
+        return value
+
+    @property
+    def text_bundle_dir(self) -> Path:
+        """Where the text model bundle lives."""
+        return self.models_dir / "text"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

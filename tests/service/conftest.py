@@ -1,0 +1,77 @@
+"""Fixtures for the service tests: a database URL for SQLite and for PostgreSQL, engines, migrations.
+
+PostgreSQL tests use a database created for this test session (and dropped afterwards); each test
+starts from an empty schema. Without a reachable server they skip, unless SEMHASH_REQUIRE_POSTGRES=1
+(CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+
+from service.db import make_engine
+from service.migrate import upgrade_to_head
+
+POSTGRES_SERVER_URL = os.environ.get(
+    "SEMHASH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_session_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session."""
+    admin = make_engine(
+        POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+    )
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except OperationalError as err:
+        admin.dispose()
+        reason = f"PostgreSQL is unreachable at {POSTGRES_SERVER_URL}: {err.orig}"
+        if os.environ.get("SEMHASH_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"SEMHASH_REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(reason)
+    name = f"semhash_test_{os.getpid()}_{secrets.token_hex(4)}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An empty database: a new SQLite file, or the session's PostgreSQL database with a clean schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('db')}/semhash.db"
+    url: str = request.getfixturevalue("postgres_session_url")
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE"))
+        connection.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def migrated_url(database_url: str) -> str:
+    """An empty database at the migration head."""
+    upgrade_to_head(database_url)
+    return database_url
+
+
+@pytest.fixture
+def engine(migrated_url: str) -> Iterator[Engine]:
+    engine = make_engine(migrated_url)
+    yield engine
+    engine.dispose()

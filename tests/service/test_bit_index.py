@@ -1,0 +1,125 @@
+"""BitIndex: the Hamming-ball lookup against a brute-force scan, ordering, limits and updates."""
+
+from __future__ import annotations
+
+from math import comb
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.index import BitIndex, long_codes_to_words, xor_masks
+
+
+def random_index(rng: np.random.Generator, n: int, address_bits: int, long_bytes: int = 8) -> BitIndex:
+    addresses = rng.integers(0, 1 << address_bits, n, dtype=np.uint64)
+    codes = rng.integers(0, 256, (n, long_bytes), dtype=np.uint8)
+    return BitIndex(
+        address_bits, np.arange(n), [f"d{i}" for i in range(n)], addresses, long_codes_to_words(codes)
+    )
+
+
+def test_xor_masks_cover_each_radius_once_in_popcount_order() -> None:
+    table = xor_masks(12, 3)
+    assert len(table.masks) == sum(comb(12, r) for r in range(4))
+    assert len(np.unique(table.masks)) == len(table.masks)
+    assert np.array_equal(np.bitwise_count(table.masks), table.popcounts)
+    assert np.all(np.diff(table.popcounts.astype(int)) >= 0)
+    assert list(table.shell_ends) == [sum(comb(12, r) for r in range(k + 1)) for k in range(4)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 400),
+    address_bits=st.sampled_from([4, 8, 13, 20, 28, 32]),
+    radius=st.integers(0, 4),
+)
+def test_lookup_equals_brute_force_in_distance_order(
+    seed: int, n: int, address_bits: int, radius: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    index = random_index(rng, n, address_bits)
+    query = int(rng.integers(0, 1 << address_bits))
+    shortlist = index.lookup(query, radius, limit=10_000)
+    assert sorted(shortlist.positions.tolist()) == index.brute_force_ball(query, radius).tolist()
+    assert np.array_equal(
+        shortlist.distances, np.bitwise_count(index.addresses[shortlist.positions] ^ np.uint64(query))
+    )
+    assert np.all(np.diff(shortlist.distances.astype(int)) >= 0)
+
+
+def test_dense_table_and_binary_search_agree() -> None:
+    small = random_index(np.random.default_rng(2), 3000, 16)
+    # The same documents in a 28-bit index, where the dense table would be too big: binary search.
+    wide = BitIndex(28, small.row_ids, small.external_ids, small.addresses, small.long_words)
+    assert small.offsets is not None and wide.offsets is None
+    query = int(small.addresses[0])
+    for radius in range(4):
+        dense_hits = small.row_ids[small.lookup(query, radius, 10_000).positions]
+        sparse_hits = wide.row_ids[wide.lookup(query, radius, 10_000).positions]
+        assert sorted(dense_hits) == sorted(sparse_hits)
+
+
+def test_limit_keeps_the_nearest_and_stops_probing_early() -> None:
+    rng = np.random.default_rng(3)
+    index = random_index(rng, 20_000, 12)  # ~5 documents per address
+    query = 77
+    full = index.lookup(query, 3, 10_000)
+    cut = index.lookup(query, 3, 50)
+    assert len(cut.positions) == 50
+    assert cut.probed < full.probed
+    # Every document left out is at least as far as the farthest one kept.
+    assert int(cut.distances.max()) <= int(np.sort(full.distances)[50])
+    assert set(cut.positions.tolist()) <= set(full.positions.tolist())
+
+
+def test_lookup_rejects_out_of_range_queries() -> None:
+    index = random_index(np.random.default_rng(4), 10, 8)
+    with pytest.raises(ValueError, match="address"):
+        index.lookup(256, 1, 10)
+    with pytest.raises(ValueError, match="limit"):
+        index.lookup(1, 1, 0)
+
+
+def test_with_changes_replaces_drops_and_adds() -> None:
+    rng = np.random.default_rng(5)
+    index = random_index(rng, 100, 10)
+    new_words = long_codes_to_words(rng.integers(0, 256, (2, 8), dtype=np.uint8))
+    # Row 3 moves to address 5, row 7 is dropped, row 1000 is new.
+    updated = index.with_changes([7], [3, 1000], ["d3", "new"], [5, 6], new_words)
+    assert len(updated) == 100
+    assert 7 not in updated.row_ids
+    position = int(np.flatnonzero(updated.row_ids == 3)[0])
+    assert int(updated.addresses[position]) == 5
+    assert "new" in updated.external_ids[updated.lookup(6, 0, 10).positions].tolist()
+    assert len(index) == 100 and 7 in index.row_ids  # the original is untouched
+
+
+def test_long_code_distances_match_python_popcount() -> None:
+    rng = np.random.default_rng(6)
+    codes = rng.integers(0, 256, (50, 16), dtype=np.uint8)  # 128-bit long codes
+    index = BitIndex(
+        8,
+        np.arange(50),
+        [str(i) for i in range(50)],
+        np.arange(50, dtype=np.uint64),
+        long_codes_to_words(codes),
+    )
+    query = rng.integers(0, 256, 16, dtype=np.uint8)
+    positions = np.arange(50)
+    got = index.long_code_distances(positions, long_codes_to_words(query[np.newaxis])[0])
+    expected = [
+        bin(
+            int.from_bytes(codes[index.row_ids[p]].tobytes(), "big") ^ int.from_bytes(query.tobytes(), "big")
+        ).count("1")
+        for p in positions
+    ]
+    assert got.tolist() == expected
+
+
+def test_long_codes_shorter_than_a_word_are_padded() -> None:
+    words = long_codes_to_words(np.array([[0xFF, 0x01, 0x80]], dtype=np.uint8))
+    assert words.shape == (1, 1)
+    assert int(np.bitwise_count(words).sum()) == 10

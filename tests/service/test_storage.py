@@ -1,0 +1,165 @@
+"""Storage on SQLite and PostgreSQL: migrations, models vs migrations, SQL ball vs BitIndex, sync."""
+
+from __future__ import annotations
+
+import time
+from itertools import count
+
+import numpy as np
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Engine, inspect
+
+from service.db import Base, Collection, make_engine, make_session_factory
+from service.index_sync import IndexRegistry
+from service.indexer import IncomingDocument, write_encoded
+from service.migrate import DatabaseNotAtHeadError, alembic_config, ensure_at_head, upgrade_to_head
+from service.store import delete_document, sql_ball
+
+_names = count()
+
+
+def add_collection(engine: Engine, address_bits: int, long_bits: int = 64) -> Collection:
+    with make_session_factory(engine)() as session:
+        collection = Collection(
+            name=f"c{next(_names)}",
+            bundle_id="test-bundle",
+            bundle_fingerprint="f" * 16,
+            address_bits=address_bits,
+            long_bits=long_bits,
+            change_seq=0,
+        )
+        session.add(collection)
+        session.commit()
+        return collection
+
+
+def write(
+    engine: Engine, collection: Collection, ids: list[str], addresses: list[int], long_bits: int = 64
+) -> None:
+    rng = np.random.default_rng(len(ids))
+    long_codes = rng.integers(0, 256, (len(ids), long_bits // 8), dtype=np.uint8)
+    documents = [
+        IncomingDocument(external_id, f"text of {external_id}", {"n": i}) for i, external_id in enumerate(ids)
+    ]
+    with make_session_factory(engine)() as session:
+        write_encoded(session, collection, documents, np.array(addresses, dtype=np.uint64), long_codes)
+        session.commit()
+
+
+def test_migrations_upgrade_downgrade_upgrade(database_url: str) -> None:
+    config = alembic_config(database_url)
+    command.upgrade(config, "head")
+    command.downgrade(config, "base")
+    engine = make_engine(database_url)
+    try:
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+        command.upgrade(config, "head")
+        assert {"collections", "documents"} <= set(inspect(engine).get_table_names())
+        ensure_at_head(engine)
+    finally:
+        engine.dispose()
+
+
+def test_models_and_migrations_agree(engine: Engine) -> None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_server_check_refuses_a_database_not_at_head(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        with pytest.raises(DatabaseNotAtHeadError, match="semhash migrate"):
+            ensure_at_head(engine)
+        upgrade_to_head(database_url)
+        ensure_at_head(engine)
+    finally:
+        engine.dispose()
+
+
+def test_upsert_replaces_by_external_id_without_duplicates(engine: Engine) -> None:
+    collection = add_collection(engine, 8)
+    write(engine, collection, ["a", "b"], [1, 2])
+    write(engine, collection, ["b", "c"], [3, 4])
+    with make_session_factory(engine)() as session:
+        found = {match.external_id: match.address for match in sql_ball(session, collection, 0, 8, 100)}
+    assert found == {"a": 1, "b": 3, "c": 4}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    address_bits=st.sampled_from([6, 10, 20]),
+    addresses=st.lists(st.integers(0, 2**20 - 1), min_size=0, max_size=60),
+    query=st.integers(0, 2**20 - 1),
+    radius=st.integers(0, 3),
+)
+def test_bit_index_and_sql_return_the_same_ball(
+    engine: Engine, address_bits: int, addresses: list[int], query: int, radius: int
+) -> None:
+    mask = (1 << address_bits) - 1
+    addresses = [address & mask for address in addresses]
+    query &= mask
+    collection = add_collection(engine, address_bits)
+    write(engine, collection, [f"d{i}" for i in range(len(addresses))], addresses)
+    registry = IndexRegistry(make_session_factory(engine))
+    registry.sync()
+    entry = registry.get(collection.name)
+    assert entry is not None
+    shortlist = entry.index.lookup(query, radius, 10_000)
+    from_index = sorted(
+        zip(entry.index.external_ids[shortlist.positions], shortlist.distances.tolist(), strict=True)
+    )
+    with make_session_factory(engine)() as session:
+        from_sql = sorted(
+            (match.external_id, match.distance)
+            for match in sql_ball(session, collection, query, radius, 10_000)
+        )
+    assert from_index == from_sql
+
+
+def wait_until(condition, timeout: float = 2.0) -> float:
+    """Seconds until `condition()` held; fails after `timeout`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def test_index_follows_writes_from_another_process_within_two_seconds(migrated_url: str) -> None:
+    server_engine = make_engine(migrated_url)
+    writer_engine = make_engine(migrated_url)  # stands for the bulk job in another process
+    registry = IndexRegistry(make_session_factory(server_engine))
+    try:
+        collection = add_collection(writer_engine, 10)
+        registry.sync()
+        registry.start_polling(0.2)
+
+        def ids_at(address: int) -> set[str]:
+            entry = registry.get(collection.name)
+            if entry is None:
+                return set()
+            return set(entry.index.external_ids[entry.index.lookup(address, 0, 100).positions].tolist())
+
+        write(writer_engine, collection, ["x", "y"], [5, 5])
+        wait_until(lambda: ids_at(5) == {"x", "y"})
+        with make_session_factory(writer_engine)() as session:
+            delete_document(session, collection, "x")
+            session.commit()
+        wait_until(lambda: ids_at(5) == {"y"})
+        write(writer_engine, collection, ["y"], [9])  # moved to another address
+        wait_until(lambda: ids_at(5) == set() and ids_at(9) == {"y"})
+        with make_session_factory(writer_engine)() as session:
+            session.delete(session.get(Collection, collection.id))
+            session.commit()
+        wait_until(lambda: registry.get(collection.name) is None)
+    finally:
+        registry.stop_polling()
+        server_engine.dispose()
+        writer_engine.dispose()
