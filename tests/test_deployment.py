@@ -1,0 +1,251 @@
+"""The front door: Dockerfile, docker-compose.yml, .env.example, ./run and README agree with the repository.
+
+No Docker engine is needed: compose files are validated with `docker-compose config` where that command
+exists, and every path and `semhash` command the deployment files name is checked against the tree and
+the CLI.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from semhash_cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+RUN_SCRIPT = ROOT / "run"
+
+# Built, not committed: ./run and `semhash train` create it; the Dockerfile copies it only with
+# --build-arg MODELS=baked (BuildKit skips that stage otherwise).
+BUILD_OUTPUTS = {"artifacts"}
+
+
+def _compose_command() -> list[str] | None:
+    """`docker-compose` (v1, Debian's package) or the `docker compose` plugin, whichever works here."""
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return None
+
+
+def _compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
+    command = _compose_command()
+    if command is None:
+        pytest.skip("neither docker-compose nor the docker compose plugin is installed here")
+    # Values from the caller's shell would mask what the env file does (or does not) provide.
+    env = {k: v for k, v in os.environ.items() if not re.fullmatch(r"POSTGRES_\w+|SEMHASH_\w+|API_\w+", k)}
+    return subprocess.run(
+        [*command, "--env-file", str(env_file), "-f", str(COMPOSE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    pairs = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            instruction, _, args = line.partition(" ")
+            pairs.append((instruction.upper(), args.strip()))
+    return pairs
+
+
+def _stages() -> list[tuple[str, list[tuple[str, str]]]]:
+    """The Dockerfile's stages as (name, instructions)."""
+    stages: list[tuple[str, list[tuple[str, str]]]] = []
+    for instruction, args in _dockerfile_instructions():
+        if instruction == "FROM":
+            words = args.split()
+            stages.append((words[-1] if "AS" in (w.upper() for w in words) else words[0], []))
+        elif stages:
+            stages[-1][1].append((instruction, args))
+    return stages
+
+
+def _dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip().strip("/") for line in lines if line.strip() and not line.startswith(("#", "!"))]
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore drops `path` (or a folder above it); enough of Docker's rules for this file."""
+    parts = path.strip("/").split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(fnmatch.fnmatch(prefix, pattern) for prefix in prefixes for pattern in patterns)
+
+
+def _copy_sources() -> list[tuple[str, str]]:
+    """(stage, source) for every COPY/ADD that reads the build context (not --from another stage)."""
+    sources = []
+    for stage, instructions in _stages():
+        for instruction, args in instructions:
+            if instruction in {"COPY", "ADD"}:
+                words = [w for w in shlex.split(args) if not w.startswith("--")]
+                if "--from=" not in args:
+                    sources += [(stage, source) for source in words[:-1]]
+    return sources
+
+
+def _compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _dockerfile_cmd() -> list[str]:
+    runtime = _stages()[-1][1]
+    cmd = [args for instruction, args in runtime if instruction == "CMD"][-1]
+    return yaml.safe_load(cmd)  # exec form is a JSON array, which YAML reads
+
+
+def _check_semhash_command(argv: list[str]) -> None:
+    """`semhash WORD... --opt ...`: the sub-command path exists and knows every option given.
+
+    The path is the bare words before the first option; its `--help` must succeed and list each option.
+    """
+    assert argv[0] == "semhash", argv
+    path = list(itertools.takewhile(lambda word: re.fullmatch(r"[a-z][\w-]*", word), argv[1:]))
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, f"`semhash {' '.join(path)}` is not a command:\n{result.output}"
+    for option in (word.split("=")[0] for word in argv if word.startswith("--")):
+        assert re.search(rf"(?<![\w-]){option}(?![\w-])", result.output), (
+            f"`{shlex.join(argv)}`: `semhash {' '.join(path)}` has no option {option}"
+        )
+
+
+def test_compose_file_is_valid_with_the_example_env():
+    result = _compose_config(ENV_EXAMPLE)
+    assert result.returncode == 0, result.stderr
+
+
+def test_compose_refuses_to_run_without_the_secrets(tmp_path):
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    result = _compose_config(empty)
+    assert result.returncode != 0
+    assert "in .env" in result.stderr, result.stderr
+
+
+def test_env_example_sets_every_variable_compose_reads():
+    used = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text()))
+    provided = set(re.findall(r"^(\w+)=", ENV_EXAMPLE.read_text(), flags=re.MULTILINE))
+    assert used <= provided, f".env.example lacks {sorted(used - provided)}"
+
+
+def test_dockerfile_copies_only_paths_that_exist_and_reach_the_build():
+    patterns = _dockerignore_patterns()
+    sources = _copy_sources()
+    assert sources, "no COPY from the build context found"
+    for stage, source in sources:
+        assert not _ignored(source, patterns), f"{source} is excluded by .dockerignore"
+        if source.strip("/") in BUILD_OUTPUTS:
+            assert stage == "models-baked", f"{source} is built: only models-baked may copy it"
+            continue
+        assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is not in the repository"
+
+
+def test_dockerfile_builds_a_slim_cpu_only_non_root_image():
+    stages = dict(_stages())
+    assert "runtime" in stages and _stages()[-1][0] == "runtime", "the last stage must be the runtime image"
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, flags=re.MULTILINE)
+    # torch comes from the CPU index, and before the project is installed (else pip pulls CUDA wheels).
+    build = [args for instruction, args in stages["build"] if instruction == "RUN"]
+    torch_step = next(i for i, args in enumerate(build) if "torch==" in args)
+    project_step = next(i for i, args in enumerate(build) if re.search(r"pip install --no-deps \.$", args))
+    assert "/whl/cpu" in build[torch_step] and torch_step < project_step
+    runtime = stages["runtime"]
+    users = [args for instruction, args in runtime if instruction == "USER"]
+    assert users and users[-1] not in {"root", "0"}
+    assert any(i == "HEALTHCHECK" and "/healthz" in args for i, args in runtime)
+    assert any(i == "ENV" and "PYTHONUNBUFFERED=1" in args for i, args in runtime)
+    # No compiler or package manager run in the runtime stage: it only copies the build stage's venv.
+    assert not any(i == "RUN" and re.search(r"apt-get|pip install", args) for i, args in runtime)
+
+
+def test_compose_builds_from_this_repository():
+    for name, service in _compose()["services"].items():
+        build = service.get("build")
+        if build is not None:
+            context = ROOT / build["context"]
+            assert context.is_dir(), f"{name}: build context {context} missing"
+            assert (context / build.get("dockerfile", "Dockerfile")).is_file(), f"{name}: Dockerfile missing"
+
+
+def test_compose_service_order_and_health_checks():
+    services = _compose()["services"]
+    assert "pg_isready" in str(services["postgres"]["healthcheck"]["test"])
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "healthcheck" in services["api"] and services["api"]["ports"]
+    assert services["indexer"]["profiles"] == ["index"]
+    assert services["train"]["profiles"] == ["train"]
+
+
+def test_every_command_line_in_the_deployment_files_is_a_semhash_command():
+    """Dockerfile CMD and each compose service's entrypoint + command are valid `semhash` invocations."""
+    command_lines = [_dockerfile_cmd()]
+    for service in _compose()["services"].values():
+        if "build" not in service:
+            continue  # third-party image (postgres)
+        entrypoint = service.get("entrypoint", [])
+        command = service.get("command", [] if entrypoint else _dockerfile_cmd())
+        command_lines.append([*entrypoint, *command])
+    for argv in command_lines:
+        _check_semhash_command(argv)
+
+
+def _command_lines_in_run_script_and_readme() -> list[list[str]]:
+    """`semhash ...` invocations in ./run and the README's code blocks, each cut at a variable or operator."""
+    rest = r"([^\n#;&|$\"']*)"
+    run_text = RUN_SCRIPT.read_text()
+    # train_quick KIND ARGS... runs `semhash train KIND --profile quick --out DIR ARGS...`.
+    run_text = re.sub(r"\btrain_quick (\w+)", r'"$semhash" train \1 --profile quick --out DIR', run_text)
+    found = re.findall(r'"\$semhash"[ \t]' + rest, run_text)
+    for block in re.findall(r"```\w*\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.DOTALL):
+        found += re.findall(r"(?:^|[\s(])semhash[ \t]" + rest, block, flags=re.MULTILINE)
+    return [["semhash", *words.split()] for words in found]
+
+
+def test_every_semhash_command_in_run_script_and_readme_exists():
+    command_lines = _command_lines_in_run_script_and_readme()
+    # ./run migrates, indexes, serves and trains: if one of these went missing, so did a step.
+    mentioned = {argv[1] for argv in command_lines if len(argv) > 1}
+    assert {"migrate", "index", "serve", "train"} <= mentioned, mentioned
+    for argv in command_lines:
+        _check_semhash_command(argv)
+
+
+def test_run_script_is_strict_bash():
+    text = RUN_SCRIPT.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
+    assert os.access(RUN_SCRIPT, os.X_OK), "./run must be executable"
+    result = subprocess.run(["bash", "-n", str(RUN_SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_readme_test_command_is_exactly_what_ci_runs():
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    command = next(line for line in ci_lines if "pytest" in line)
+    readme_lines = (ROOT / "README.md").read_text().splitlines()
+    assert command in readme_lines, f"README.md must show the CI test command verbatim:\n{command}"
