@@ -2,8 +2,113 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DATABASE_URL_HELP = "SQLAlchemy database URL (default: SEMHASH_DATABASE_URL, else sqlite:///./semhash.db)."
+
+
+def _settings(database_url: str | None, models_dir: Path | None = None) -> Settings:
+    # Imported here so `semhash train ...` does not pay for FastAPI and SQLAlchemy at start-up.
+    from service.settings import get_settings
+
+    overrides = {
+        key: value for key, value in (("database_url", database_url), ("models_dir", models_dir)) if value
+    }
+    return get_settings().model_copy(update=overrides)
+
+
+def migrate(database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP)) -> None:
+    """Bring the database schema to the newest migration (creates the tables on a new database)."""
+    from service.migrate import upgrade_to_head
+
+    settings = _settings(database_url)
+    upgrade_to_head(settings.database_url)
+    logger.info("database is at the migration head")
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 in a container)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    models: Path | None = typer.Option(
+        None, "--models", help="Model bundles directory (default: artifacts)."
+    ),
+    database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+) -> None:
+    """Serve the REST API (docs at /docs) with uvicorn."""
+    import uvicorn
+
+    from service.db import make_engine
+    from service.main import create_app
+    from service.migrate import DatabaseNotAtHeadError, ensure_at_head
+
+    settings = _settings(database_url, models)
+    engine = make_engine(settings.database_url)
+    try:
+        ensure_at_head(engine)
+    except DatabaseNotAtHeadError as err:
+        logger.error("%s", err)
+        raise typer.Exit(code=1) from err
+    finally:
+        engine.dispose()
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+def index(
+    collection: str = typer.Option(
+        ..., "--collection", help="Collection to index into (created if missing)."
+    ),
+    input_path: str = typer.Option(
+        ..., "--input", help="A .jsonl[.gz] file, a folder of .txt files or of train.jsonl[.gz], or '20news'."
+    ),
+    bundle_dir: Path | None = typer.Option(None, "--bundle", help="Text bundle (default: <models>/text)."),
+    batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Documents per transaction."),
+    split: str = typer.Option("train", help="Split to read when the input has several."),
+    database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+    progress: bool = typer.Option(
+        sys.stderr.isatty(), "--progress/--no-progress", help="Progress bar on stderr."
+    ),
+) -> None:
+    """Encode and upsert documents in batches; safe to stop and re-run (upserts by id, no duplicates)."""
+    from service.db import make_engine, make_session_factory
+    from service.indexer import index_corpus
+    from service.migrate import ensure_at_head
+    from training.corpus import load_corpus
+    from training.text_bundle import TextBundle
+
+    settings = _settings(database_url)
+    bundle = TextBundle.load(bundle_dir or settings.text_bundle_dir)
+    corpus = load_corpus(input_path, split)
+    engine = make_engine(settings.database_url)
+    try:
+        ensure_at_head(engine)
+        report = index_corpus(
+            make_session_factory(engine), collection, corpus, bundle, batch_size=batch_size, progress=progress
+        )
+    finally:
+        engine.dispose()
+    logger.info(
+        "indexed %d of %d documents into %r in %.1f s (%.0f docs/s); %d skipped (no vocabulary word)",
+        report.written,
+        report.documents,
+        collection,
+        report.seconds,
+        report.documents_per_second,
+        report.skipped_empty,
+    )
 
 
 def register_service_commands(app: typer.Typer) -> None:
     """Attach the service commands to the root `semhash` app."""
+    app.command()(serve)
+    app.command()(index)
+    app.command()(migrate)

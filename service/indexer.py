@@ -7,21 +7,29 @@ commits, so a batch is all or nothing; re-running a batch changes nothing but ti
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import func, update
+from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import NoResultFound
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from service.db import Collection, Document
 from service.errors import ConflictError, NotFoundError
+from service.store import create_collection, find_collection, next_change_seq
+from training.text_bundle import EmptyDocumentError
 
 if TYPE_CHECKING:
+    from training.corpus import Corpus
     from training.text_bundle import TextBundle
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,21 +68,6 @@ def ensure_bundle_matches(collection: Collection, bundle: TextBundle) -> None:
             f"(fingerprint {collection.bundle_fingerprint}) but the loaded text bundle is {bundle.bundle_id} "
             f"(fingerprint {bundle.fingerprint}); index into a new collection or load the original bundle"
         )
-
-
-def next_change_seq(session: Session, collection_id: int) -> int:
-    """Bump the collection's change counter in this transaction (locking its row until commit)."""
-    statement = (
-        update(Collection)
-        .where(Collection.id == collection_id)
-        .values(change_seq=Collection.change_seq + 1)
-        .returning(Collection.change_seq)
-        .execution_options(synchronize_session=False)
-    )
-    try:
-        return session.execute(statement).scalar_one()
-    except NoResultFound as err:
-        raise NotFoundError(f"collection {collection_id} was deleted meanwhile") from err
 
 
 def _upsert_statement(session: Session) -> Any:
@@ -132,3 +125,92 @@ def upsert_documents(
     ensure_bundle_matches(collection, bundle)
     codes = bundle.encode([document.text for document in documents])
     return write_encoded(session, collection, documents, codes.addresses, codes.long_codes)
+
+
+@dataclass
+class IndexingReport:
+    """What one run of the bulk job did."""
+
+    documents: int = 0  # read from the input
+    written: int = 0  # inserted or replaced
+    skipped_empty: int = 0  # empty or without a vocabulary word, so they have no code
+    seconds: float = 0.0
+
+    @property
+    def documents_per_second(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+
+def _collection_for(
+    session_factory: sessionmaker[Session], name: str, bundle: TextBundle, create: bool
+) -> Collection:
+    with session_factory() as session:
+        try:
+            collection = find_collection(session, name)
+        except NotFoundError:
+            if not create:
+                raise
+            collection = create_collection(session, name, bundle)
+            session.commit()
+            logger.info("created collection %r for bundle %s", name, bundle.bundle_id)
+        ensure_bundle_matches(collection, bundle)
+        return collection
+
+
+def _write_batch(
+    session_factory: sessionmaker[Session],
+    collection: Collection,
+    bundle: TextBundle,
+    batch: list[IncomingDocument],
+) -> tuple[int, int]:
+    """Upsert one batch in its own transaction, leaving out documents the model cannot encode."""
+    with session_factory() as session:
+        try:
+            written = upsert_documents(session, collection, bundle, batch)
+            skipped = 0
+        except EmptyDocumentError as err:
+            unencodable = set(err.indices)
+            skipped = len(unencodable)
+            kept = [document for position, document in enumerate(batch) if position not in unencodable]
+            written = upsert_documents(session, collection, bundle, kept)
+        session.commit()
+    return written, skipped
+
+
+def index_corpus(
+    session_factory: sessionmaker[Session],
+    collection_name: str,
+    corpus: Corpus,
+    bundle: TextBundle,
+    batch_size: int = 1000,
+    create: bool = True,
+    progress: bool = True,
+) -> IndexingReport:
+    """Encode and upsert `corpus` into the collection, committing per batch.
+
+    Safe to stop at any moment and run again: every batch is one transaction and documents are
+    upserted by id, so a re-run finishes the job without duplicates.
+    """
+    collection = _collection_for(session_factory, collection_name, bundle, create)
+    report = IndexingReport(documents=len(corpus))
+    labels = corpus.labels or [None] * len(corpus)
+    started = time.perf_counter()
+    with (
+        tqdm(total=len(corpus), unit="doc", disable=not progress, desc=collection_name) as bar,
+        logging_redirect_tqdm(),
+    ):
+        for start in range(0, len(corpus), batch_size):
+            stop = start + batch_size
+            batch = [
+                IncomingDocument(external_id, text, None if label is None else {"label": label})
+                for external_id, text, label in zip(
+                    corpus.ids[start:stop], corpus.texts[start:stop], labels[start:stop], strict=True
+                )
+            ]
+            written, skipped = _write_batch(session_factory, collection, bundle, batch)
+            report.written += written
+            report.skipped_empty += skipped
+            report.seconds = time.perf_counter() - started
+            bar.update(len(batch))
+            bar.set_postfix(docs_per_s=f"{report.documents_per_second:.0f}")
+    return report

@@ -6,13 +6,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, NoResultFound
 from sqlalchemy.orm import Session
 
 from service.db import Collection, Document
 from service.errors import ConflictError, NotFoundError
 from service.index import xor_masks
-from service.indexer import next_change_seq
 
 if TYPE_CHECKING:
     from training.text_bundle import TextBundle
@@ -28,6 +27,21 @@ class BallMatch:
     external_id: str
     address: int
     distance: int
+
+
+def next_change_seq(session: Session, collection_id: int) -> int:
+    """Bump the collection's change counter in this transaction (locking its row until commit)."""
+    statement = (
+        update(Collection)
+        .where(Collection.id == collection_id)
+        .values(change_seq=Collection.change_seq + 1)
+        .returning(Collection.change_seq)
+        .execution_options(synchronize_session=False)
+    )
+    try:
+        return session.execute(statement).scalar_one()
+    except NoResultFound as err:
+        raise NotFoundError(f"collection {collection_id} was deleted meanwhile") from err
 
 
 def create_collection(session: Session, name: str, bundle: TextBundle) -> Collection:
@@ -68,7 +82,7 @@ def document_counts(session: Session) -> dict[int, int]:
         .where(Document.deleted.is_(False))
         .group_by(Document.collection_id)
     )
-    return dict(rows)
+    return dict(rows.tuples().all())
 
 
 def delete_collection(session: Session, collection: Collection) -> None:

@@ -1,0 +1,63 @@
+"""The FastAPI app: `create_app()` wires settings, storage, models, indexes, routers and middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from training.text_bundle import TextBundle
+
+from service.db import make_engine, make_session_factory
+from service.errors import register_error_handlers
+from service.index_sync import IndexRegistry
+from service.middleware import BodySizeLimitMiddleware, IndexSizeCollector, MetricsMiddleware, RequestMetrics
+from service.migrate import ensure_at_head
+from service.routers import collections, documents, hash, health, search
+from service.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Check the database, load the models once, build the indexes and start keeping them current."""
+    settings: Settings = app.state.settings
+    engine = make_engine(settings.database_url)
+    try:
+        ensure_at_head(engine)
+        app.state.text_bundle = TextBundle.load(settings.text_bundle_dir)
+        app.state.models = {"text": app.state.text_bundle}
+        app.state.engine = engine
+        app.state.session_factory = make_session_factory(engine)
+        registry = IndexRegistry(app.state.session_factory)
+        registry.sync()
+        app.state.index_registry = registry
+        app.state.metrics_registry.register(IndexSizeCollector(registry.sizes))
+        logger.info("serving %s with indexes %s", app.state.text_bundle.bundle_id, registry.sizes())
+        registry.start_polling(settings.index_poll_seconds)
+        try:
+            yield
+        finally:
+            registry.stop_polling()
+    finally:
+        engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app for `settings` (the environment's by default)."""
+    app = FastAPI(
+        title="semhash",
+        summary="Semantic hashing: documents as binary codes, search as a Hamming-ball memory lookup.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or get_settings()
+    app.state.metrics_registry = CollectorRegistry()
+    register_error_handlers(app)
+    for router in (hash.router, collections.router, documents.router, search.router, health.router):
+        app.include_router(router)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=RequestMetrics(app.state.metrics_registry))
+    return app

@@ -1,0 +1,64 @@
+"""Liveness, readiness, Prometheus metrics and the loaded models."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
+
+from service.migrate import current_revision, head_revision
+from service.schemas import Health, ModelInfo, ModelsPublic, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> Health:
+    """The process is alive."""
+    return Health()
+
+
+@router.get("/readyz", responses={503: {"model": Readiness}})
+def readyz(request: Request, response: Response) -> Readiness:
+    """Models are loaded and the database is reachable and at the migration head."""
+    models_loaded = getattr(request.app.state, "text_bundle", None) is not None
+    try:
+        revision = current_revision(request.app.state.engine)
+        reachable, detail = True, None
+    except SQLAlchemyError as err:
+        revision, reachable, detail = None, False, f"database unreachable: {type(err).__name__}"
+    at_head = reachable and revision == head_revision()
+    if reachable and not at_head:
+        detail = "database is not at the migration head: run `semhash migrate`"
+    ready = models_loaded and at_head
+    if not ready:
+        response.status_code = 503
+    return Readiness(
+        ready=ready,
+        models_loaded=models_loaded,
+        database_reachable=reachable,
+        database_at_head=at_head,
+        detail=detail,
+    )
+
+
+@router.get("/metrics", response_class=Response)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics: request counts and latencies, index sizes."""
+    return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/models")
+def models(request: Request) -> ModelsPublic:
+    """The loaded model bundles with their config and metrics."""
+    data = [
+        ModelInfo(
+            kind=kind,
+            bundle_id=bundle.bundle_id,
+            fingerprint=bundle.fingerprint,
+            config=bundle.config,
+            metrics=bundle.metrics,
+        )
+        for kind, bundle in request.app.state.models.items()
+    ]
+    return ModelsPublic(data=data, count=len(data))

@@ -1,0 +1,124 @@
+"""Search a collection: the Hamming-ball shortlist (in memory) with a rerank, and the raw SQL lookup."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from training.text_bundle import EmptyDocumentError, TextBundle
+
+from service.codes import hex_to_long_words, long_code_hex_width
+from service.db import Collection
+from service.deps import BundleDep, CollectionDep, RegistryDep, SessionDep, SettingsDep, require_read_key
+from service.errors import InvalidInputError, NotFoundError
+from service.index import long_codes_to_words
+from service.index_sync import CollectionIndex, IndexRegistry
+from service.indexer import ensure_bundle_matches
+from service.schemas import AddressMatch, AddressMatches, SearchRequest, SearchResponse, SearchResult
+from service.search import SearchQuery, search
+from service.settings import Settings
+from service.store import sql_ball
+
+router = APIRouter(prefix="/v1/collections/{name}", tags=["search"], dependencies=[Depends(require_read_key)])
+
+
+def _check_bounds(settings: Settings, radius: int, limit: int, location: str) -> None:
+    if radius > settings.max_radius:
+        raise InvalidInputError(f"radius must be at most {settings.max_radius}", [(location, "radius")])
+    if limit > settings.max_limit:
+        raise InvalidInputError(f"limit must be at most {settings.max_limit}", [(location, "limit")])
+
+
+def _check_address(collection: Collection, address: int, location: tuple[str, str]) -> None:
+    if address >= 1 << collection.address_bits:
+        raise InvalidInputError(f"address must be below 2**{collection.address_bits}", [location])
+
+
+def _query(request: SearchRequest, collection: Collection, bundle: TextBundle) -> SearchQuery:
+    if request.text is not None:
+        ensure_bundle_matches(collection, bundle)
+        try:
+            codes = bundle.encode([request.text])
+        except EmptyDocumentError as err:
+            raise InvalidInputError(
+                "text is empty or has no word of the model's vocabulary", [("body", "text")]
+            ) from err
+        return SearchQuery(
+            address=int(codes.addresses[0]),
+            long_words=long_codes_to_words(codes.long_codes)[0],
+            text=request.text,
+        )
+    if request.code is not None:
+        if len(request.code) != collection.address_bits:
+            raise InvalidInputError(
+                f"code must have exactly {collection.address_bits} bits", [("body", "code")]
+            )
+        address = int(request.code, 2)
+    else:
+        assert request.address is not None, "the schema requires text, code or address"
+        address = request.address
+        _check_address(collection, address, ("body", "address"))
+    long_words = None
+    if request.long_code is not None:
+        width = long_code_hex_width(collection.long_bits)
+        if len(request.long_code) != width:
+            raise InvalidInputError(f"long_code must have {width} hex digits", [("body", "long_code")])
+        long_words = hex_to_long_words(request.long_code)
+    return SearchQuery(address=address, long_words=long_words)
+
+
+def _collection_index(registry: IndexRegistry, collection: Collection) -> CollectionIndex:
+    entry = registry.get(collection.name)
+    if entry is None or entry.collection_id != collection.id:
+        # Created by another process since the last poll: catch up now rather than answer wrongly.
+        registry.sync()
+        entry = registry.get(collection.name)
+    if entry is None:
+        raise NotFoundError(f"collection {collection.name!r} not found")
+    return entry
+
+
+@router.post("/search")
+def search_collection(
+    request: SearchRequest,
+    collection: CollectionDep,
+    registry: RegistryDep,
+    bundle: BundleDep,
+    session: SessionDep,
+    settings: SettingsDep,
+) -> SearchResponse:
+    """Documents within a Hamming radius of a text's, code's or address's address, reranked."""
+    _check_bounds(settings, request.radius, request.limit, "body")
+    query = _query(request, collection, bundle)
+    entry = _collection_index(registry, collection)
+    outcome = search(entry, query, request.radius, request.limit, request.rerank, bundle, session)
+    data = [SearchResult(id=hit.external_id, distance=hit.distance, score=hit.score) for hit in outcome.hits]
+    return SearchResponse(
+        data=data,
+        count=len(data),
+        rerank=outcome.rerank,
+        address=query.address,
+        shortlist_size=outcome.shortlist_size,
+        probed=outcome.probed,
+        took_ms=outcome.elapsed_ms,
+    )
+
+
+@router.get("/addresses/{address}")
+def lookup_address(
+    address: Annotated[int, Path(ge=0, description="The address as an integer.")],
+    collection: CollectionDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    radius: Annotated[int, Query(ge=0, description="Hamming radius.")] = 0,
+    limit: Annotated[int, Query(ge=1, description="Most results.")] = 100,
+) -> AddressMatches:
+    """The raw bit-indexed table: documents stored within `radius` of `address`, read from SQL."""
+    _check_bounds(settings, radius, limit, "query")
+    _check_address(collection, address, ("path", "address"))
+    matches = sql_ball(session, collection, address, radius, limit)
+    data = [
+        AddressMatch(id=match.external_id, address=match.address, distance=match.distance)
+        for match in matches
+    ]
+    return AddressMatches(data=data, count=len(data))

@@ -1,0 +1,180 @@
+"""Pydantic models for every request and response of the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Collection names and document ids appear in URLs: keep them to URL-safe characters.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+DOCUMENT_ID_PATTERN = r"^[^/\x00-\x1f]{1,256}$"
+
+
+class HashRequest(BaseModel):
+    """One `text` or a batch of `texts` to hash."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, min_length=1, description="A single text.")
+    texts: list[str] | None = Field(None, min_length=1, description="A batch of texts.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> HashRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of `text` or `texts`")
+        return self
+
+
+class HashCode(BaseModel):
+    address: int = Field(
+        description="The address as an integer (bit 0 of the code is its most significant bit)."
+    )
+    address_code: str = Field(description="The address as a string of 0/1, bit 0 first.")
+    long_code: str = Field(description="The long code as hex (np.packbits order).")
+    bundle_id: str
+
+
+class HashCodes(BaseModel):
+    data: list[HashCode]
+    count: int
+
+
+class CollectionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique name; letters, digits, '_', '.', '-'.")
+    bundle_id: str | None = Field(
+        None, description="The text bundle to hash with; defaults to the loaded one (the only one allowed)."
+    )
+
+
+class CollectionPublic(BaseModel):
+    name: str
+    bundle_id: str
+    bundle_fingerprint: str
+    address_bits: int
+    long_bits: int
+    document_count: int
+    created_at: datetime
+
+
+class CollectionsPublic(BaseModel):
+    data: list[CollectionPublic]
+    count: int
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(
+        pattern=DOCUMENT_ID_PATTERN, description="Your id for the document (unique per collection)."
+    )
+    text: str = Field(min_length=1)
+    metadata: dict[str, Any] | None = None
+
+
+class DocumentsUpsert(BaseModel):
+    """A batch written all or nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[DocumentIn] = Field(min_length=1)
+
+
+class UpsertResult(BaseModel):
+    upserted: int
+
+
+class DocumentPublic(BaseModel):
+    id: str
+    text: str
+    metadata: dict[str, Any] | None
+    address: int
+    address_code: str
+    long_code: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SearchRequest(BaseModel):
+    """Give exactly one of `text`, `code` or `address`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, min_length=1, description="Hash this text and search around its address.")
+    code: str | None = Field(None, pattern=r"^[01]+$", description="An address as a 0/1 string, bit 0 first.")
+    address: int | None = Field(None, ge=0, description="An address as an integer.")
+    long_code: str | None = Field(
+        None,
+        pattern=r"^[0-9a-fA-F]+$",
+        description="Hex long code for the Hamming rerank of a code/address query.",
+    )
+    radius: int = Field(
+        2, ge=0, description="Hamming radius around the address (at most the configured maximum)."
+    )
+    limit: int = Field(100, ge=1, description="Most results (at most the configured maximum).")
+    rerank: Literal["hamming", "tfidf", "none"] = "hamming"
+
+    @model_validator(mode="after")
+    def _one_query(self) -> SearchRequest:
+        if sum(value is not None for value in (self.text, self.code, self.address)) != 1:
+            raise ValueError("give exactly one of `text`, `code` or `address`")
+        if self.rerank == "tfidf" and self.text is None:
+            raise ValueError("`rerank`='tfidf' needs a `text` query")
+        return self
+
+
+class SearchResult(BaseModel):
+    id: str
+    distance: int = Field(description="Hamming distance between the query's and the document's address.")
+    score: float = Field(
+        description="Rerank score, higher is better: 1 - normalised Hamming distance, or cosine."
+    )
+
+
+class SearchResponse(BaseModel):
+    data: list[SearchResult]
+    count: int
+    rerank: Literal["hamming", "tfidf", "none"] = Field(description="The rerank applied.")
+    address: int
+    shortlist_size: int
+    probed: int = Field(description="Addresses probed in the Hamming ball.")
+    took_ms: float
+
+
+class AddressMatch(BaseModel):
+    id: str
+    address: int
+    distance: int
+
+
+class AddressMatches(BaseModel):
+    data: list[AddressMatch]
+    count: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    models_loaded: bool
+    database_reachable: bool
+    database_at_head: bool
+    detail: str | None = None
+
+
+class ModelInfo(BaseModel):
+    kind: str
+    bundle_id: str
+    fingerprint: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+class ModelsPublic(BaseModel):
+    data: list[ModelInfo]
+    count: int
