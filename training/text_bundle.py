@@ -1,0 +1,247 @@
+"""Text model bundles: load, validate, and encode documents into binary codes with numpy alone.
+
+A bundle directory holds
+
+    config.json          format_version, kind="text", name, vocab_size, address_bits, long_bits,
+                         encoders (layer sizes of each encoder), scale_input_bias, training settings,
+                         seed, created
+    vocabulary.json      {"words": [...V words...], "idf": [...V floats...]}
+    weights.safetensors  for code in (address, long), layer l:
+                         "{code}.encoder.{l}.weight" (n_in, n_out) and "{code}.encoder.{l}.bias" (n_out,)
+    metrics.json         validation (and, after `semhash evaluate text`, test) numbers
+
+Encoding is the encoder of `models.autoencoder.DeepAutoencoder` without noise, in numpy
+(so the service needs no torch):  h_1 = sigmoid(v W_1 + s(N) c_1), ..., z = h W_L + c_L, bit = z > 0.
+Address bit 0 (the first code unit of the address encoder) is the most significant bit of the
+address; long codes are packed with `np.packbits` (code unit 0 = most significant bit of byte 0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from training.bundle_io import WEIGHTS, BundleError, check_shapes, read_bundle, write_bundle
+from training.text_features import count_matrix, tfidf
+
+FORMAT_VERSION = 1
+KIND = "text"
+VOCABULARY = "vocabulary.json"
+CODES = ("address", "long")
+MAX_ADDRESS_BITS = 32
+
+__all__ = ["BundleError", "EmptyDocumentError", "TextBundle", "TextCodes", "write_text_bundle"]
+
+
+class EmptyDocumentError(ValueError):
+    """Some documents are empty or contain no vocabulary word, so they have no meaningful code."""
+
+    def __init__(self, indices: Sequence[int]):
+        self.indices = [int(i) for i in indices]
+        shown = ", ".join(map(str, self.indices[:10])) + (" ..." if len(self.indices) > 10 else "")
+        super().__init__(
+            f"{len(self.indices)} document(s) are empty or contain no vocabulary word "
+            f"(indices {shown}); they have no meaningful code"
+        )
+
+
+@dataclass
+class TextCodes:
+    """Codes of n documents."""
+
+    addresses: np.ndarray  # (n,) uint64, address bit 0 = most significant bit
+    long_codes: np.ndarray  # (n, long_bits // 8) uint8, np.packbits order
+
+
+def check_code_sizes(address_bits: int, long_bits: int) -> None:
+    """Raise ValueError unless 1 <= address_bits <= 32 and long_bits is a positive multiple of 8."""
+    if not 1 <= address_bits <= MAX_ADDRESS_BITS:
+        raise ValueError(f"address_bits must be in 1..{MAX_ADDRESS_BITS}, got {address_bits}")
+    if long_bits < 8 or long_bits % 8:
+        raise ValueError(f"long_bits must be a positive multiple of 8, got {long_bits}")
+
+
+def write_text_bundle(
+    path: Path | str,
+    config: Mapping[str, Any],
+    vocabulary: Sequence[str],
+    idf: np.ndarray,
+    weights: Mapping[str, np.ndarray],
+    metrics: Mapping[str, Any],
+) -> TextBundle:
+    """Write a bundle (config gets format_version and kind added) and load it back, validated."""
+    path = Path(path)
+    write_bundle(path, {**config, "format_version": FORMAT_VERSION, "kind": KIND}, weights, metrics)
+    document = {"words": list(vocabulary), "idf": [float(x) for x in idf]}
+    (path / VOCABULARY).write_text(json.dumps(document) + "\n")
+    return TextBundle.load(path)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # stable for large |x|
+
+
+class TextBundle:
+    """A loaded, validated text bundle; use `TextBundle.load(path)`."""
+
+    def __init__(
+        self,
+        path: Path,
+        config: dict[str, Any],
+        metrics: dict[str, Any],
+        vocabulary: list[str],
+        idf: np.ndarray,
+        weights: dict[str, np.ndarray],
+        fingerprint: str,
+    ):
+        self.path = path
+        self.config = config
+        self.metrics = metrics
+        self.vocabulary = vocabulary
+        self.idf = idf
+        self.weights = weights
+        self.fingerprint = fingerprint
+        self.bundle_id = f"{config['name']}-{fingerprint[:12]}"
+        self.address_bits = int(config["address_bits"])
+        self.long_bits = int(config["long_bits"])
+        self.scale_input_bias = bool(config["scale_input_bias"])
+        self._index = {word: i for i, word in enumerate(vocabulary)}
+
+    @classmethod
+    def load(
+        cls,
+        path: Path | str,
+        *,
+        expected_vocab_size: int | None = None,
+        expected_address_bits: int | None = None,
+        expected_long_bits: int | None = None,
+    ) -> TextBundle:
+        """Read and validate a bundle; raise BundleError naming the bundle and the problem."""
+        path = Path(path)
+        config, weights, metrics = read_bundle(path, kind=KIND, format_version=FORMAT_VERSION)
+        for key, kind in (("name", str), ("vocab_size", int), ("address_bits", int), ("long_bits", int)):
+            if not isinstance(config.get(key), kind):
+                raise BundleError(f"{path}/config.json: {key!r} missing or not {kind.__name__}")
+        try:
+            check_code_sizes(config["address_bits"], config["long_bits"])
+        except ValueError as err:
+            raise BundleError(f"{path}/config.json: {err}") from err
+        for key, expected in (
+            ("vocab_size", expected_vocab_size),
+            ("address_bits", expected_address_bits),
+            ("long_bits", expected_long_bits),
+        ):
+            if expected is not None and config[key] != expected:
+                raise BundleError(f"{path}: bundle has {key}={config[key]}, expected {expected}")
+        vocabulary, idf = cls._read_vocabulary(path, config["vocab_size"])
+        check_shapes(path, weights, cls._expected_shapes(path, config))
+        digest = hashlib.sha256()
+        digest.update((path / WEIGHTS).read_bytes())
+        digest.update((path / VOCABULARY).read_bytes())
+        essentials = {k: config.get(k) for k in ("vocab_size", "address_bits", "long_bits", "encoders")}
+        digest.update(json.dumps(essentials, sort_keys=True).encode())
+        return cls(path, config, metrics, vocabulary, idf, weights, digest.hexdigest())
+
+    @staticmethod
+    def _read_vocabulary(path: Path, vocab_size: int) -> tuple[list[str], np.ndarray]:
+        file = path / VOCABULARY
+        try:
+            document = json.loads(file.read_text(encoding="utf-8"))
+            words, idf = document["words"], np.asarray(document["idf"], dtype=np.float64)
+        except FileNotFoundError as err:
+            raise BundleError(f"{file} is missing") from err
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as err:
+            raise BundleError(f"{file} is corrupt: {err!r}") from err
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise BundleError(f"{file}: 'words' must be a list of strings")
+        if len(words) != vocab_size or len(set(words)) != vocab_size:
+            raise BundleError(
+                f"{file}: {len(set(words))} distinct words, config says vocab_size={vocab_size}"
+            )
+        if idf.shape != (vocab_size,) or not np.isfinite(idf).all() or (idf <= 0).any():
+            raise BundleError(f"{file}: 'idf' must be {vocab_size} positive finite numbers")
+        return words, idf
+
+    @staticmethod
+    def _expected_shapes(path: Path, config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        encoders = config.get("encoders")
+        if not isinstance(encoders, dict) or set(encoders) != set(CODES):
+            raise BundleError(f"{path}/config.json: 'encoders' must give layer sizes for {CODES}")
+        if "scale_input_bias" not in config:
+            raise BundleError(f"{path}/config.json: 'scale_input_bias' is missing")
+        shapes: dict[str, tuple[int, ...]] = {}
+        for code in CODES:
+            sizes = encoders[code]
+            bits = config[f"{code}_bits"]
+            if not isinstance(sizes, list) or len(sizes) < 2 or sizes[0] != config["vocab_size"]:
+                raise BundleError(
+                    f"{path}/config.json: {code} encoder sizes {sizes} do not start at vocab_size"
+                )
+            if sizes[-1] != bits:
+                raise BundleError(f"{path}/config.json: {code} encoder ends in {sizes[-1]} units, not {bits}")
+            for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+                shapes[f"{code}.encoder.{layer}.weight"] = (n_in, n_out)
+                shapes[f"{code}.encoder.{layer}.bias"] = (n_out,)
+        return shapes
+
+    # ----- encoding --------------------------------------------------------------------------------
+    def counts(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """(n, V) float32 word counts over the bundle's vocabulary."""
+        return count_matrix(texts, self._index)
+
+    def encode(self, texts: Sequence[str]) -> TextCodes:
+        """Codes of `texts`; raises EmptyDocumentError if any has no vocabulary word."""
+        return self.encode_counts(self.counts(texts))
+
+    def encode_counts(self, counts: sp.spmatrix | np.ndarray) -> TextCodes:
+        """Codes from a (n, V) count matrix (the bulk path); raises EmptyDocumentError for empty rows."""
+        counts = self._check_counts(counts)
+        empty = np.flatnonzero(np.asarray(counts.sum(axis=1)).ravel() <= 0)
+        if empty.size:
+            raise EmptyDocumentError(empty.tolist())
+        address_bits = self.code_bits("address", counts)
+        weights = np.uint64(1) << np.arange(self.address_bits - 1, -1, -1, dtype=np.uint64)
+        addresses = (address_bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+        long_codes = np.packbits(self.code_bits("long", counts), axis=1)
+        return TextCodes(addresses=addresses, long_codes=long_codes)
+
+    def code_activations(self, code: str, counts: sp.spmatrix | np.ndarray) -> np.ndarray:
+        """sigmoid(z) of the `code` ("address" or "long") encoder.  (n, V) counts -> (n, bits) float32."""
+        return _sigmoid(self._code_input(code, self._check_counts(counts)))
+
+    def code_bits(self, code: str, counts: sp.spmatrix | np.ndarray) -> np.ndarray:
+        """Binary codes z > 0 of the `code` encoder.  (n, V) counts -> (n, bits) bool."""
+        return self._code_input(code, self._check_counts(counts)) > 0
+
+    def _code_input(self, code: str, counts: sp.csr_matrix) -> np.ndarray:
+        if code not in CODES:
+            raise ValueError(f"code must be one of {CODES}, got {code!r}")
+        layers = len(self.config["encoders"][code]) - 1
+        w = self.weights
+        h = np.asarray(counts @ w[f"{code}.encoder.0.weight"], dtype=np.float32)
+        scale = np.asarray(counts.sum(axis=1), dtype=np.float32) if self.scale_input_bias else 1.0
+        h += scale * w[f"{code}.encoder.0.bias"]
+        for layer in range(1, layers):
+            h = _sigmoid(h) @ w[f"{code}.encoder.{layer}.weight"] + w[f"{code}.encoder.{layer}.bias"]
+        return h
+
+    def _check_counts(self, counts: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
+        matrix = sp.csr_matrix(counts, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[1] != len(self.vocabulary):
+            raise ValueError(f"counts must have {len(self.vocabulary)} columns, got shape {matrix.shape}")
+        return matrix
+
+    def tfidf(self, texts_or_counts: Sequence[str] | sp.spmatrix | np.ndarray) -> sp.csr_matrix:
+        """(n, V) L2-normalised TF-IDF with the idf fitted on the training corpus."""
+        if sp.issparse(texts_or_counts) or isinstance(texts_or_counts, np.ndarray):
+            counts = self._check_counts(texts_or_counts)
+        else:
+            counts = self.counts(texts_or_counts)  # type: ignore[arg-type]
+        return tfidf(counts, self.idf)

@@ -1,0 +1,74 @@
+"""Bag-of-words features: the tokenizer, the vocabulary of the 2000 most frequent words, TF-IDF.
+
+The vocabulary is fitted on training documents only with scikit-learn's `CountVectorizer` (lowercase,
+tokens = runs of 2+ word characters, English stop words removed, top `size` words by corpus
+frequency). Encoding new text needs only numpy/scipy: lowercase, the same token pattern, and a lookup
+in the vocabulary (stop words are not in it, so they drop out by themselves). A test checks that both
+paths give the same counts.
+
+TF-IDF follows scikit-learn's smooth variant:  idf_i = ln((1 + n) / (1 + df_i)) + 1,
+tfidf(d) = normalise_L2(counts(d) * idf).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # scikit-learn's default: words of 2+ letters/digits/underscores
+_TOKEN = re.compile(TOKEN_PATTERN)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lowercased tokens of `text` (stop words included; the vocabulary filters them)."""
+    return _TOKEN.findall(text.lower())
+
+
+def fit_vocabulary(texts: Sequence[str], size: int = 2000) -> tuple[list[str], np.ndarray]:
+    """The `size` most frequent non-stop words of `texts` (sorted alphabetically) and their idf (size,).
+
+    Ties in frequency are broken as scikit-learn does. Raises ValueError if `texts` has no words.
+    """
+    from sklearn.feature_extraction.text import CountVectorizer  # training-time only
+
+    vectorizer = CountVectorizer(
+        lowercase=True, token_pattern=TOKEN_PATTERN, stop_words="english", max_features=size
+    )
+    counts = vectorizer.fit_transform(texts)
+    vocabulary = [str(word) for word in vectorizer.get_feature_names_out()]
+    return vocabulary, smooth_idf(counts)
+
+
+def smooth_idf(counts: sp.spmatrix) -> np.ndarray:
+    """idf_i = ln((1 + n) / (1 + df_i)) + 1 from a (n, V) count matrix.  Returns (V,) float64."""
+    counts = sp.csr_matrix(counts)
+    document_frequency = np.bincount(counts.indices, minlength=counts.shape[1])
+    return np.log((1.0 + counts.shape[0]) / (1.0 + document_frequency)) + 1.0
+
+
+def count_matrix(texts: Sequence[str], index: dict[str, int]) -> sp.csr_matrix:
+    """(n, V) word counts of `texts` over the vocabulary `index` (word -> column), float32 CSR."""
+    rows: list[int] = []
+    columns: list[int] = []
+    for row, text in enumerate(texts):
+        for token in tokenize(text):
+            column = index.get(token)
+            if column is not None:
+                rows.append(row)
+                columns.append(column)
+    data = np.ones(len(rows), dtype=np.float32)
+    matrix = sp.csr_matrix((data, (rows, columns)), shape=(len(texts), len(index)), dtype=np.float32)
+    matrix.sum_duplicates()
+    return matrix
+
+
+def tfidf(counts: sp.spmatrix, idf: np.ndarray) -> sp.csr_matrix:
+    """L2-normalised TF-IDF rows: (n, V) counts, (V,) idf -> (n, V) float32 CSR (empty rows stay 0)."""
+    weighted = sp.csr_matrix(counts, dtype=np.float32) @ sp.diags(idf.astype(np.float32))
+    weighted = sp.csr_matrix(weighted)
+    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
+    scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    return sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ weighted)

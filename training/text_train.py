@@ -1,0 +1,330 @@
+"""Training of the text bundle: greedy RBM pretraining, unrolling, fine-tuning with noisy codes.
+
+Recipe (Salakhutdinov & Hinton, "Semantic hashing", 2009; seed slides 66-72, 78):
+
+1. Vocabulary: the `vocab_size` most frequent non-stop words of the training documents.
+2. A validation part is held out of the training documents; the rest ("fit") trains every layer.
+3. Greedy CD pretraining of the shared lower layers V-h_1-...: a `ConstrainedPoissonRBM` on the word
+   counts, `BernoulliRBM`s on the mean-field activities below (`training.stack.pretrain_stack`,
+   checkpointed in `<out>/checkpoints`, so a rerun resumes instead of retraining).
+4. For each code (address, long) a top `BernoulliRBM` h_{L-1}-bits, then the stack is unrolled into
+   a `DeepAutoencoder` and fine-tuned by backprop with Gaussian noise of std `noise_std` on the code
+   units' input. The noise is either fixed per training document (the paper: a deterministic
+   objective) or drawn afresh for every minibatch.
+5. Early stopping: after every epoch the validation documents are used as queries against the fit
+   documents and the model is scored by precision@100 of Hamming ranking (when labels exist; else by
+   the validation reconstruction loss). The un-fine-tuned stack is candidate epoch 0. The best
+   epoch's weights are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.autoencoder import DeepAutoencoder
+from models.rbm import RBM, BernoulliRBM, ConstrainedPoissonRBM
+from training.backprop import BackpropSchedule, fine_tune
+from training.corpus import Corpus
+from training.pretrain import CDSchedule
+from training.retrieval import hamming_relevant_at, label_ids
+from training.seed import set_seed
+from training.stack import fingerprint, pretrain_stack, train_or_resume
+from training.text_bundle import TextBundle, check_code_sizes, write_text_bundle
+from training.text_features import count_matrix, fit_vocabulary
+
+log = logging.getLogger(__name__)
+
+NOISE_MODES = ("fixed", "fresh")
+
+
+@dataclass
+class TextProfile:
+    """Everything that defines a training run apart from the data, the code sizes and the seed."""
+
+    vocab_size: int = 2000  # words in the vocabulary (the input layer)
+    hidden: tuple[int, ...] = (500, 500)  # shared hidden layers between the counts and the code
+    scale_hidden_bias: bool = True  # s(N) = N in the count RBM (replicated softmax); see models/rbm.py
+    bottom: CDSchedule = field(default_factory=lambda: CDSchedule(learning_rate=0.001))  # count RBM
+    upper: CDSchedule = field(default_factory=CDSchedule)  # binary RBMs above it, code RBM included
+    finetune: BackpropSchedule = field(
+        default_factory=lambda: BackpropSchedule(epochs=10, optimizer="adam", learning_rate=1e-3, patience=3)
+    )
+    noise_std: float = 4.0  # std of the Gaussian noise on the code units' total input
+    noise: str = "fixed"  # "fixed": one noise vector per training document; "fresh": new every batch
+    validation_fraction: float = 0.1  # share of the training documents held out for early stopping
+    precision_at: int = 100  # validation score: precision at this many retrieved documents
+
+
+PROFILES: dict[str, TextProfile] = {
+    "tiny": TextProfile(
+        vocab_size=200,
+        hidden=(64,),
+        bottom=CDSchedule(epochs=5, batch_size=20, learning_rate=0.005),
+        upper=CDSchedule(epochs=5, batch_size=20, learning_rate=0.05),
+        finetune=BackpropSchedule(epochs=4, batch_size=20, optimizer="adam", learning_rate=3e-3, patience=2),
+        validation_fraction=0.2,
+        precision_at=10,
+    ),
+    "quick": TextProfile(
+        hidden=(500, 500),
+        bottom=CDSchedule(epochs=3, learning_rate=0.001),
+        upper=CDSchedule(epochs=3),
+        finetune=BackpropSchedule(epochs=3, optimizer="adam", learning_rate=1e-3, patience=2),
+    ),
+    "full": TextProfile(
+        hidden=(500, 500),
+        bottom=CDSchedule(epochs=30, learning_rate=0.001),
+        upper=CDSchedule(epochs=30),
+        finetune=BackpropSchedule(epochs=15, optimizer="adam", learning_rate=1e-3, patience=4),
+    ),
+}
+
+
+@dataclass
+class TextData:
+    """Word counts of the fit and validation parts of the training documents."""
+
+    vocabulary: list[str]
+    idf: np.ndarray  # (V,)
+    fit: Tensor  # (n_fit, V) float32 counts
+    validation: Tensor  # (n_val, V)
+    fit_labels: np.ndarray | None  # (n_fit,) int label ids, or None for unlabelled corpora
+    validation_labels: np.ndarray | None
+
+
+def prepare_data(corpus: Corpus, profile: TextProfile, seed: int) -> TextData:
+    """Fit the vocabulary on the training documents, count words, drop empty ones, hold out validation."""
+    vocabulary, idf = fit_vocabulary(corpus.texts, profile.vocab_size)
+    counts = count_matrix(corpus.texts, {w: i for i, w in enumerate(vocabulary)})
+    keep = np.flatnonzero(np.asarray(counts.sum(axis=1)).ravel() > 0)
+    if len(keep) < len(corpus):
+        log.info("skipping %d training documents with no vocabulary word", len(corpus) - len(keep))
+    order = np.random.default_rng(seed).permutation(keep)
+    n_val = max(1, int(round(profile.validation_fraction * len(order))))
+    if len(order) - n_val < 2:
+        raise ValueError(f"{corpus.source or 'corpus'}: too few non-empty documents ({len(order)}) to train")
+    val_rows, fit_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+    dense = torch.from_numpy(counts.toarray())
+    labels = label_ids(corpus.labels)[0] if corpus.labels is not None else None
+    return TextData(
+        vocabulary,
+        idf,
+        dense[fit_rows],
+        dense[val_rows],
+        None if labels is None else labels[fit_rows],
+        None if labels is None else labels[val_rows],
+    )
+
+
+def shared_layers(data: TextData, profile: TextProfile) -> list[RBM]:
+    """The untrained shared RBMs V-h_1-...-h_{L-1}."""
+    sizes = [len(data.vocabulary), *profile.hidden]
+    rbms: list[RBM] = [ConstrainedPoissonRBM(sizes[0], sizes[1], scale_hidden_bias=profile.scale_hidden_bias)]
+    rbms += [BernoulliRBM(n_in, n_out) for n_in, n_out in zip(sizes[1:-1], sizes[2:], strict=True)]
+    return rbms
+
+
+def pretrain_shared(
+    data: TextData,
+    profile: TextProfile,
+    *,
+    checkpoint_dir: Path | None,
+    seed: int,
+    progress: bool,
+) -> tuple[list[RBM], str, list[list[dict[str, float]]]]:
+    """Greedy CD training of the shared layers; returns (rbms, checkpoint key, per-layer histories)."""
+    rbms = shared_layers(data, profile)
+    schedules = [profile.bottom] + [profile.upper] * (len(rbms) - 1)
+    pretraining = {
+        k: asdict(profile)[k] for k in ("vocab_size", "hidden", "scale_hidden_bias", "bottom", "upper")
+    }
+    key = fingerprint({**pretraining, "seed": seed, "data": float(data.fit.sum()), "n": data.fit.shape[0]})
+    histories = pretrain_stack(
+        rbms,
+        data.fit,
+        schedules,
+        checkpoint_dir=checkpoint_dir,
+        key=key,
+        validation=data.validation,
+        generator=torch.Generator().manual_seed(seed),
+        progress=progress,
+        prefix="shared",
+    )
+    return rbms, key, histories
+
+
+def validation_score(model: DeepAutoencoder, data: TextData, profile: TextProfile) -> float:
+    """Lower is better: -precision@K of validation queries against fit documents, else validation loss."""
+    with torch.no_grad():
+        if data.fit_labels is None or data.validation_labels is None:
+            return float(model.reconstruction_loss(data.validation))
+        k = min(profile.precision_at, data.fit.shape[0])
+        relevant = hamming_relevant_at(
+            model.codes(data.validation).numpy(),
+            model.codes(data.fit).numpy(),
+            data.validation_labels,
+            data.fit_labels,
+            [k],
+        )
+    return -float(relevant.mean() / k)
+
+
+def train_code_encoder(
+    shared: Sequence[RBM],
+    bits: int,
+    data: TextData,
+    profile: TextProfile,
+    *,
+    checkpoint_dir: Path | None,
+    key: str,
+    seed: int,
+    progress: bool,
+    name: str,
+) -> tuple[DeepAutoencoder, dict[str, Any]]:
+    """Pretrain a `bits`-unit code RBM on top of `shared`, unroll, fine-tune; returns (model, report)."""
+    if profile.noise not in NOISE_MODES:
+        raise ValueError(f"noise must be one of {NOISE_MODES}, got {profile.noise!r}")
+    generator = torch.Generator().manual_seed(seed + bits)
+    top = BernoulliRBM(shared[-1].n_hidden, bits)
+    top_history = train_or_resume(
+        top,
+        f"{name}_code{bits}",
+        data.fit,
+        profile.upper,
+        below=list(shared),  # type: ignore[arg-type]
+        checkpoint_dir=checkpoint_dir,
+        key=f"{key}-code{bits}",
+        validation=data.validation,
+        generator=generator,
+        progress=progress,
+    )
+    model = DeepAutoencoder.from_rbms([*shared, top])
+    pretrained_score = validation_score(model, data, profile)
+    pretrained_state = {k: v.clone() for k, v in model.state_dict().items()}
+    log.info("%s: %d-bit pretrained stack, validation score %.4f", name, bits, pretrained_score)
+    fixed_noise = torch.randn(data.fit.shape[0], bits, generator=generator) * profile.noise_std
+
+    def loss_fn(net: DeepAutoencoder, counts: Tensor, noise: Tensor | None) -> Tensor:
+        if noise is None:  # fresh noise for this minibatch
+            noise = torch.randn(counts.shape[0], bits, generator=generator) * profile.noise_std
+        return net.reconstruction_loss(counts, noise)
+
+    history, best_epoch = fine_tune(
+        model,
+        loss_fn,  # type: ignore[arg-type]
+        data.fit,
+        fixed_noise if profile.noise == "fixed" else None,
+        profile.finetune,
+        validate=lambda: validation_score(model, data, profile),
+        generator=generator,
+        description=f"{name} {bits}-bit fine-tune",
+        progress=progress,
+    )
+    best_score = min(record["validation"] for record in history)
+    if pretrained_score <= best_score:  # the un-fine-tuned stack wins: epoch 0
+        model.load_state_dict(pretrained_state)
+        best_epoch, best_score = 0, pretrained_score
+    report = {
+        "bits": bits,
+        "selected_epoch": best_epoch,
+        "validation_score": best_score,
+        "validation_metric": "neg_precision" if data.fit_labels is not None else "reconstruction_loss",
+        "pretrained_validation_score": pretrained_score,
+        "code_rbm": top_history,
+        "fine_tune": history,
+    }
+    return model, report
+
+
+def encoder_weights(model: DeepAutoencoder, prefix: str) -> dict[str, np.ndarray]:
+    """The encoder's parameters as numpy arrays named as in a text bundle."""
+    arrays = {}
+    for layer, (w, b) in enumerate(zip(model.encoder_weights, model.encoder_biases, strict=True)):
+        arrays[f"{prefix}.encoder.{layer}.weight"] = w.detach().cpu().numpy()
+        arrays[f"{prefix}.encoder.{layer}.bias"] = b.detach().cpu().numpy()
+    return arrays
+
+
+def train_text_bundle(
+    documents: Corpus | Sequence[str],
+    out_dir: Path | str,
+    *,
+    profile: str | TextProfile = "tiny",
+    address_bits: int = 20,
+    long_bits: int = 128,
+    seed: int = 0,
+    noise: str | None = None,
+    name: str | None = None,
+    progress: bool = False,
+) -> TextBundle:
+    """Train the address and long encoders on `documents` and write the bundle to `out_dir`.
+
+    `documents`: a `Corpus` (labels, when present, choose the fine-tuning epoch) or plain texts.
+    `profile`: "tiny" (a few hundred short documents in seconds, for tests), "quick", "full", or a
+    `TextProfile`. `noise` overrides the profile's noise mode ("fixed" or "fresh").
+    """
+    check_code_sizes(address_bits, long_bits)
+    corpus = (
+        documents
+        if isinstance(documents, Corpus)
+        else Corpus([str(i) for i in range(len(documents))], list(documents))
+    )
+    settings = PROFILES[profile] if isinstance(profile, str) else profile
+    if noise is not None:
+        settings = replace(settings, noise=noise)
+    out = Path(out_dir)
+    started = time.perf_counter()
+    set_seed(seed)
+    data = prepare_data(corpus, settings, seed)
+    checkpoints = out / "checkpoints"
+    shared, key, shared_history = pretrain_shared(
+        data, settings, checkpoint_dir=checkpoints, seed=seed, progress=progress
+    )
+    weights: dict[str, np.ndarray] = {}
+    reports: dict[str, Any] = {}
+    encoders: dict[str, list[int]] = {}
+    for code, bits in (("address", address_bits), ("long", long_bits)):
+        model, reports[code] = train_code_encoder(
+            shared,
+            bits,
+            data,
+            settings,
+            checkpoint_dir=checkpoints,
+            key=key,
+            seed=seed,
+            progress=progress,
+            name=code,
+        )
+        weights |= encoder_weights(model, code)
+        encoders[code] = model.layer_sizes
+    seconds = time.perf_counter() - started
+    config = {
+        "name": name or out.name or "text",
+        "vocab_size": len(data.vocabulary),
+        "address_bits": address_bits,
+        "long_bits": long_bits,
+        "encoders": encoders,
+        "scale_input_bias": settings.scale_hidden_bias,
+        "architecture": f"{'-'.join(map(str, [len(data.vocabulary), *settings.hidden]))}-{{bits}}",
+        "training": {"profile": profile if isinstance(profile, str) else "custom", **asdict(settings)},
+        "corpus": {
+            "source": corpus.source,
+            "documents": len(corpus),
+            "validation": int(data.validation.shape[0]),
+        },
+        "seed": seed,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    metrics = {"train_seconds": seconds, "shared_pretraining": shared_history, **reports}
+    log.info("trained text bundle in %.1f s -> %s", seconds, out)
+    return write_text_bundle(out, config, data.vocabulary, data.idf, weights, metrics)
