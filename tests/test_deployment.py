@@ -249,3 +249,34 @@ def test_readme_test_command_is_exactly_what_ci_runs():
     command = next(line for line in ci_lines if "pytest" in line)
     readme_lines = (ROOT / "README.md").read_text().splitlines()
     assert command in readme_lines, f"README.md must show the CI test command verbatim:\n{command}"
+
+
+def test_every_setting_is_documented_with_its_default():
+    from service.settings import Settings
+
+    rows = (ROOT / "README.md").read_text().splitlines()
+    for name, field in Settings.model_fields.items():
+        variable = f"SEMHASH_{name.upper()}"
+        row = next((row for row in rows if row.startswith(f"| `{variable}` |")), None)
+        assert row is not None, f"README.md's Configuration table lacks {variable}"
+        default = "unset" if field.default is None else str(field.default)
+        assert f"`{default.lower()}`" in row.lower() or (default == "unset" and "unset" in row), (
+            f"README.md gives {variable} a default other than {default!r}: {row}"
+        )
+
+
+def test_api_table_matches_the_routes():
+    from service.main import create_app
+
+    def shape(path: str) -> str:  # parameter names may differ between code and prose
+        return re.sub(r"\{[^}]*\}", "{}", path)
+
+    paths = create_app().openapi()["paths"]
+    served = {(method.upper(), shape(path)) for path, operations in paths.items() for method in operations}
+    readme = (ROOT / "README.md").read_text()
+    documented = {
+        (method, shape(path))
+        for method, path in re.findall(r"^\| (GET|POST|PUT|PATCH|DELETE) \| `([^`?]+)", readme, re.MULTILINE)
+    }
+    assert served - documented == set(), "routes missing from README.md's API table"
+    assert documented - served == set(), "README.md's API table lists routes the app does not serve"
