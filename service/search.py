@@ -47,7 +47,7 @@ class SearchOutcome:
 def _tfidf_scores(session: Session, bundle: TextBundle, row_ids: np.ndarray, text: str) -> np.ndarray:
     # Document texts live in SQL only (keeping them in memory would double the footprint).
     rows = session.execute(select(Document.id, Document.text).where(Document.id.in_(row_ids.tolist())))
-    texts_by_row = dict(rows.tuples().all())
+    texts_by_row = dict(rows.all())
     texts = [texts_by_row.get(int(row_id), "") for row_id in row_ids]
     vectors = bundle.tfidf(texts + [text])
     # Rows are L2-normalised, so the dot product is the cosine similarity.

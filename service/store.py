@@ -82,7 +82,7 @@ def document_counts(session: Session) -> dict[int, int]:
         .where(Document.deleted.is_(False))
         .group_by(Document.collection_id)
     )
-    return dict(rows.tuples().all())
+    return dict(rows.all())
 
 
 def delete_collection(session: Session, collection: Collection) -> None:

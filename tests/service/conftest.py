@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from service.db import make_engine
+from service.main import create_app
 from service.migrate import upgrade_to_head
+from service.settings import Settings
+from training.corpus import Corpus
+from training.text_bundle import TextBundle
+from training.text_train import train_text_bundle
 
 POSTGRES_SERVER_URL = os.environ.get(
     "SEMHASH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -75,3 +83,57 @@ def engine(migrated_url: str) -> Iterator[Engine]:
     engine = make_engine(migrated_url)
     yield engine
     engine.dispose()
+
+
+TOPICS = ("space", "hockey", "guns", "medicine")
+
+
+@pytest.fixture(scope="session")
+def topic_corpus() -> Corpus:
+    """240 generated documents, 60 per topic, each topic with its own 25 words."""
+    rng = np.random.default_rng(0)
+    ids, texts, labels = [], [], []
+    for topic in TOPICS:
+        words = [f"{topic}{i}" for i in range(25)]
+        for j in range(60):
+            ids.append(f"{topic}-{j}")
+            texts.append(" ".join(rng.choice(words, 30)))
+            labels.append(topic)
+    return Corpus(ids, texts, labels, "generated")
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory, topic_corpus: Corpus) -> Path:
+    """A models directory whose text/ bundle is a tiny model really trained on `topic_corpus`."""
+    root = tmp_path_factory.mktemp("models")
+    train_text_bundle(topic_corpus, root / "text", profile="tiny", address_bits=16, long_bits=64, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def text_bundle(models_dir: Path) -> TextBundle:
+    return TextBundle.load(models_dir / "text")
+
+
+@pytest.fixture
+def make_client(migrated_url: str, models_dir: Path) -> Iterator[Callable[..., TestClient]]:
+    """Start the app (lifespan included) on the test database; keyword arguments override settings."""
+    clients: list[TestClient] = []
+
+    def start(**overrides: object) -> TestClient:
+        settings = Settings(
+            database_url=migrated_url, models_dir=models_dir, index_poll_seconds=0.2, **overrides
+        )
+        client = TestClient(create_app(settings))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()

@@ -1,0 +1,113 @@
+"""The bulk job: `semhash index` from a JSONL file, re-runs, skipped documents, and a live server."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from semhash_cli import app as cli
+from service.db import Collection, Document, make_engine, make_session_factory
+from service.indexer import index_corpus
+from training.corpus import Corpus
+from training.text_bundle import TextBundle
+
+
+def write_jsonl_gz(path: Path, corpus: Corpus, extra: list[dict] | None = None) -> Path:
+    with gzip.open(path, "wt", encoding="utf-8") as lines:
+        for external_id, text, label in zip(corpus.ids, corpus.texts, corpus.labels or [], strict=True):
+            lines.write(json.dumps({"id": external_id, "text": text, "label": label}) + "\n")
+        for record in extra or []:
+            lines.write(json.dumps(record) + "\n")
+    return path
+
+
+def live_documents(url: str, collection: str) -> list[str]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return list(
+                connection.scalars(
+                    select(Document.external_id)
+                    .join(Collection)
+                    .where(Collection.name == collection, Document.deleted.is_(False))
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def test_cli_indexes_a_file_and_a_rerun_adds_no_duplicates(
+    migrated_url: str, models_dir: Path, topic_corpus: Corpus, tmp_path: Path
+) -> None:
+    unencodable = {"id": "empty", "text": "words the model never saw", "label": "none"}
+    source = write_jsonl_gz(tmp_path / "docs.jsonl.gz", topic_corpus, [unencodable])
+    arguments = [
+        "index",
+        "--collection",
+        "news",
+        "--input",
+        str(source),
+        "--bundle",
+        str(models_dir / "text"),
+        "--batch-size",
+        "64",
+        "--database-url",
+        migrated_url,
+        "--no-progress",
+    ]
+    runner = CliRunner()
+    first = runner.invoke(cli, arguments)
+    assert first.exit_code == 0, first.output
+    assert sorted(live_documents(migrated_url, "news")) == sorted(topic_corpus.ids)
+    second = runner.invoke(cli, arguments)
+    assert second.exit_code == 0, second.output
+    documents = live_documents(migrated_url, "news")
+    assert len(documents) == len(set(documents)) == len(topic_corpus)
+
+
+def test_an_interrupted_run_is_finished_by_the_next(
+    migrated_url: str, text_bundle: TextBundle, topic_corpus: Corpus
+) -> None:
+    engine = make_engine(migrated_url)
+    try:
+        sessions = make_session_factory(engine)
+        # The first run stops after 100 documents (as if killed between two batches) ...
+        partial = index_corpus(
+            sessions, "news", topic_corpus.subset(list(range(100))), text_bundle, 32, progress=False
+        )
+        assert partial.written == 100
+        # ... and the re-run over the whole input completes it.
+        report = index_corpus(sessions, "news", topic_corpus, text_bundle, 32, progress=False)
+        assert report.written == len(topic_corpus) and report.skipped_empty == 0
+    finally:
+        engine.dispose()
+    documents = live_documents(migrated_url, "news")
+    assert sorted(documents) == sorted(topic_corpus.ids)
+
+
+def test_documents_indexed_by_another_process_are_searchable_within_two_seconds(
+    client: TestClient, migrated_url: str, text_bundle: TextBundle, topic_corpus: Corpus
+) -> None:
+    assert client.post("/v1/collections", json={"name": "news"}).status_code == 201
+    job_engine = make_engine(migrated_url)  # the bulk job's own engine, as in another process
+    try:
+        index_corpus(make_session_factory(job_engine), "news", topic_corpus, text_bundle, 50, progress=False)
+        written = time.monotonic()
+        target = topic_corpus.ids[123]
+        while True:
+            response = client.post(
+                "/v1/collections/news/search",
+                json={"text": topic_corpus.texts[123], "radius": 0, "limit": 1000},
+            )
+            if target in {hit["id"] for hit in response.json()["data"]}:
+                break
+            assert time.monotonic() - written < 2.0, "the server's index did not catch up within 2 s"
+            time.sleep(0.05)
+    finally:
+        job_engine.dispose()
