@@ -8,3 +8,11 @@ train_app = typer.Typer(help="Train a model bundle (text, digits, images).", no_
 evaluate_app = typer.Typer(help="Evaluate a model bundle on held-out data.", no_args_is_help=True)
 
 # Each model kind registers its commands below (kept in its own module to keep this file small).
+
+from training.vision_cli import register_vision_commands  # noqa: E402
+
+register_vision_commands(train_app, evaluate_app)
+
+from training.text_cli import register_text_commands  # noqa: E402
+
+register_text_commands(train_app, evaluate_app)

@@ -1,0 +1,179 @@
+"""Serving-side MNIST bundles: the digit recogniser and the image autoencoder, inference in numpy.
+
+Loading needs no torch: weights are read with safetensors.numpy and the forward passes are a few
+matrix products. Both classes validate the bundle (kind, format version, every tensor's shape against
+the architecture in config.json, finite values) and raise `BundleError` otherwise.
+
+Weight layout (all float32, W as (n_in, n_out) so that h = sigmoid(x W + b)):
+
+digits:  finetuned.W{l}, finetuned.b{l} for the sigmoid layers, finetuned.V (n_top, 10), finetuned.a (10,);
+         generative.W{l}, generative.b{l} for the lower RBMs' recognition weights, and the labelled top RBM
+         generative.top_W (n_pen + 10, n_top_hidden), generative.top_b (n_pen + 10,), generative.top_c.
+images:  encoder.W{l}, encoder.b{l} (last layer linear), decoder.W{l}, decoder.b{l} (last layer
+         logistic), code_thresholds (code_size,) for the binary codes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import expit, log_softmax, softmax
+
+from training.bundle_io import BundleError, bundle_id, check_shapes, read_bundle
+
+DIGITS_FORMAT_VERSION = 1
+IMAGES_FORMAT_VERSION = 1
+DIGIT_VARIANTS = ("finetuned", "generative")
+N_PIXELS = 784
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 2 or images.shape[1] != N_PIXELS:
+        raise ValueError(f"images must have shape (n, {N_PIXELS}), got {images.shape}")
+    return images
+
+
+def _sigmoid_stack(x: np.ndarray, weights: dict[str, np.ndarray], prefix: str, n_layers: int) -> np.ndarray:
+    for layer in range(n_layers):
+        x = expit(x @ weights[f"{prefix}.W{layer}"] + weights[f"{prefix}.b{layer}"])
+    return x
+
+
+def _int_list(config: dict[str, Any], key: str, path: Path) -> list[int]:
+    value = config.get("architecture", {}).get(key)
+    if not isinstance(value, list) or len(value) < 2 or not all(isinstance(v, int) and v > 0 for v in value):
+        raise BundleError(f"{path}: architecture.{key} must be a list of at least two positive integers")
+    return value
+
+
+def digit_weight_shapes(sizes: list[int], n_classes: int, top_hidden: int) -> dict[str, tuple[int, ...]]:
+    """The tensors a digits bundle must hold for layer sizes [784, ..., n_top]."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        shapes[f"finetuned.W{layer}"] = (a, b)
+        shapes[f"finetuned.b{layer}"] = (b,)
+        if layer < len(sizes) - 2:  # the generative net shares the shape of all but the top RBM
+            shapes[f"generative.W{layer}"] = (a, b)
+            shapes[f"generative.b{layer}"] = (b,)
+    shapes["finetuned.V"] = (sizes[-1], n_classes)
+    shapes["finetuned.a"] = (n_classes,)
+    shapes["generative.top_W"] = (sizes[-2] + n_classes, top_hidden)
+    shapes["generative.top_b"] = (sizes[-2] + n_classes,)
+    shapes["generative.top_c"] = (top_hidden,)
+    return shapes
+
+
+def image_weight_shapes(sizes: list[int]) -> dict[str, tuple[int, ...]]:
+    """The tensors an images bundle must hold for encoder layer sizes [784, ..., code_size]."""
+    shapes: dict[str, tuple[int, ...]] = {"code_thresholds": (sizes[-1],)}
+    pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
+    for layer, (a, b) in enumerate(pairs):
+        shapes[f"encoder.W{layer}"] = (a, b)
+        shapes[f"encoder.b{layer}"] = (b,)
+    for layer, (a, b) in enumerate(reversed(pairs)):
+        shapes[f"decoder.W{layer}"] = (b, a)
+        shapes[f"decoder.b{layer}"] = (a,)
+    return shapes
+
+
+class DigitBundle:
+    """A trained digit recogniser: `predict_proba(images (n, 784) in [0, 1]) -> (n, 10)`."""
+
+    kind = "digits"
+
+    def __init__(
+        self, path: Path, config: dict[str, Any], weights: dict[str, np.ndarray], metrics: dict[str, Any]
+    ):
+        self.path, self.config, self.weights, self.metrics = path, config, weights, metrics
+        self.layer_sizes = _int_list(config, "layer_sizes", path)
+        self.n_classes = int(config["architecture"].get("n_classes", 10))
+        self.default_variant = config.get("default_variant", "finetuned")
+        if self.default_variant not in DIGIT_VARIANTS:
+            raise BundleError(f"{path}: default_variant must be one of {DIGIT_VARIANTS}")
+        self.bundle_id = bundle_id(path, self.kind)
+
+    @classmethod
+    def load(cls, path: Path | str) -> DigitBundle:
+        path = Path(path)
+        config, weights, metrics = read_bundle(path, kind=cls.kind, format_version=DIGITS_FORMAT_VERSION)
+        sizes = _int_list(config, "layer_sizes", path)
+        if sizes[0] != N_PIXELS:
+            raise BundleError(f"{path}: the input layer must have {N_PIXELS} units, not {sizes[0]}")
+        arch = config["architecture"]
+        check_shapes(
+            path, weights, digit_weight_shapes(sizes, int(arch.get("n_classes", 10)), int(arch["top_hidden"]))
+        )
+        return cls(path, config, weights, metrics)
+
+    def predict_proba(self, images: np.ndarray, variant: str | None = None) -> np.ndarray:
+        """Class probabilities.  images: (n, 784) floats in [0, 1] -> (n, 10), rows summing to 1."""
+        x = _check_images(images)
+        variant = variant or self.default_variant
+        w = self.weights
+        n_hidden_layers = len(self.layer_sizes) - 1
+        if variant == "finetuned":
+            top = _sigmoid_stack(x, w, "finetuned", n_hidden_layers)
+            return softmax(top @ w["finetuned.V"] + w["finetuned.a"], axis=1)
+        if variant == "generative":
+            f = _sigmoid_stack(x, w, "generative", n_hidden_layers - 1)
+            n_f = f.shape[1]
+            w_f, w_y = w["generative.top_W"][:n_f], w["generative.top_W"][n_f:]
+            b_f, b_y = w["generative.top_b"][:n_f], w["generative.top_b"][n_f:]
+            x_top = (f @ w_f + w["generative.top_c"])[:, None, :] + w_y[None]  # (n, 10, H)
+            free_energy = -(f @ b_f)[:, None] - b_y[None] - np.logaddexp(0.0, x_top).sum(axis=2)
+            return np.exp(log_softmax(-free_energy, axis=1))
+        raise ValueError(f"variant must be one of {DIGIT_VARIANTS}, got {variant!r}")
+
+    def predict(self, images: np.ndarray, variant: str | None = None) -> np.ndarray:
+        """Most probable digit per image.  (n, 784) -> (n,) int."""
+        return self.predict_proba(images, variant).argmax(axis=1)
+
+
+class ImageBundle:
+    """A trained image autoencoder: 30-D codes, binary codes and reconstructions."""
+
+    kind = "images"
+
+    def __init__(
+        self, path: Path, config: dict[str, Any], weights: dict[str, np.ndarray], metrics: dict[str, Any]
+    ):
+        self.path, self.config, self.weights, self.metrics = path, config, weights, metrics
+        self.layer_sizes = _int_list(config, "layer_sizes", path)
+        self.code_size = self.layer_sizes[-1]
+        self.bundle_id = bundle_id(path, self.kind)
+
+    @classmethod
+    def load(cls, path: Path | str) -> ImageBundle:
+        path = Path(path)
+        config, weights, metrics = read_bundle(path, kind=cls.kind, format_version=IMAGES_FORMAT_VERSION)
+        sizes = _int_list(config, "layer_sizes", path)
+        if sizes[0] != N_PIXELS:
+            raise BundleError(f"{path}: the input layer must have {N_PIXELS} units, not {sizes[0]}")
+        check_shapes(path, weights, image_weight_shapes(sizes))
+        return cls(path, config, weights, metrics)
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """Real-valued codes.  (n, 784) in [0, 1] -> (n, code_size); the code layer is linear."""
+        x = _check_images(images)
+        n_layers = len(self.layer_sizes) - 1
+        x = _sigmoid_stack(x, self.weights, "encoder", n_layers - 1)
+        return x @ self.weights[f"encoder.W{n_layers - 1}"] + self.weights[f"encoder.b{n_layers - 1}"]
+
+    def binary_codes(self, images: np.ndarray) -> np.ndarray:
+        """Bits: 1 where a code unit exceeds its median over the training images.  (n, code_size) uint8."""
+        return binarize(self.encode(images), self.weights["code_thresholds"])
+
+    def reconstruct(self, codes: np.ndarray) -> np.ndarray:
+        """Pixel probabilities from codes.  (n, code_size) -> (n, 784) in [0, 1]."""
+        codes = np.asarray(codes, dtype=np.float32)
+        if codes.ndim != 2 or codes.shape[1] != self.code_size:
+            raise ValueError(f"codes must have shape (n, {self.code_size}), got {codes.shape}")
+        return _sigmoid_stack(codes, self.weights, "decoder", len(self.layer_sizes) - 1)
+
+
+def binarize(codes: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Threshold each code unit.  (n, d) -> (n, d) uint8 bits."""
+    return (codes > thresholds).astype(np.uint8)

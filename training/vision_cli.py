@@ -1,0 +1,136 @@
+"""`semhash train digits|images` and `semhash evaluate digits|images`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import typer
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from training.mnist import load_mnist
+
+log = logging.getLogger(__name__)
+
+DataOpt = typer.Option(
+    None, "--data", help="Folder with the MNIST IDX files (else $SEMHASH_MNIST_DIR, ../shared/data/mnist)."
+)
+DownloadOpt = typer.Option(
+    False, "--download", help="If MNIST is not found locally, fetch it into ~/.cache/semhash/mnist."
+)
+ProfileOpt = typer.Option("quick", "--profile", help="quick (about a minute) or full (paper scale).")
+SeedOpt = typer.Option(0, "--seed", help="Random seed.")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+NoProgressOpt = typer.Option(False, "--no-progress", help="No progress bars.")
+JsonOpt = typer.Option(None, "--json", help="Also write the results to this JSON file.")
+PlotsOpt = typer.Option(None, "--plots", help="Folder for the PNG plots.")
+
+
+def _progress(no_progress: bool) -> bool:
+    return not no_progress and sys.stderr.isatty()
+
+
+def _report(results: dict[str, Any], json_out: Path | None) -> None:
+    text = json.dumps(results, indent=2)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text + "\n")
+    typer.echo(text)
+
+
+def _profile(profiles: dict[str, Any], name: str) -> Any:
+    if name not in profiles:
+        raise typer.BadParameter(f"profile must be one of {sorted(profiles)}, got {name!r}")
+    return profiles[name]
+
+
+def register_vision_commands(train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
+    """Attach the MNIST commands to `semhash train` and `semhash evaluate`."""
+
+    @train_app.command("digits")
+    def train_digits_command(
+        out: Path = typer.Option(..., "--out", help="Bundle directory to write."),
+        data: Path | None = DataOpt,
+        profile: str = ProfileOpt,
+        seed: int = SeedOpt,
+        device: str = DeviceOpt,
+        no_progress: bool = NoProgressOpt,
+        download: bool = DownloadOpt,
+    ) -> None:
+        """Train the DBN digit recognisers (fine-tuned and generative) on MNIST."""
+        from training.digits import PROFILES, train_digits
+
+        config = replace(_profile(PROFILES, profile), seed=seed, device=device)
+        with logging_redirect_tqdm():
+            metrics = train_digits(
+                config, load_mnist(data, download=download), out, progress=_progress(no_progress)
+            )
+        typer.echo(
+            json.dumps(
+                {
+                    "bundle": str(out),
+                    "validation_error": metrics["validation_error"],
+                    "train_seconds": metrics["train_seconds"],
+                },
+                indent=2,
+            )
+        )
+
+    @train_app.command("images")
+    def train_images_command(
+        out: Path = typer.Option(..., "--out", help="Bundle directory to write."),
+        data: Path | None = DataOpt,
+        profile: str = ProfileOpt,
+        seed: int = SeedOpt,
+        device: str = DeviceOpt,
+        no_progress: bool = NoProgressOpt,
+        download: bool = DownloadOpt,
+    ) -> None:
+        """Train the 784-1000-500-250-30 image autoencoder on MNIST."""
+        from training.images import PROFILES, train_images
+
+        config = replace(_profile(PROFILES, profile), seed=seed, device=device)
+        with logging_redirect_tqdm():
+            metrics = train_images(
+                config, load_mnist(data, download=download), out, progress=_progress(no_progress)
+            )
+        typer.echo(
+            json.dumps(
+                {
+                    "bundle": str(out),
+                    "validation_mse": metrics["validation_mse"],
+                    "train_seconds": metrics["train_seconds"],
+                },
+                indent=2,
+            )
+        )
+
+    @evaluate_app.command("digits")
+    def evaluate_digits_command(
+        bundle: Path = typer.Option(..., "--bundle", help="Digits bundle directory."),
+        data: Path | None = DataOpt,
+        json_out: Path | None = JsonOpt,
+        plots: Path | None = PlotsOpt,
+        download: bool = DownloadOpt,
+    ) -> None:
+        """MNIST test error of both recognisers, confusion matrix, per-class errors, worst images."""
+        from training.vision_eval import evaluate_digits
+
+        _report(evaluate_digits(bundle, load_mnist(data, download=download), plots), json_out)
+
+    @evaluate_app.command("images")
+    def evaluate_images_command(
+        bundle: Path = typer.Option(..., "--bundle", help="Images bundle directory."),
+        data: Path | None = DataOpt,
+        json_out: Path | None = JsonOpt,
+        plots: Path | None = PlotsOpt,
+        download: bool = DownloadOpt,
+    ) -> None:
+        """Reconstruction error (autoencoder vs 30-D PCA), binary-code precision@100, plots."""
+        from training.vision_eval import evaluate_images
+
+        _report(evaluate_images(bundle, load_mnist(data, download=download), plots), json_out)
