@@ -8,16 +8,22 @@ the CLI.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import itertools
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import typing
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 import yaml
+from typer.models import ParameterInfo
 from typer.testing import CliRunner
 
 from semhash_cli import app
@@ -280,3 +286,33 @@ def test_api_table_matches_the_routes():
     }
     assert served - documented == set(), "routes missing from README.md's API table"
     assert documented - served == set(), "README.md's API table lists routes the app does not serve"
+
+
+def _cli_commands(typer_app: typer.Typer, prefix: tuple[str, ...] = ()) -> Iterator[tuple[list[str], Any]]:
+    """(path, callback) for every leaf command under `typer_app`."""
+    for info in typer_app.registered_commands:
+        assert info.callback is not None
+        yield [*prefix, info.name or info.callback.__name__.replace("_", "-")], info.callback
+    for group in typer_app.registered_groups:
+        assert group.typer_instance is not None and group.name
+        yield from _cli_commands(group.typer_instance, (*prefix, group.name))
+
+
+def _parameter_infos(callback: Any) -> Iterator[tuple[str, ParameterInfo]]:
+    """Typer's option/argument declarations of `callback`, as defaults or in `Annotated[...]`."""
+    hints = typing.get_type_hints(callback, include_extras=True)
+    for name, parameter in inspect.signature(callback).parameters.items():
+        declared = [parameter.default, *typing.get_args(hints.get(name))[1:]]
+        yield from ((name, info) for info in declared if isinstance(info, ParameterInfo))
+
+
+def test_every_cli_command_and_option_explains_itself():
+    commands = list(_cli_commands(app))
+    assert {"serve", "index", "migrate"} <= {path[0] for path, _ in commands}
+    for path, callback in commands:
+        command = f"semhash {' '.join(path)}"
+        assert inspect.getdoc(callback), f"`{command}` has no docstring, so its --help says nothing"
+        for name, info in _parameter_infos(callback):
+            assert info.help, f"`{command}`: parameter {name!r} has no help text"
+        result = CliRunner().invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, f"`{command} --help` failed:\n{result.output}"
