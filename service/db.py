@@ -10,7 +10,6 @@ every row with `change_seq > s` misses nothing, whichever process wrote it. Dele
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -122,9 +121,3 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded attributes after commit (responses are built after it)."""
     return sessionmaker(engine, expire_on_commit=False)
-
-
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """Yield a session and close it afterwards (the caller commits)."""
-    with factory() as session:
-        yield session

@@ -113,6 +113,16 @@ class IndexRegistry:
             _long_words([row.long_code for row in live], current.long_bits),
         )
 
+    def sync_after_write(self) -> None:
+        """Catch up right after this process committed a write, so its client reads it at once.
+
+        The write is already committed, so a failure here must not fail the request: the poller retries.
+        """
+        try:
+            self.sync()
+        except SQLAlchemyError:
+            logger.warning("index sync after a write failed; the poller will retry", exc_info=True)
+
     def start_polling(self, interval_seconds: float) -> None:
         """Sync in a background thread every `interval_seconds` until `stop_polling()`."""
         self._stop.clear()

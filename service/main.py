@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from training.text_bundle import TextBundle
 
 from service.db import make_engine, make_session_factory
 from service.errors import register_error_handlers
@@ -17,8 +17,24 @@ from service.middleware import BodySizeLimitMiddleware, IndexSizeCollector, Metr
 from service.migrate import ensure_at_head
 from service.routers import collections, documents, hash, health, search
 from service.settings import Settings, get_settings
+from training.text_bundle import BundleError, TextBundle
 
 logger = logging.getLogger(__name__)
+
+
+class BundleMissingError(RuntimeError):
+    """The server cannot start without its text bundle."""
+
+
+def load_text_bundle(path: Path) -> TextBundle:
+    """The text bundle at `path`, or an error that says how to make one."""
+    try:
+        return TextBundle.load(path)
+    except BundleError as err:
+        raise BundleMissingError(
+            f"cannot load the text bundle: {err}. Train one with `semhash train text --corpus 20news "
+            f"--out {path}`, or set SEMHASH_MODELS_DIR to a folder with text/"
+        ) from err
 
 
 @asynccontextmanager
@@ -28,14 +44,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = make_engine(settings.database_url)
     try:
         ensure_at_head(engine)
-        app.state.text_bundle = TextBundle.load(settings.text_bundle_dir)
+        app.state.text_bundle = load_text_bundle(settings.text_bundle_dir)
         app.state.models = {"text": app.state.text_bundle}
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
         registry = IndexRegistry(app.state.session_factory)
         registry.sync()
         app.state.index_registry = registry
-        app.state.metrics_registry.register(IndexSizeCollector(registry.sizes))
         logger.info("serving %s with indexes %s", app.state.text_bundle.bundle_id, registry.sizes())
         registry.start_polling(settings.index_poll_seconds)
         try:
@@ -44,6 +59,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             registry.stop_polling()
     finally:
         engine.dispose()
+
+
+def _index_sizes(app: FastAPI) -> dict[str, int]:
+    registry: IndexRegistry | None = getattr(app.state, "index_registry", None)
+    return registry.sizes() if registry is not None else {}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings or get_settings()
     app.state.metrics_registry = CollectorRegistry()
+    app.state.metrics_registry.register(IndexSizeCollector(lambda: _index_sizes(app)))
     register_error_handlers(app)
     for router in (hash.router, collections.router, documents.router, search.router, health.router):
         app.include_router(router)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, status
-from training.text_bundle import EmptyDocumentError
 
 from service.codes import address_to_code
 from service.deps import (
@@ -21,6 +20,7 @@ from service.errors import InvalidInputError
 from service.indexer import DuplicateIdsError, IncomingDocument, upsert_documents
 from service.schemas import DOCUMENT_ID_PATTERN, DocumentPublic, DocumentsUpsert, UpsertResult
 from service.store import delete_document, find_document
+from training.text_bundle import EmptyDocumentError
 
 router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"])
 
@@ -51,7 +51,7 @@ def upsert(
         locations = [("body", "documents", index, "text") for index in err.indices]
         raise InvalidInputError("text is empty or has no word of the model's vocabulary", locations) from err
     session.commit()
-    registry.sync()
+    registry.sync_after_write()
     return UpsertResult(upserted=upserted)
 
 
@@ -80,4 +80,4 @@ def delete(
     """Delete one document."""
     delete_document(session, collection, document_id)
     session.commit()
-    registry.sync()
+    registry.sync_after_write()

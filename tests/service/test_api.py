@@ -10,7 +10,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
 from service.db import Collection, Document, make_engine
-from service.main import create_app
+from service.main import BundleMissingError, create_app
 from service.migrate import DatabaseNotAtHeadError
 from service.settings import Settings
 from training.corpus import Corpus
@@ -252,6 +252,12 @@ def test_health_readiness_metrics_and_models(
 def test_server_refuses_a_database_not_at_head(database_url: str, models_dir) -> None:
     app = create_app(Settings(database_url=database_url, models_dir=models_dir))
     with pytest.raises(DatabaseNotAtHeadError, match="run `semhash migrate`"), TestClient(app):
+        pass
+
+
+def test_server_refuses_to_start_without_a_text_bundle(migrated_url: str, tmp_path) -> None:
+    app = create_app(Settings(database_url=migrated_url, models_dir=tmp_path))
+    with pytest.raises(BundleMissingError, match="semhash train text"), TestClient(app):
         pass
 
 

@@ -1,0 +1,295 @@
+"""Search benchmarks; writes benchmarks/results/search.json.
+
+    .venv/bin/python benchmarks/search.py [--bundle artifacts/text] [--parts lookup,rest,bulk]
+
+* lookup: BitIndex Hamming-ball lookup on 1,000,000 documents with 20-bit addresses, for random codes
+  and for the 20 Newsgroups train codes replicated with bit-flip noise; FAISS IndexBinaryHash on the
+  same codes at radius 2; a brute-force popcount scan over the same addresses. Every lookup returns
+  the whole ball (limit = 10,000) and FAISS's answers are checked against ours.
+* rest: `semhash serve` (uvicorn, one process) on loopback over the 20 Newsgroups train index, queried
+  with test-split texts: median latency with one client, then requests/s with a bounded concurrent
+  load generator (a separate process on raw keep-alive sockets, so it costs the server little CPU).
+* bulk: the bulk job (`service.indexer.index_corpus`, what `semhash index` runs) over the whole
+  20 Newsgroups train split into a fresh SQLite file and a fresh PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from service.db import make_engine, make_session_factory  # noqa: E402
+from service.index import BitIndex, long_codes_to_words  # noqa: E402
+from service.indexer import index_corpus  # noqa: E402
+from service.migrate import upgrade_to_head  # noqa: E402
+from training.corpus import load_corpus  # noqa: E402
+from training.text_bundle import TextBundle  # noqa: E402
+
+N_DOCUMENTS = 1_000_000
+ADDRESS_BITS = 20
+QUERIES = 2000
+NOISE_FLIP_PROBABILITY = 0.05  # per address bit, for the replicated corpus codes
+POSTGRES_SERVER_URL = os.environ.get(
+    "SEMHASH_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def median_us(function, queries) -> float:
+    timings = []
+    for query in queries:
+        started = time.perf_counter_ns()
+        function(query)
+        timings.append(time.perf_counter_ns() - started)
+    return statistics.median(timings) / 1000.0
+
+
+def replicate_with_noise(codes: np.ndarray, bits: int, total: int, rng: np.random.Generator) -> np.ndarray:
+    """`total` addresses drawn from `codes`, each bit flipped with NOISE_FLIP_PROBABILITY."""
+    picked = codes[rng.integers(0, len(codes), total)]
+    flips = rng.random((total, bits)) < NOISE_FLIP_PROBABILITY
+    noise = (flips * (np.uint64(1) << np.arange(bits, dtype=np.uint64))).sum(axis=1, dtype=np.uint64)
+    return picked ^ noise
+
+
+def faiss_hash_index(addresses: np.ndarray):
+    """IndexBinaryHash over the addresses (padded to 24 bits, as FAISS needs whole bytes)."""
+    import faiss
+
+    index = faiss.IndexBinaryHash(24, 24)  # hash on all 24 bits; the 4 padding bits are always 0
+    index.nflip = 2
+    index.add(to_faiss_codes(addresses))
+    return index
+
+
+def to_faiss_codes(addresses: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(addresses.astype(">u4").view(np.uint8).reshape(-1, 4)[:, 1:])
+
+
+def bench_lookup(addresses: np.ndarray, queries: np.ndarray, label: str, with_baselines: bool) -> dict:
+    n = len(addresses)
+    rng = np.random.default_rng(1)
+    long_words = long_codes_to_words(rng.integers(0, 256, (n, 16), dtype=np.uint8))
+    index = BitIndex(ADDRESS_BITS, np.arange(n), np.arange(n).astype(str), addresses, long_words)
+    results: dict = {"lookup_us_p50": {}}
+    for radius in (1, 2, 3):
+        results["lookup_us_p50"][f"r{radius}"] = median_us(
+            lambda q, radius=radius: index.lookup(int(q), radius, 10_000), queries
+        )
+    sizes = [len(index.lookup(int(q), 2, 10_000).positions) for q in queries[:200]]
+    results["mean_ball_size_r2"] = float(np.mean(sizes))
+    print(
+        f"[{label}] lookup p50 us {results['lookup_us_p50']}, mean r2 ball {results['mean_ball_size_r2']:.0f}"
+    )
+    if not with_baselines:
+        return results
+    faiss_index = faiss_hash_index(addresses)
+    faiss_queries = to_faiss_codes(queries)
+    for i in range(20):  # the two must agree before their timings mean anything
+        _, _, found = faiss_index.range_search(faiss_queries[i : i + 1], 3)
+        ours = index.row_ids[index.lookup(int(queries[i]), 2, 10_000).positions]
+        assert sorted(found.tolist()) == sorted(ours.tolist()), "FAISS and BitIndex disagree"
+    results["faiss_hash_us_p50"] = {
+        "r2": median_us(lambda i: faiss_index.range_search(faiss_queries[i : i + 1], 3), range(len(queries)))
+    }
+    results["bruteforce_us_p50"] = median_us(lambda q: index.brute_force_ball(int(q), 2), queries[:200])
+    print(f"[{label}] faiss r2 {results['faiss_hash_us_p50']['r2']:.1f} us")
+    print(f"[{label}] brute force {results['bruteforce_us_p50']:.0f} us")
+    return results
+
+
+def bench_bulk_sqlite(bundle: TextBundle, corpus, database_path: Path) -> float:
+    url = f"sqlite:///{database_path}"
+    upgrade_to_head(url)
+    engine = make_engine(url)
+    try:
+        report = index_corpus(
+            make_session_factory(engine), "20news", corpus, bundle, batch_size=1000, progress=False
+        )
+    finally:
+        engine.dispose()
+    rate = report.documents_per_second
+    print(f"[bulk sqlite] {report.written} docs, {report.seconds:.2f} s, {rate:.0f} docs/s")
+    return report.documents_per_second
+
+
+def bench_bulk_postgres(bundle: TextBundle, corpus) -> float:
+    from sqlalchemy import text
+
+    admin = make_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
+    name = f"semhash_bench_{secrets.token_hex(4)}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade_to_head(url)
+        engine = make_engine(url)
+        try:
+            report = index_corpus(
+                make_session_factory(engine), "20news", corpus, bundle, batch_size=1000, progress=False
+            )
+        finally:
+            engine.dispose()
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    rate = report.documents_per_second
+    print(f"[bulk postgresql] {report.written} docs, {report.seconds:.2f} s, {rate:.0f} docs/s")
+    return report.documents_per_second
+
+
+async def _post_loop(
+    port: int, bodies: list[bytes], deadline: float, budget: list[int], latencies: list[float]
+):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.perf_counter() < deadline and budget[0] > 0:
+            budget[0] -= 1
+            body = bodies[budget[0] % len(bodies)]
+            request = (
+                f"POST /v1/collections/20news/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+            started = time.perf_counter()
+            writer.write(request)
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+            await reader.readexactly(length)
+            if status != 200:
+                raise RuntimeError(f"search answered {status}")
+            latencies.append(time.perf_counter() - started)
+    finally:
+        writer.close()
+
+
+async def _load(port: int, bodies: list[bytes], connections: int, seconds: float, max_requests: int) -> dict:
+    latencies: list[float] = []
+    budget = [max_requests]
+    started = time.perf_counter()
+    deadline = started + seconds
+    await asyncio.gather(*(_post_loop(port, bodies, deadline, budget, latencies) for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    return {
+        "requests": len(latencies),
+        "seconds": elapsed,
+        "rps": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": float(np.percentile(latencies, 99)) * 1000,
+    }
+
+
+def bench_rest(models_dir: Path, database_path: Path, queries: list[str]) -> dict:
+    port = 8765
+    environment = {**os.environ, "SEMHASH_DATABASE_URL": f"sqlite:///{database_path}"}
+    server = subprocess.Popen(
+        [str(REPO / ".venv/bin/semhash"), "serve", "--port", str(port), "--models", str(models_dir)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("server did not become ready")
+        bodies = [json.dumps({"text": query, "radius": 2, "limit": 100}).encode() for query in queries]
+        asyncio.run(_load(port, bodies, 1, 3.0, 200))  # warm-up
+        single = asyncio.run(_load(port, bodies, 1, 10.0, 1000))
+        loaded = asyncio.run(_load(port, bodies, 16, 15.0, 20_000))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"[rest] one client: p50 {single['p50_ms']:.2f} ms")
+    print(f"[rest] 16 connections: {loaded['rps']:.0f} req/s, p50 {loaded['p50_ms']:.2f} ms")
+    return {"single_client": single, "concurrent_16": loaded}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", type=Path, default=REPO / "artifacts", help="directory with text/ bundle")
+    parser.add_argument("--parts", default="lookup,bulk,rest")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/search.json")
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    bundle = TextBundle.load(args.models / "text")
+    if bundle.address_bits != ADDRESS_BITS:
+        raise SystemExit(
+            f"the bundle has {bundle.address_bits}-bit addresses; this benchmark needs {ADDRESS_BITS}"
+        )
+    train = load_corpus("20news", "train")
+    test = load_corpus("20news", "test")
+    results: dict = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results["machine"] = {"cpus": os.cpu_count(), "bundle_id": bundle.bundle_id}
+    rng = np.random.default_rng(0)
+    if "lookup" in parts:
+        random_addresses = rng.integers(0, 1 << ADDRESS_BITS, N_DOCUMENTS, dtype=np.uint64)
+        random_queries = rng.integers(0, 1 << ADDRESS_BITS, QUERIES, dtype=np.uint64)
+        results.update(bench_lookup(random_addresses, random_queries, "random codes", with_baselines=True))
+        corpus_codes = encode_all(bundle, train.texts)
+        query_codes = encode_all(bundle, test.texts[:QUERIES])
+        noisy = replicate_with_noise(corpus_codes, ADDRESS_BITS, N_DOCUMENTS, rng)
+        corpus_results = bench_lookup(noisy, query_codes, "20news codes + noise", with_baselines=False)
+        results["lookup_us_p50_20news_noise"] = corpus_results["lookup_us_p50"]
+        results["mean_ball_size_r2_20news_noise"] = corpus_results["mean_ball_size_r2"]
+    with tempfile.TemporaryDirectory() as scratch:
+        database_path = Path(scratch) / "bench.db"
+        if "bulk" in parts or "rest" in parts:
+            sqlite_rate = bench_bulk_sqlite(bundle, train, database_path)
+        if "bulk" in parts:
+            results["bulk_docs_per_s"] = {
+                "sqlite": sqlite_rate,
+                "postgresql": bench_bulk_postgres(bundle, train),
+            }
+        if "rest" in parts:
+            rest = bench_rest(args.models, database_path, test.texts[:2000])
+            results["rest_search_ms_p50"] = rest["single_client"]["p50_ms"]
+            results["rest_search_rps"] = rest["concurrent_16"]["rps"]
+            results["rest_detail"] = rest
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {args.out}")
+
+
+def encode_all(bundle: TextBundle, texts: list[str]) -> np.ndarray:
+    """Addresses of the texts the model can encode (the others have no vocabulary word)."""
+    addresses = []
+    for start in range(0, len(texts), 1000):
+        batch = texts[start : start + 1000]
+        counts = bundle.counts(batch)
+        keep = np.flatnonzero(np.asarray(counts.sum(axis=1)).ravel() > 0)
+        addresses.append(bundle.encode_counts(counts[keep]).addresses)
+    return np.concatenate(addresses)
+
+
+if __name__ == "__main__":
+    multiprocessing.freeze_support()
+    main()
