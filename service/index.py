@@ -1,8 +1,8 @@
 """`BitIndex`: the in-memory Hamming-ball index over one collection's addresses.
 
-Documents are kept sorted by address. For address spaces up to a few million cells a dense table of
-`2**address_bits + 1` offsets maps every address to its run of documents, so probing one address is
-two array reads; above that the sorted addresses are binary-searched. The XOR masks of every radius
+Documents are kept sorted by address. For address spaces up to 2**24 cells a dense table of a start
+and a count per address maps every address to its run of documents, so probing one address is two
+array reads; above that the sorted addresses are binary-searched. The XOR masks of every radius
 are precomputed in order of popcount, so the shortlist comes out ordered by address distance and the
 lookup stops as soon as `limit` documents are found. Everything is vectorised numpy: one lookup is a
 handful of array operations, whatever the radius.
@@ -18,10 +18,11 @@ from functools import lru_cache
 import numpy as np
 
 MAX_ADDRESS_BITS = 32
-# A dense offsets table costs 8 bytes per cell: always worth it up to 2**20 cells (8 MiB); above that
-# only when the collection is big enough to fill it reasonably, and never past 2**26 cells (512 MiB).
+# The dense table costs 16 bytes per cell (a start and a count, int64 so probing needs no casts):
+# always worth it up to 2**20 cells (16 MiB); above that only when the collection is big enough to
+# fill it reasonably, and never past 2**24 cells (256 MiB).
 _DENSE_ALWAYS_BITS = 20
-_DENSE_MAX_BITS = 26
+_DENSE_MAX_BITS = 24
 _DENSE_CELLS_PER_DOCUMENT = 16
 # Radii up to this are probed in one vectorised step: their balls are small, so splitting them would
 # cost more in per-call overhead than it saves; larger radii are probed one shell at a time.
@@ -105,7 +106,12 @@ class BitIndex:
         self.row_ids = np.asarray(row_ids, dtype=np.int64)[order]
         self.external_ids = np.asarray(external_ids, dtype=object)[order]
         self.long_words = long_words[order]
-        self.offsets = self._dense_offsets() if self._use_dense_table() else None
+        # Dense table: the documents at address a are positions starts[a] .. starts[a] + counts[a] - 1.
+        self.starts: np.ndarray | None = None
+        self.counts: np.ndarray | None = None
+        if self._use_dense_table():
+            self.counts = np.bincount(self.addresses.astype(np.int64), minlength=1 << address_bits)
+            self.starts = np.cumsum(self.counts) - self.counts
 
     @classmethod
     def empty(cls, address_bits: int, long_bits: int) -> BitIndex:
@@ -128,13 +134,6 @@ class BitIndex:
         cells = 1 << self.address_bits
         return self.address_bits <= _DENSE_MAX_BITS and cells <= _DENSE_CELLS_PER_DOCUMENT * len(self)
 
-    def _dense_offsets(self) -> np.ndarray:
-        counts = np.bincount(self.addresses.astype(np.int64), minlength=1 << self.address_bits)
-        # int64 so that run arithmetic needs no casts (4 more bytes per cell than int32, but faster).
-        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        return offsets
-
     def with_changes(
         self,
         drop_row_ids: Sequence[int] | np.ndarray,
@@ -156,9 +155,8 @@ class BitIndex:
 
     def _runs(self, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Start position and number of the documents stored at each probed address."""
-        if self.offsets is not None:
-            starts = self.offsets.take(probes)
-            return starts, self.offsets.take(probes + np.uint64(1)) - starts
+        if self.starts is not None and self.counts is not None:
+            return self.starts.take(probes), self.counts.take(probes)
         starts = np.searchsorted(self.addresses, probes, side="left")
         return starts, np.searchsorted(self.addresses, probes, side="right") - starts
 
