@@ -170,7 +170,7 @@ class Readiness(BaseModel):
 class ModelInfo(BaseModel):
     kind: str
     bundle_id: str
-    fingerprint: str
+    fingerprint: str | None = Field(description="Hash of weights, vocabulary and code sizes (text bundles).")
     config: dict[str, Any]
     metrics: dict[str, Any]
 

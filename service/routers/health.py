@@ -51,11 +51,12 @@ def metrics(request: Request) -> Response:
 @router.get("/v1/models")
 def models(request: Request) -> ModelsPublic:
     """The loaded model bundles with their config and metrics."""
+    # app.state.models maps a kind (text, digits, images) to any bundle with bundle_id, config, metrics.
     data = [
         ModelInfo(
             kind=kind,
             bundle_id=bundle.bundle_id,
-            fingerprint=bundle.fingerprint,
+            fingerprint=getattr(bundle, "fingerprint", None),
             config=bundle.config,
             metrics=bundle.metrics,
         )

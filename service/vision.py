@@ -1,0 +1,184 @@
+"""Shared plumbing of the digits and images routes: schemas, bundle dependencies, input parsing.
+
+A request carries either JSON (`pixels`: one image as 784 values in [0, 1] or 28 rows of 28;
+`images`: a batch of those) or a multipart upload (`file`: one PNG/JPEG; `files`: several). Parsing
+turns both into an (n, 784) float32 array, and every bad input into a 4xx with a clear message:
+422 in FastAPI's validation format (naming the field), 413 for an image over the pixel limit, 415
+for another content type.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+from fastapi import Depends, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from starlette.datastructures import UploadFile
+
+from service.errors import InvalidInputError, ModelNotLoadedError, ServiceError
+from service.imaging import DEFAULT_MAX_IMAGE_PIXELS, ImageInputError, image_to_mnist, pixels_to_array
+from service.settings import Settings
+from training.bundle_io import BundleError
+from training.vision_bundle import DigitBundle, ImageBundle
+
+logger = logging.getLogger(__name__)
+
+Pixels = list[float] | list[list[float]]
+Bundle = TypeVar("Bundle", DigitBundle, ImageBundle)
+
+
+class PixelsRequest(BaseModel):
+    """One image (`pixels`) or a batch (`images`), each 784 values in [0, 1] (ink = 1) or 28 rows of 28."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pixels: Pixels | None = Field(None, description="One 28x28 image, row-major, values in [0, 1], ink = 1.")
+    images: list[Pixels] | None = Field(None, min_length=1, description="A batch of such images.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PixelsRequest:
+        if (self.pixels is None) == (self.images is None):
+            raise ValueError("give exactly one of `pixels` or `images`")
+        return self
+
+
+_REQUEST_ADAPTER = TypeAdapter(PixelsRequest)
+
+MULTIPART_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "One PNG or JPEG image of any size."},
+        "files": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "A batch.",
+        },
+    },
+}
+OPENAPI_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": PixelsRequest.model_json_schema()},
+            "multipart/form-data": {"schema": MULTIPART_SCHEMA},
+        },
+    }
+}
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    status_code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+
+
+class ImageTooLargeError(ServiceError):
+    status_code = status.HTTP_413_CONTENT_TOO_LARGE
+
+
+# ----- bundles -----------------------------------------------------------------------------------
+def load_optional_bundle(cls: type[Bundle], path: Path) -> tuple[Bundle | None, str | None]:
+    """Load a bundle the server can run without: (bundle, None), or (None, why it is not loaded)."""
+    if not path.exists():
+        return None, f"no bundle at {path}"
+    try:
+        bundle = cls.load(path)
+    except BundleError as err:
+        logger.error("not serving %s: %s", cls.kind, err)
+        return None, str(err)
+    logger.info("loaded %s", bundle.bundle_id)
+    return bundle, None
+
+
+def _bundle(request: Request, attribute: str, kind: str) -> Any:
+    bundle = getattr(request.app.state, attribute, None)
+    if bundle is None:
+        why = getattr(request.app.state, f"{attribute}_error", None) or "none was loaded"
+        raise ModelNotLoadedError(
+            f"the {kind} model is not available ({why}); train one with "
+            f"`semhash train {kind} --out <SEMHASH_MODELS_DIR>/{kind}` and restart the server"
+        )
+    return bundle
+
+
+def get_digit_bundle(request: Request) -> DigitBundle:
+    return _bundle(request, "digit_bundle", "digits")
+
+
+def get_image_bundle(request: Request) -> ImageBundle:
+    return _bundle(request, "image_bundle", "images")
+
+
+DigitBundleDep = Annotated[DigitBundle, Depends(get_digit_bundle)]
+ImageBundleDep = Annotated[ImageBundle, Depends(get_image_bundle)]
+
+
+# ----- inputs ------------------------------------------------------------------------------------
+def _limits(request: Request) -> tuple[int, int]:
+    settings: Settings | None = getattr(request.app.state, "settings", None)
+    max_batch = settings.max_batch_documents if settings is not None else 1000
+    max_pixels = getattr(settings, "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
+    return max_batch, max_pixels
+
+
+def _fail(err: ImageInputError, location: tuple[str | int, ...]) -> ServiceError:
+    if err.too_large:
+        return ImageTooLargeError(f"{'.'.join(map(str, location[1:]))}: {err.message}")
+    return InvalidInputError(err.message, [location])
+
+
+async def read_images(request: Request) -> np.ndarray:
+    """The request's images as an (n, 784) float32 array in [0, 1] (a dependency of both routes)."""
+    max_batch, max_pixels = _limits(request)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=max_batch + 1, max_fields=10)
+        single, batch = form.getlist("file"), form.getlist("files")
+        if len(single) + len(batch) == 0 or (single and batch) or len(single) > 1:
+            raise InvalidInputError("upload one image as `file` or several as `files`", [("body", "file")])
+        uploads = (
+            [(("body", "file"), single[0])]
+            if single
+            else [(("body", "files", i), f) for i, f in enumerate(batch)]
+        )
+        if len(uploads) > max_batch:
+            raise InvalidInputError(f"at most {max_batch} images per request", [("body", "files")])
+        rows = []
+        for location, upload in uploads:
+            if not isinstance(upload, UploadFile):
+                raise InvalidInputError("expected a file upload, got a text field", [location])
+            try:
+                rows.append(image_to_mnist(await upload.read(), max_pixels=max_pixels))
+            except ImageInputError as err:
+                raise _fail(err, location) from err
+        return np.stack(rows)
+    if content_type not in ("application/json", ""):
+        raise UnsupportedMediaTypeError(
+            f"unsupported content type {content_type!r}: send application/json or multipart/form-data"
+        )
+    try:
+        body = _REQUEST_ADAPTER.validate_json(await request.body())
+    except ValidationError as err:
+        errors = [
+            {**e, "loc": ("body", *e["loc"])} for e in err.errors(include_url=False, include_context=False)
+        ]
+        raise RequestValidationError(errors) from err
+    if body.pixels is not None:
+        items: list[tuple[tuple[str | int, ...], Pixels]] = [(("body", "pixels"), body.pixels)]
+    else:
+        assert body.images is not None
+        items = [(("body", "images", i), image) for i, image in enumerate(body.images)]
+    if len(items) > max_batch:
+        raise InvalidInputError(f"at most {max_batch} images per request", [("body", "images")])
+    rows = []
+    for location, values in items:
+        try:
+            rows.append(pixels_to_array(values))
+        except ImageInputError as err:
+            raise _fail(err, location) from err
+    return np.stack(rows)
+
+
+ImagesDep = Annotated[np.ndarray, Depends(read_images)]
