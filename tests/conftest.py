@@ -1,0 +1,36 @@
+"""Session fixtures shared by the MNIST tests: generated MNIST-like data and tiny trained bundles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mnist_like import mnist_like, tiny_digits_config, tiny_images_config
+
+from training.digits import train_digits
+from training.images import train_images
+from training.mnist import MnistSplits
+
+
+@pytest.fixture(scope="session")
+def mnist_splits() -> MnistSplits:
+    return mnist_like()
+
+
+@pytest.fixture(scope="session")
+def digits_run(
+    tmp_path_factory: pytest.TempPathFactory, mnist_splits: MnistSplits
+) -> tuple[Path, dict[str, Any]]:
+    """(bundle directory, training metrics) of a tiny DBN really trained on `mnist_splits`."""
+    out = tmp_path_factory.mktemp("bundles") / "digits"
+    return out, train_digits(tiny_digits_config(), mnist_splits, out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def images_run(
+    tmp_path_factory: pytest.TempPathFactory, mnist_splits: MnistSplits
+) -> tuple[Path, dict[str, Any]]:
+    """(bundle directory, training metrics) of a tiny image autoencoder trained on `mnist_splits`."""
+    out = tmp_path_factory.mktemp("bundles") / "images"
+    return out, train_images(tiny_images_config(), mnist_splits, out, progress=False)

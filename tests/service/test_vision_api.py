@@ -1,0 +1,161 @@
+"""POST /v1/digits/recognize and /v1/images/encode with tiny real bundles: inputs, outputs, bad inputs."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
+
+from service.errors import register_error_handlers
+from service.routers import digits, images
+from service.settings import Settings
+from training.mnist import MnistSplits
+from training.vision_bundle import DigitBundle, ImageBundle
+
+Run = tuple[Path, dict[str, Any]]
+
+
+def png(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def drawn_one() -> bytes:
+    image = Image.new("L", (120, 160), 255)
+    ImageDraw.Draw(image).line([(60, 20), (60, 140)], fill=0, width=12)
+    return png(image)
+
+
+@pytest.fixture
+def make_vision_client(digits_run: Run, images_run: Run, tmp_path: Path) -> Callable[..., TestClient]:
+    """An app with the two routers, the service's error handlers and settings, and the tiny bundles."""
+
+    def start(loaded: bool = True, **overrides: Any) -> TestClient:
+        app = FastAPI()
+        app.state.settings = Settings(
+            database_url=f"sqlite:///{tmp_path}/unused.db", models_dir=tmp_path, **overrides
+        )
+        register_error_handlers(app)
+        app.include_router(digits.router)
+        app.include_router(images.router)
+        app.state.digit_bundle = DigitBundle.load(digits_run[0]) if loaded else None
+        app.state.image_bundle = ImageBundle.load(images_run[0]) if loaded else None
+        return TestClient(app)
+
+    return start
+
+
+@pytest.fixture
+def client(make_vision_client: Callable[..., TestClient]) -> TestClient:
+    return make_vision_client()
+
+
+def test_recognize_json_single_square_and_batch(client: TestClient, mnist_splits: MnistSplits) -> None:
+    bundle_id = client.app.state.digit_bundle.bundle_id  # type: ignore[attr-defined]
+    x = mnist_splits.test_x
+    for body in ({"pixels": x[0].tolist()}, {"pixels": x[0].reshape(28, 28).tolist()}):
+        response = client.post("/v1/digits/recognize", json=body)
+        assert response.status_code == 200, response.text
+        (item,) = response.json()["data"]
+        assert item["bundle_id"] == bundle_id and len(item["probabilities"]) == 10
+        assert item["digit"] == int(np.argmax(item["probabilities"]))
+        assert sum(item["probabilities"]) == pytest.approx(1.0, abs=1e-5)
+    response = client.post("/v1/digits/recognize?variant=generative", json={"images": x[:3].tolist()})
+    assert response.status_code == 200 and response.json()["count"] == 3
+    assert {item["variant"] for item in response.json()["data"]} == {"generative"}
+    expected = client.app.state.digit_bundle.predict(x[:3], "generative")  # type: ignore[attr-defined]
+    assert [item["digit"] for item in response.json()["data"]] == expected.tolist()
+
+
+def test_recognize_uploads(client: TestClient) -> None:
+    response = client.post("/v1/digits/recognize", files={"file": ("one.png", drawn_one(), "image/png")})
+    assert response.status_code == 200, response.text
+    assert response.json()["count"] == 1
+    files = [("files", (f"d{i}.png", drawn_one(), "image/png")) for i in range(3)]
+    response = client.post("/v1/digits/recognize", files=files)
+    assert response.status_code == 200 and response.json()["count"] == 3
+
+
+def test_encode_with_and_without_reconstruction(client: TestClient, mnist_splits: MnistSplits) -> None:
+    x = mnist_splits.test_x[:2]
+    response = client.post("/v1/images/encode?reconstruct=true", json={"images": x.tolist()})
+    assert response.status_code == 200, response.text
+    bundle: ImageBundle = client.app.state.image_bundle  # type: ignore[attr-defined]
+    for item, row in zip(response.json()["data"], x, strict=True):
+        np.testing.assert_allclose(item["code"], bundle.encode(row[None])[0], rtol=1e-5, atol=1e-5)
+        assert set(item["binary_code"]) <= {"0", "1"} and len(item["binary_code"]) == bundle.code_size
+        image = Image.open(io.BytesIO(base64.b64decode(item["reconstruction_png"])))
+        assert image.size == (28, 28)
+        expected = ((bundle.reconstruct(bundle.encode(row[None]))[0] - row) ** 2).sum()
+        assert item["reconstruction_error"] == pytest.approx(float(expected), rel=1e-4)
+    plain = client.post("/v1/images/encode", files={"file": ("one.png", drawn_one(), "image/png")}).json()
+    assert plain["data"][0]["reconstruction_png"] is None and plain["data"][0]["reconstruction_error"] is None
+
+
+GOOD = [0.0] * 784
+
+
+@pytest.mark.parametrize("path", ["/v1/digits/recognize", "/v1/images/encode"])
+@pytest.mark.parametrize(
+    ("kwargs", "status", "fragment"),
+    [
+        ({"files": {"file": ("x.png", b"not an image at all", "image/png")}}, 422, "not an image"),
+        ({"files": {"file": ("x.png", drawn_one()[:150], "image/png")}}, 422, "corrupt"),
+        ({"files": {"file": ("x.png", b"", "image/png")}}, 422, "empty"),
+        ({"data": {"file": "just text"}, "files": {"x": ("x.png", b"1", "image/png")}}, 422, "upload"),
+        ({"data": {"pixels": "0.5"}}, 415, "unsupported content type"),
+        ({"files": {"other": ("x.png", drawn_one(), "image/png")}}, 422, "`file`"),
+        ({"json": {"pixels": [0.5] * 783}}, 422, "784 numbers"),
+        ({"json": {"pixels": [2.0] * 784}}, 422, "[0, 1]"),
+        ({"json": {"images": [GOOD, [0.5] * 10]}}, 422, "784 numbers"),
+        ({"json": {"pixels": ["a"] * 784}}, 422, "valid number"),
+        ({"json": {}}, 422, "exactly one"),
+        ({"json": {"pixels": GOOD, "images": [GOOD]}}, 422, "exactly one"),
+        ({"json": {"pixels": GOOD, "colour": 1}}, 422, "Extra inputs"),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "JSON"),
+        ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "unsupported content type"),
+    ],
+)
+def test_bad_inputs_get_clear_4xx(
+    client: TestClient, path: str, kwargs: dict[str, Any], status: int, fragment: str
+) -> None:
+    response = client.post(path, **kwargs)
+    assert response.status_code == status, response.text
+    assert fragment in json.dumps(response.json()["detail"])
+
+
+def test_locations_name_the_bad_item(client: TestClient) -> None:
+    response = client.post("/v1/digits/recognize", json={"images": [GOOD, GOOD, [1.5] * 784]})
+    assert response.json()["detail"][0]["loc"] == ["body", "images", 2]
+    files = [("files", ("a.png", drawn_one(), "image/png")), ("files", ("b.png", b"junk", "image/png"))]
+    response = client.post("/v1/images/encode", files=files)
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "files", 1]
+
+
+def test_limits(make_vision_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch) -> None:
+    client = make_vision_client(max_batch_documents=2)
+    response = client.post("/v1/digits/recognize", json={"images": [GOOD] * 3})
+    assert response.status_code == 422 and "at most 2 images" in response.text
+    monkeypatch.setattr("service.vision.DEFAULT_MAX_IMAGE_PIXELS", 1000)
+    response = client.post("/v1/digits/recognize", files={"file": ("big.png", drawn_one(), "image/png")})
+    assert response.status_code == 413 and "larger than the limit" in response.text
+    response = client.post("/v1/digits/recognize?variant=best", json={"pixels": GOOD})
+    assert response.status_code == 422
+
+
+def test_503_when_no_bundle_is_loaded(make_vision_client: Callable[..., TestClient]) -> None:
+    client = make_vision_client(loaded=False)
+    for path in ("/v1/digits/recognize", "/v1/images/encode"):
+        response = client.post(path, json={"pixels": GOOD})
+        assert response.status_code == 503
+        assert "semhash train" in response.json()["detail"]
