@@ -160,6 +160,8 @@ def test_env_example_sets_every_variable_compose_reads():
 
 def test_dockerfile_copies_only_paths_that_exist_and_reach_the_build():
     patterns = _dockerignore_patterns()
+    # Secrets and the local virtual environment never enter the build context.
+    assert _ignored(".env", patterns) and _ignored(".venv/bin/python", patterns)
     sources = _copy_sources()
     assert sources, "no COPY from the build context found"
     for stage, source in sources:
