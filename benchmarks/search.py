@@ -113,13 +113,13 @@ def bench_lookup(addresses: np.ndarray, queries: np.ndarray, label: str, with_ba
     return results
 
 
-def bench_bulk_sqlite(bundle: TextBundle, corpus, database_path: Path) -> float:
+def bench_bulk_sqlite(bundle: TextBundle, corpus, database_path: Path, workers: int) -> float:
     url = f"sqlite:///{database_path}"
     upgrade_to_head(url)
     engine = make_engine(url)
     try:
         report = index_corpus(
-            make_session_factory(engine), "20news", corpus, bundle, batch_size=1000, progress=False
+            make_session_factory(engine), "20news", corpus, bundle, 1000, workers, progress=False
         )
     finally:
         engine.dispose()
@@ -128,7 +128,7 @@ def bench_bulk_sqlite(bundle: TextBundle, corpus, database_path: Path) -> float:
     return report.documents_per_second
 
 
-def bench_bulk_postgres(bundle: TextBundle, corpus) -> float:
+def bench_bulk_postgres(bundle: TextBundle, corpus, workers: int) -> float:
     from sqlalchemy import text
 
     admin = make_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
@@ -141,7 +141,7 @@ def bench_bulk_postgres(bundle: TextBundle, corpus) -> float:
         engine = make_engine(url)
         try:
             report = index_corpus(
-                make_session_factory(engine), "20news", corpus, bundle, batch_size=1000, progress=False
+                make_session_factory(engine), "20news", corpus, bundle, 1000, workers, progress=False
             )
         finally:
             engine.dispose()
@@ -200,11 +200,14 @@ async def _load(port: int, bodies: list[bytes], connections: int, seconds: float
     }
 
 
-def bench_rest(models_dir: Path, database_path: Path, queries: list[str]) -> dict:
+def bench_rest(models_dir: Path, database_path: Path, queries: list[str], workers: int) -> dict:
     port = 8765
     environment = {**os.environ, "SEMHASH_DATABASE_URL": f"sqlite:///{database_path}"}
     server = subprocess.Popen(
-        [str(REPO / ".venv/bin/semhash"), "serve", "--port", str(port), "--models", str(models_dir)],
+        [
+            *(str(REPO / ".venv/bin/semhash"), "serve", "--port", str(port), "--models", str(models_dir)),
+            *("--workers", str(workers)),
+        ],
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -228,7 +231,7 @@ def bench_rest(models_dir: Path, database_path: Path, queries: list[str]) -> dic
         server.wait(timeout=30)
     print(f"[rest] one client: p50 {single['p50_ms']:.2f} ms")
     print(f"[rest] 16 connections: {loaded['rps']:.0f} req/s, p50 {loaded['p50_ms']:.2f} ms")
-    return {"single_client": single, "concurrent_16": loaded}
+    return {"server_workers": workers, "single_client": single, "concurrent_16": loaded}
 
 
 def main() -> None:
@@ -237,6 +240,8 @@ def main() -> None:
     )
     parser.add_argument("--models", type=Path, default=REPO / "artifacts", help="directory with text/ bundle")
     parser.add_argument("--parts", default="lookup,bulk,rest")
+    parser.add_argument("--server-workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--bulk-workers", type=int, default=1, help="encoder processes of the bulk job")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/search.json")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -263,14 +268,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         database_path = Path(scratch) / "bench.db"
         if "bulk" in parts or "rest" in parts:
-            sqlite_rate = bench_bulk_sqlite(bundle, train, database_path)
+            sqlite_rate = bench_bulk_sqlite(bundle, train, database_path, args.bulk_workers)
         if "bulk" in parts:
             results["bulk_docs_per_s"] = {
                 "sqlite": sqlite_rate,
                 "postgresql": bench_bulk_postgres(bundle, train),
             }
         if "rest" in parts:
-            rest = bench_rest(args.models, database_path, test.texts[:2000])
+            rest = bench_rest(args.models, database_path, test.texts[:2000], args.server_workers)
             results["rest_search_ms_p50"] = rest["single_client"]["p50_ms"]
             results["rest_search_rps"] = rest["concurrent_16"]["rps"]
             results["rest_detail"] = rest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,14 +18,12 @@ logger = logging.getLogger(__name__)
 DATABASE_URL_HELP = "SQLAlchemy database URL (default: SEMHASH_DATABASE_URL, else sqlite:///./semhash.db)."
 
 
-def _settings(database_url: str | None, models_dir: Path | None = None) -> Settings:
+def _settings(database_url: str | None) -> Settings:
     # Imported here so `semhash train ...` does not pay for FastAPI and SQLAlchemy at start-up.
     from service.settings import get_settings
 
-    overrides = {
-        key: value for key, value in (("database_url", database_url), ("models_dir", models_dir)) if value
-    }
-    return get_settings().model_copy(update=overrides)
+    settings = get_settings()
+    return settings if database_url is None else settings.model_copy(update={"database_url": database_url})
 
 
 def migrate(database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP)) -> None:
@@ -43,15 +42,24 @@ def serve(
         None, "--models", help="Model bundles directory (default: artifacts)."
     ),
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        help="Server processes; each holds its own indexes and keeps them in step with the database.",
+    ),
 ) -> None:
     """Serve the REST API (docs at /docs) with uvicorn."""
     import uvicorn
 
     from service.db import make_engine
-    from service.main import create_app
     from service.migrate import DatabaseNotAtHeadError, ensure_at_head
 
-    settings = _settings(database_url, models)
+    # Worker processes build the app from the environment, so the overrides go there.
+    if models is not None:
+        os.environ["SEMHASH_MODELS_DIR"] = str(models)
+    if database_url is not None:
+        os.environ["SEMHASH_DATABASE_URL"] = database_url
+    settings = _settings(None)
     engine = make_engine(settings.database_url)
     try:
         ensure_at_head(engine)
@@ -60,7 +68,9 @@ def serve(
         raise typer.Exit(code=1) from err
     finally:
         engine.dispose()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(
+        "service.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info"
+    )
 
 
 def index(
@@ -72,6 +82,9 @@ def index(
     ),
     bundle_dir: Path | None = typer.Option(None, "--bundle", help="Text bundle (default: <models>/text)."),
     batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Documents per transaction."),
+    workers: int = typer.Option(
+        1, min=1, help="Encoder processes; more than 1 pays off on big corpora with idle cores."
+    ),
     split: str = typer.Option("train", help="Split to read when the input has several."),
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
     progress: bool = typer.Option(
@@ -92,7 +105,13 @@ def index(
     try:
         ensure_at_head(engine)
         report = index_corpus(
-            make_session_factory(engine), collection, corpus, bundle, batch_size=batch_size, progress=progress
+            make_session_factory(engine),
+            collection,
+            corpus,
+            bundle,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
         )
     finally:
         engine.dispose()

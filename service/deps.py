@@ -7,17 +7,20 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Path, Request, status
-from sqlalchemy.orm import Session
-from training.text_bundle import TextBundle
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import Collection
-from service.index_sync import IndexRegistry
+from service.errors import NotFoundError
+from service.index_sync import CollectionIndex, IndexRegistry
 from service.schemas import NAME_PATTERN
 from service.settings import Settings
 from service.store import find_collection
+from training.text_bundle import TextBundle
+
+# Dependencies that do no I/O are `async def`: they run on the event loop, without a thread-pool hop.
 
 
-def get_settings_from_app(request: Request) -> Settings:
+async def get_settings_from_app(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -33,14 +36,22 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_text_bundle(request: Request) -> TextBundle:
+async def get_session_factory(request: Request) -> sessionmaker[Session]:
+    """For routes that need the database only on some paths (a session opens lazily)."""
+    return request.app.state.session_factory
+
+
+SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
+
+
+async def get_text_bundle(request: Request) -> TextBundle:
     return request.app.state.text_bundle
 
 
 BundleDep = Annotated[TextBundle, Depends(get_text_bundle)]
 
 
-def get_registry(request: Request) -> IndexRegistry:
+async def get_registry(request: Request) -> IndexRegistry:
     return request.app.state.index_registry
 
 
@@ -57,6 +68,19 @@ def valid_collection(
 CollectionDep = Annotated[Collection, Depends(valid_collection)]
 
 
+async def indexed_collection(
+    name: Annotated[str, Path(pattern=NAME_PATTERN, description="Collection name.")], registry: RegistryDep
+) -> CollectionIndex:
+    """The named collection's in-memory index (404 if unknown): searches need no SQL round trip."""
+    entry = registry.get(name)
+    if entry is None:
+        raise NotFoundError(f"collection {name!r} not found")
+    return entry
+
+
+IndexedCollectionDep = Annotated[CollectionIndex, Depends(indexed_collection)]
+
+
 def _check_key(settings: Settings, given: str | None) -> None:
     if settings.api_key is None:
         return
@@ -68,12 +92,12 @@ def _check_key(settings: Settings, given: str | None) -> None:
         )
 
 
-def require_write_key(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+async def require_write_key(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
     """Writes need the API key whenever one is configured."""
     _check_key(settings, x_api_key)
 
 
-def require_read_key(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
+async def require_read_key(settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None) -> None:
     """Reads need the API key only when configured so (`read_requires_key`)."""
     if settings.read_requires_key:
         _check_key(settings, x_api_key)

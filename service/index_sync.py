@@ -26,10 +26,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CollectionIndex:
-    """A collection's in-memory index as of `change_seq`."""
+    """A collection's in-memory index as of `change_seq`, with what searching it needs to know."""
 
     collection_id: int
     name: str
+    bundle_id: str
+    bundle_fingerprint: str
+    address_bits: int
     long_bits: int
     change_seq: int
     index: BitIndex
@@ -62,26 +65,27 @@ class IndexRegistry:
     def sync(self) -> None:
         """Bring every collection's index in step with the table."""
         with self._sync_lock, self._session_factory() as session:
-            collections = session.execute(
-                select(
-                    Collection.id,
-                    Collection.name,
-                    Collection.change_seq,
-                    Collection.address_bits,
-                    Collection.long_bits,
-                )
-            ).all()
+            collections = session.scalars(select(Collection)).all()
             updated: dict[str, CollectionIndex] = {}
-            for collection_id, name, change_seq, address_bits, long_bits in collections:
-                current = self._indexes.get(name)
-                if current is None or current.collection_id != collection_id:
-                    index = self._load(session, collection_id, address_bits, long_bits)
-                elif current.change_seq != change_seq:
+            for collection in collections:
+                current = self._indexes.get(collection.name)
+                if current is None or current.collection_id != collection.id:
+                    index = self._load(session, collection.id, collection.address_bits, collection.long_bits)
+                elif current.change_seq != collection.change_seq:
                     index = self._apply_changes(session, current)
                 else:
-                    updated[name] = current
+                    updated[collection.name] = current
                     continue
-                updated[name] = CollectionIndex(collection_id, name, long_bits, change_seq, index)
+                updated[collection.name] = CollectionIndex(
+                    collection_id=collection.id,
+                    name=collection.name,
+                    bundle_id=collection.bundle_id,
+                    bundle_fingerprint=collection.bundle_fingerprint,
+                    address_bits=collection.address_bits,
+                    long_bits=collection.long_bits,
+                    change_seq=collection.change_seq,
+                    index=index,
+                )
             self._indexes = updated
 
     @staticmethod

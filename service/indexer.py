@@ -8,10 +8,14 @@ commits, so a batch is all or nothing; re-running a batch changes nothing but ti
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from sqlalchemy import func
@@ -23,11 +27,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from service.db import Collection, Document
 from service.errors import ConflictError, NotFoundError
 from service.store import create_collection, find_collection, next_change_seq
-from training.text_bundle import EmptyDocumentError
+from training.text_bundle import EmptyDocumentError, TextBundle, TextCodes
 
 if TYPE_CHECKING:
     from training.corpus import Corpus
-    from training.text_bundle import TextBundle
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +63,15 @@ def duplicate_positions(documents: Sequence[IncomingDocument]) -> list[int]:
     return duplicates
 
 
-def ensure_bundle_matches(collection: Collection, bundle: TextBundle) -> None:
+class HashedCollection(Protocol):
+    """What identifies the model a collection was hashed with (a `Collection` row or its index)."""
+
+    name: str
+    bundle_id: str
+    bundle_fingerprint: str
+
+
+def ensure_bundle_matches(collection: HashedCollection, bundle: TextBundle) -> None:
     """Refuse to mix codes of two different models in one collection."""
     if collection.bundle_fingerprint != bundle.fingerprint:
         raise ConflictError(
@@ -79,6 +90,14 @@ def _upsert_statement(session: Session) -> Any:
         index_elements=["collection_id", "external_id"],
         set_={**{column: statement.excluded[column] for column in replaced}, "updated_at": func.now()},
     )
+
+
+def check_batch(collection: Collection, bundle: TextBundle, documents: Sequence[IncomingDocument]) -> None:
+    """Raise `DuplicateIdsError` or `ConflictError` (wrong bundle) before anything is encoded or written."""
+    duplicates = duplicate_positions(documents)
+    if duplicates:
+        raise DuplicateIdsError(duplicates)
+    ensure_bundle_matches(collection, bundle)
 
 
 def write_encoded(
@@ -119,10 +138,7 @@ def upsert_documents(
     """
     if not documents:
         return 0
-    duplicates = duplicate_positions(documents)
-    if duplicates:
-        raise DuplicateIdsError(duplicates)
-    ensure_bundle_matches(collection, bundle)
+    check_batch(collection, bundle, documents)
     codes = bundle.encode([document.text for document in documents])
     return write_encoded(session, collection, documents, codes.addresses, codes.long_codes)
 
@@ -157,24 +173,40 @@ def _collection_for(
         return collection
 
 
-def _write_batch(
-    session_factory: sessionmaker[Session],
-    collection: Collection,
-    bundle: TextBundle,
-    batch: list[IncomingDocument],
-) -> tuple[int, int]:
-    """Upsert one batch in its own transaction, leaving out documents the model cannot encode."""
-    with session_factory() as session:
-        try:
-            written = upsert_documents(session, collection, bundle, batch)
-            skipped = 0
-        except EmptyDocumentError as err:
-            unencodable = set(err.indices)
-            skipped = len(unencodable)
-            kept = [document for position, document in enumerate(batch) if position not in unencodable]
-            written = upsert_documents(session, collection, bundle, kept)
-        session.commit()
-    return written, skipped
+def encode_skipping_empty(bundle: TextBundle, texts: Sequence[str]) -> tuple[TextCodes, list[int]]:
+    """Codes of the texts the model can encode, and the positions of those it cannot (left out)."""
+    try:
+        return bundle.encode(texts), []
+    except EmptyDocumentError as err:
+        unencodable = set(err.indices)
+        kept = [text for position, text in enumerate(texts) if position not in unencodable]
+        return bundle.encode(kept), sorted(unencodable)
+
+
+_worker_bundle: TextBundle | None = None
+
+
+def _load_worker_bundle(path: Path) -> None:
+    global _worker_bundle  # one bundle per encoder process, loaded once
+    _worker_bundle = TextBundle.load(path)
+
+
+def _encode_in_worker(texts: list[str]) -> tuple[TextCodes, list[int]]:
+    assert _worker_bundle is not None, "the pool initializer loads the bundle"
+    return encode_skipping_empty(_worker_bundle, texts)
+
+
+@contextmanager
+def _encoded_batches(
+    bundle: TextBundle, batches: Iterator[list[str]], workers: int
+) -> Iterator[Iterator[tuple[TextCodes, list[int]]]]:
+    """Encode batches in order: here, or in `workers` processes while this one writes to the database."""
+    if workers <= 1:
+        yield (encode_skipping_empty(bundle, texts) for texts in batches)
+        return
+    context = multiprocessing.get_context("spawn")  # fork is unsafe with the threads SQLAlchemy may hold
+    with ProcessPoolExecutor(workers, context, _load_worker_bundle, (bundle.path,)) as pool:
+        yield pool.map(_encode_in_worker, batches)
 
 
 def index_corpus(
@@ -183,34 +215,44 @@ def index_corpus(
     corpus: Corpus,
     bundle: TextBundle,
     batch_size: int = 1000,
+    workers: int = 1,
     create: bool = True,
     progress: bool = True,
 ) -> IndexingReport:
-    """Encode and upsert `corpus` into the collection, committing per batch.
+    """Encode and upsert `corpus` into the collection, one transaction per batch.
 
-    Safe to stop at any moment and run again: every batch is one transaction and documents are
+    Documents the model cannot encode (empty, no vocabulary word) are skipped and counted. Safe to
+    stop at any moment and run again: a batch is committed whole or not at all, and documents are
     upserted by id, so a re-run finishes the job without duplicates.
     """
     collection = _collection_for(session_factory, collection_name, bundle, create)
     report = IndexingReport(documents=len(corpus))
     labels = corpus.labels or [None] * len(corpus)
+    starts = range(0, len(corpus), batch_size)
     started = time.perf_counter()
     with (
         tqdm(total=len(corpus), unit="doc", disable=not progress, desc=collection_name) as bar,
         logging_redirect_tqdm(),
+        _encoded_batches(
+            bundle, (corpus.texts[start : start + batch_size] for start in starts), workers
+        ) as coded,
     ):
-        for start in range(0, len(corpus), batch_size):
+        for start, (codes, unencodable) in zip(starts, coded, strict=True):
             stop = start + batch_size
+            skipped = set(unencodable)
             batch = [
                 IncomingDocument(external_id, text, None if label is None else {"label": label})
-                for external_id, text, label in zip(
-                    corpus.ids[start:stop], corpus.texts[start:stop], labels[start:stop], strict=True
+                for position, (external_id, text, label) in enumerate(
+                    zip(corpus.ids[start:stop], corpus.texts[start:stop], labels[start:stop], strict=True)
                 )
+                if position not in skipped
             ]
-            written, skipped = _write_batch(session_factory, collection, bundle, batch)
-            report.written += written
-            report.skipped_empty += skipped
+            with session_factory() as session:
+                check_batch(collection, bundle, batch)
+                report.written += write_encoded(session, collection, batch, codes.addresses, codes.long_codes)
+                session.commit()
+            report.skipped_empty += len(skipped)
             report.seconds = time.perf_counter() - started
-            bar.update(len(batch))
+            bar.update(min(stop, len(corpus)) - start)
             bar.set_postfix(docs_per_s=f"{report.documents_per_second:.0f}")
     return report

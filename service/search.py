@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import Document
 from service.index_sync import CollectionIndex
@@ -61,7 +61,7 @@ def search(
     limit: int,
     rerank: Rerank,
     bundle: TextBundle,
-    session: Session,
+    session_factory: sessionmaker[Session],
 ) -> SearchOutcome:
     """The `limit` nearest documents within `radius` of the query address, reranked as asked.
 
@@ -81,7 +81,8 @@ def search(
         scores = 1.0 - long_distances[order] / entry.long_bits
     elif rerank == "tfidf":
         assert query.text is not None, "the API only allows a TF-IDF rerank for text queries"
-        similarities = _tfidf_scores(session, bundle, index.row_ids[positions], query.text)
+        with session_factory() as session:
+            similarities = _tfidf_scores(session, bundle, index.row_ids[positions], query.text)
         order = np.argsort(-similarities, kind="stable")
         scores = similarities[order]
     else:

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
-from training.text_bundle import EmptyDocumentError, TextBundle
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from service.codes import hex_to_long_words, long_code_hex_width
-from service.db import Collection
-from service.deps import BundleDep, CollectionDep, RegistryDep, SessionDep, SettingsDep, require_read_key
-from service.errors import InvalidInputError, NotFoundError
+from service.deps import (
+    BundleDep,
+    CollectionDep,
+    IndexedCollectionDep,
+    SessionDep,
+    SessionFactoryDep,
+    SettingsDep,
+    require_read_key,
+)
+from service.errors import InvalidInputError
 from service.index import long_codes_to_words
-from service.index_sync import CollectionIndex, IndexRegistry
+from service.index_sync import CollectionIndex
 from service.indexer import ensure_bundle_matches
-from service.schemas import AddressMatch, AddressMatches, SearchRequest, SearchResponse, SearchResult
+from service.schemas import AddressMatch, AddressMatches, SearchRequest, SearchResponse
 from service.search import SearchQuery, search
 from service.settings import Settings
 from service.store import sql_ball
+from training.text_bundle import EmptyDocumentError, TextBundle
 
 router = APIRouter(prefix="/v1/collections/{name}", tags=["search"], dependencies=[Depends(require_read_key)])
 
@@ -29,12 +36,12 @@ def _check_bounds(settings: Settings, radius: int, limit: int, location: str) ->
         raise InvalidInputError(f"limit must be at most {settings.max_limit}", [(location, "limit")])
 
 
-def _check_address(collection: Collection, address: int, location: tuple[str, str]) -> None:
-    if address >= 1 << collection.address_bits:
-        raise InvalidInputError(f"address must be below 2**{collection.address_bits}", [location])
+def _check_address(address_bits: int, address: int, location: tuple[str, str]) -> None:
+    if address >= 1 << address_bits:
+        raise InvalidInputError(f"address must be below 2**{address_bits}", [location])
 
 
-def _query(request: SearchRequest, collection: Collection, bundle: TextBundle) -> SearchQuery:
+def _query(request: SearchRequest, collection: CollectionIndex, bundle: TextBundle) -> SearchQuery:
     if request.text is not None:
         ensure_bundle_matches(collection, bundle)
         try:
@@ -57,7 +64,7 @@ def _query(request: SearchRequest, collection: Collection, bundle: TextBundle) -
     else:
         assert request.address is not None, "the schema requires text, code or address"
         address = request.address
-        _check_address(collection, address, ("body", "address"))
+        _check_address(collection.address_bits, address, ("body", "address"))
     long_words = None
     if request.long_code is not None:
         width = long_code_hex_width(collection.long_bits)
@@ -67,41 +74,36 @@ def _query(request: SearchRequest, collection: Collection, bundle: TextBundle) -
     return SearchQuery(address=address, long_words=long_words)
 
 
-def _collection_index(registry: IndexRegistry, collection: Collection) -> CollectionIndex:
-    entry = registry.get(collection.name)
-    if entry is None or entry.collection_id != collection.id:
-        # Created by another process since the last poll: catch up now rather than answer wrongly.
-        registry.sync()
-        entry = registry.get(collection.name)
-    if entry is None:
-        raise NotFoundError(f"collection {collection.name!r} not found")
-    return entry
-
-
-@router.post("/search")
+@router.post("/search", response_model=SearchResponse)
 def search_collection(
     request: SearchRequest,
-    collection: CollectionDep,
-    registry: RegistryDep,
+    collection: IndexedCollectionDep,
     bundle: BundleDep,
-    session: SessionDep,
+    session_factory: SessionFactoryDep,
     settings: SettingsDep,
-) -> SearchResponse:
+) -> Response:
     """Documents within a Hamming radius of a text's, code's or address's address, reranked."""
     _check_bounds(settings, request.radius, request.limit, "body")
     query = _query(request, collection, bundle)
-    entry = _collection_index(registry, collection)
-    outcome = search(entry, query, request.radius, request.limit, request.rerank, bundle, session)
-    data = [SearchResult(id=hit.external_id, distance=hit.distance, score=hit.score) for hit in outcome.hits]
-    return SearchResponse(
-        data=data,
-        count=len(data),
-        rerank=outcome.rerank,
-        address=query.address,
-        shortlist_size=outcome.shortlist_size,
-        probed=outcome.probed,
-        took_ms=outcome.elapsed_ms,
+    outcome = search(
+        collection, query, request.radius, request.limit, request.rerank, bundle, session_factory
     )
+    response = SearchResponse.model_validate(
+        {
+            "data": [
+                {"id": hit.external_id, "distance": hit.distance, "score": hit.score} for hit in outcome.hits
+            ],
+            "count": len(outcome.hits),
+            "rerank": outcome.rerank,
+            "address": query.address,
+            "shortlist_size": outcome.shortlist_size,
+            "probed": outcome.probed,
+            "took_ms": outcome.elapsed_ms,
+        }
+    )
+    # The hot path: validated once here and serialised directly, rather than re-validated by FastAPI
+    # in a second thread-pool hop (the response_model above still documents it).
+    return Response(response.model_dump_json(), media_type="application/json")
 
 
 @router.get("/addresses/{address}")
@@ -115,7 +117,7 @@ def lookup_address(
 ) -> AddressMatches:
     """The raw bit-indexed table: documents stored within `radius` of `address`, read from SQL."""
     _check_bounds(settings, radius, limit, "query")
-    _check_address(collection, address, ("path", "address"))
+    _check_address(collection.address_bits, address, ("path", "address"))
     matches = sql_ball(session, collection, address, radius, limit)
     data = [
         AddressMatch(id=match.external_id, address=match.address, distance=match.distance)

@@ -91,7 +91,7 @@ def test_upsert_replaces_by_external_id_without_duplicates(engine: Engine) -> No
     assert found == {"a": 1, "b": 3, "c": 4}
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     address_bits=st.sampled_from([6, 10, 20]),
     addresses=st.lists(st.integers(0, 2**20 - 1), min_size=0, max_size=60),
