@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from models.dbn import up_pass
 from models.image_autoencoder import DeepAutoencoder
 from models.rbm import BernoulliRBM
 from training.backprop import BackpropSchedule, fine_tune
+from training.images import fit_binary_code
 
 
 def test_unrolled_autoencoder_is_the_rbm_stack() -> None:
@@ -51,3 +53,21 @@ def test_tiny_images_run_improves_on_the_unrolled_stack(images_run: tuple[Any, d
     _, metrics = images_run
     mse = metrics["validation_mse"]
     assert mse["autoencoder"] < mse["pretrained"]
+
+
+def test_binary_code_rotation_is_orthogonal_balanced_and_lowers_quantisation_loss() -> None:
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(2000, 6)) @ rng.normal(size=(6, 6)) + 3.0  # correlated, off-centre
+    fit = fit_binary_code(codes, iterations=30)
+    rotation = fit["code_rotation"].astype(np.float64)
+    np.testing.assert_allclose(rotation.T @ rotation, np.eye(6), atol=1e-5)
+    rotated = (codes - fit["code_mean"]) @ rotation
+    np.testing.assert_allclose((rotated > fit["code_thresholds"]).mean(0), 0.5, atol=0.01)
+    start = fit_binary_code(codes, iterations=0)  # PCA and the random initial rotation only
+    unrotated = (codes - start["code_mean"]) @ start["code_rotation"]
+
+    def loss(v: np.ndarray) -> float:
+        return float(((np.sign(v) - v) ** 2).sum())
+
+    scale = np.abs(rotated).mean()
+    assert loss(rotated / scale) < loss(unrotated / scale)

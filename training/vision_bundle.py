@@ -10,7 +10,7 @@ digits:  finetuned.W{l}, finetuned.b{l} for the sigmoid layers, finetuned.V (n_t
          generative.W{l}, generative.b{l} for the lower RBMs' recognition weights, and the labelled top RBM
          generative.top_W (n_pen + 10, n_top_hidden), generative.top_b (n_pen + 10,), generative.top_c.
 images:  encoder.W{l}, encoder.b{l} (last layer linear), decoder.W{l}, decoder.b{l} (last layer
-         logistic), code_thresholds (code_size,) for the binary codes.
+         logistic); code_mean (d,), code_rotation (d, d), code_thresholds (d,) for the binary codes.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def digit_weight_shapes(sizes: list[int], n_classes: int, top_hidden: int) -> di
 
 def image_weight_shapes(sizes: list[int]) -> dict[str, tuple[int, ...]]:
     """The tensors an images bundle must hold for encoder layer sizes [784, ..., code_size]."""
-    shapes: dict[str, tuple[int, ...]] = {"code_thresholds": (sizes[-1],)}
+    d = sizes[-1]
+    shapes: dict[str, tuple[int, ...]] = {"code_mean": (d,), "code_rotation": (d, d), "code_thresholds": (d,)}
     pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
     for layer, (a, b) in enumerate(pairs):
         shapes[f"encoder.W{layer}"] = (a, b)
@@ -163,8 +164,9 @@ class ImageBundle:
         return x @ self.weights[f"encoder.W{n_layers - 1}"] + self.weights[f"encoder.b{n_layers - 1}"]
 
     def binary_codes(self, images: np.ndarray) -> np.ndarray:
-        """Bits: 1 where a code unit exceeds its median over the training images.  (n, code_size) uint8."""
-        return binarize(self.encode(images), self.weights["code_thresholds"])
+        """Bits of the rotated codes, each on for half the training images.  (n, code_size) uint8."""
+        w = self.weights
+        return binarize((self.encode(images) - w["code_mean"]) @ w["code_rotation"], w["code_thresholds"])
 
     def reconstruct(self, codes: np.ndarray) -> np.ndarray:
         """Pixel probabilities from codes.  (n, code_size) -> (n, 784) in [0, 1]."""

@@ -22,7 +22,11 @@ DataOpt = typer.Option(
 DownloadOpt = typer.Option(
     False, "--download", help="If MNIST is not found locally, fetch it into ~/.cache/semhash/mnist."
 )
-ProfileOpt = typer.Option("quick", "--profile", help="quick (about a minute) or full (paper scale).")
+ProfileOpt = typer.Option(
+    "quick",
+    "--profile",
+    help="quick (about a minute), full (paper scale) or, for digits, full-plain (no dropout).",
+)
 SeedOpt = typer.Option(0, "--seed", help="Random seed.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 NoProgressOpt = typer.Option(False, "--no-progress", help="No progress bars.")
