@@ -15,9 +15,11 @@ from service.errors import register_error_handlers
 from service.index_sync import IndexRegistry
 from service.middleware import BodySizeLimitMiddleware, IndexSizeCollector, MetricsMiddleware, RequestMetrics
 from service.migrate import ensure_at_head
-from service.routers import collections, documents, hash, health, search
+from service.routers import collections, digits, documents, hash, health, images, search
 from service.settings import Settings, get_settings
+from service.vision import load_optional_bundle
 from training.text_bundle import BundleError, TextBundle
+from training.vision_bundle import DigitBundle, ImageBundle
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         ensure_at_head(engine)
         app.state.text_bundle = load_text_bundle(settings.text_bundle_dir)
-        app.state.models = {"text": app.state.text_bundle}
+        # The digit and image models are optional: without them their routes answer 503 and say why.
+        app.state.digit_bundle, app.state.digit_bundle_error = load_optional_bundle(
+            DigitBundle, settings.models_dir / "digits"
+        )
+        app.state.image_bundle, app.state.image_bundle_error = load_optional_bundle(
+            ImageBundle, settings.models_dir / "images"
+        )
+        loaded = {
+            "text": app.state.text_bundle,
+            "digits": app.state.digit_bundle,
+            "images": app.state.image_bundle,
+        }
+        app.state.models = {kind: bundle for kind, bundle in loaded.items() if bundle is not None}
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
         registry = IndexRegistry(app.state.session_factory)
@@ -77,7 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = CollectorRegistry()
     app.state.metrics_registry.register(IndexSizeCollector(lambda: _index_sizes(app)))
     register_error_handlers(app)
-    for router in (hash.router, collections.router, documents.router, search.router, health.router):
+    routers = (hash, collections, documents, search, digits, images, health)
+    for router in (module.router for module in routers):
         app.include_router(router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=RequestMetrics(app.state.metrics_registry))

@@ -278,3 +278,10 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
     ):
         assert path in paths
     assert client.get("/docs").status_code == 200
+
+
+def test_vision_routes_are_served_and_answer_503_without_their_bundles(client: TestClient) -> None:
+    response = client.post("/v1/digits/recognize", json={"pixels": [[0.0] * 28] * 28})
+    assert response.status_code == 503 and "digits" in response.json()["detail"]
+    models = client.get("/v1/models").json()
+    assert [model["kind"] for model in models["data"]] == ["text"]
