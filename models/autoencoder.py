@@ -84,8 +84,10 @@ class DeepAutoencoder(nn.Module):
         """z, the total input of the code units, without noise.  (B, V) counts -> (B, bits)."""
         scale = counts.sum(dim=1, keepdim=True) if self.scale_input_bias else 1.0
         h = counts @ self.encoder_weights[0] + scale * self.encoder_biases[0]
-        for weight, bias in zip(self.encoder_weights[1:], self.encoder_biases[1:], strict=True):
-            h = torch.sigmoid(h) @ weight + bias
+        for layer in range(
+            1, len(self.encoder_weights)
+        ):  # indexing (not slicing) keeps functional_call working
+            h = torch.sigmoid(h) @ self.encoder_weights[layer] + self.encoder_biases[layer]
         return h
 
     def encode(self, counts: Tensor, noise: Tensor | None = None) -> Tensor:

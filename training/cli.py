@@ -12,3 +12,7 @@ evaluate_app = typer.Typer(help="Evaluate a model bundle on held-out data.", no_
 from training.vision_cli import register_vision_commands  # noqa: E402
 
 register_vision_commands(train_app, evaluate_app)
+
+from training.text_cli import register_text_commands  # noqa: E402
+
+register_text_commands(train_app, evaluate_app)

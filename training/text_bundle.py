@@ -3,15 +3,16 @@
 A bundle directory holds
 
     config.json          format_version, kind="text", name, vocab_size, address_bits, long_bits,
-                         encoders (layer sizes of each encoder), scale_input_bias, training settings,
-                         seed, created
+                         encoders (layer sizes of each encoder), scale_input_bias,
+                         max_document_length, training settings, seed, created
     vocabulary.json      {"words": [...V words...], "idf": [...V floats...]}
     weights.safetensors  for code in (address, long), layer l:
                          "{code}.encoder.{l}.weight" (n_in, n_out) and "{code}.encoder.{l}.bias" (n_out,)
     metrics.json         validation (and, after `semhash evaluate text`, test) numbers
 
 Encoding is the encoder of `models.autoencoder.DeepAutoencoder` without noise, in numpy
-(so the service needs no torch):  h_1 = sigmoid(v W_1 + s(N) c_1), ..., z = h W_L + c_L, bit = z > 0.
+(so the service needs no torch), on counts whose length N is capped at max_document_length
+(`training.text_features.cap_lengths`):  h_1 = sigmoid(v W_1 + s(N) c_1), ..., z = h W_L + c_L, bit = z > 0.
 Address bit 0 (the first code unit of the address encoder) is the most significant bit of the
 address; long codes are packed with `np.packbits` (code unit 0 = most significant bit of byte 0).
 """
@@ -29,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from training.bundle_io import WEIGHTS, BundleError, check_shapes, read_bundle, write_bundle
-from training.text_features import count_matrix, tfidf
+from training.text_features import cap_lengths, count_matrix, tfidf
 
 FORMAT_VERSION = 1
 KIND = "text"
@@ -112,6 +113,7 @@ class TextBundle:
         self.address_bits = int(config["address_bits"])
         self.long_bits = int(config["long_bits"])
         self.scale_input_bias = bool(config["scale_input_bias"])
+        self.max_document_length: float | None = config["max_document_length"]
         self._index = {word: i for i, word in enumerate(vocabulary)}
 
     @classmethod
@@ -174,8 +176,11 @@ class TextBundle:
         encoders = config.get("encoders")
         if not isinstance(encoders, dict) or set(encoders) != set(CODES):
             raise BundleError(f"{path}/config.json: 'encoders' must give layer sizes for {CODES}")
-        if "scale_input_bias" not in config:
-            raise BundleError(f"{path}/config.json: 'scale_input_bias' is missing")
+        if not isinstance(config.get("scale_input_bias"), bool):
+            raise BundleError(f"{path}/config.json: 'scale_input_bias' must be true or false")
+        cap = config.get("max_document_length", "missing")
+        if cap is not None and (not isinstance(cap, int | float) or isinstance(cap, bool) or cap <= 0):
+            raise BundleError(f"{path}/config.json: 'max_document_length' must be a positive number or null")
         shapes: dict[str, tuple[int, ...]] = {}
         for code in CODES:
             sizes = encoders[code]
@@ -225,6 +230,7 @@ class TextBundle:
             raise ValueError(f"code must be one of {CODES}, got {code!r}")
         layers = len(self.config["encoders"][code]) - 1
         w = self.weights
+        counts = cap_lengths(counts, self.max_document_length)
         h = np.asarray(counts @ w[f"{code}.encoder.0.weight"], dtype=np.float32)
         scale = np.asarray(counts.sum(axis=1), dtype=np.float32) if self.scale_input_bias else 1.0
         h += scale * w[f"{code}.encoder.0.bias"]

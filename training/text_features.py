@@ -65,6 +65,21 @@ def count_matrix(texts: Sequence[str], index: dict[str, int]) -> sp.csr_matrix:
     return matrix
 
 
+def cap_lengths(counts: sp.spmatrix, max_length: float | None) -> sp.csr_matrix:
+    """Scale every row with N = sum_i v_i > max_length down to length max_length (None: no cap).
+
+    The word distribution v / N is kept. Why: a few posts are 100x longer than the median; as raw
+    counts they would saturate the first hidden layer (its input v W grows like N) and dominate the
+    CD gradient of a minibatch. (n, V) -> (n, V) float32 CSR.
+    """
+    counts = sp.csr_matrix(counts, dtype=np.float32)
+    if max_length is None:
+        return counts
+    lengths = np.asarray(counts.sum(axis=1), dtype=np.float32).ravel()
+    scale = np.minimum(1.0, max_length / np.maximum(lengths, 1e-12)).astype(np.float32)
+    return sp.csr_matrix(sp.diags(scale) @ counts)
+
+
 def tfidf(counts: sp.spmatrix, idf: np.ndarray) -> sp.csr_matrix:
     """L2-normalised TF-IDF rows: (n, V) counts, (V,) idf -> (n, V) float32 CSR (empty rows stay 0)."""
     weighted = sp.csr_matrix(counts, dtype=np.float32) @ sp.diags(idf.astype(np.float32))

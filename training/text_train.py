@@ -40,7 +40,7 @@ from training.retrieval import hamming_relevant_at, label_ids
 from training.seed import set_seed
 from training.stack import fingerprint, pretrain_stack, train_or_resume
 from training.text_bundle import TextBundle, check_code_sizes, write_text_bundle
-from training.text_features import count_matrix, fit_vocabulary
+from training.text_features import cap_lengths, count_matrix, fit_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,20 @@ class TextProfile:
 
     vocab_size: int = 2000  # words in the vocabulary (the input layer)
     hidden: tuple[int, ...] = (500, 500)  # shared hidden layers between the counts and the code
-    scale_hidden_bias: bool = True  # s(N) = N in the count RBM (replicated softmax); see models/rbm.py
+    # s(N) = N (replicated softmax) or 1 (constrained Poisson, the semantic-hashing paper); see
+    # models/rbm.py. s(N) = 1 won on validation precision@100 of 20 Newsgroups (0.366 vs 0.331 at 32
+    # bits, 0.410 vs 0.380 at 128): with the bias fixed, document length itself moves the hidden units.
+    scale_hidden_bias: bool = False
+    max_length: float | None = 500.0  # longer documents are scaled down to this many words (cap_lengths)
     bottom: CDSchedule = field(default_factory=lambda: CDSchedule(learning_rate=0.001))  # count RBM
     upper: CDSchedule = field(default_factory=CDSchedule)  # binary RBMs above it, code RBM included
     finetune: BackpropSchedule = field(
         default_factory=lambda: BackpropSchedule(epochs=10, optimizer="adam", learning_rate=1e-3, patience=3)
     )
-    noise_std: float = 4.0  # std of the Gaussian noise on the code units' total input
-    noise: str = "fixed"  # "fixed": one noise vector per training document; "fresh": new every batch
+    noise_std: float = 6.0  # std of the Gaussian noise on the code units' total input
+    # "fixed": one noise vector per training document (the paper); "fresh": new noise every minibatch.
+    # Fresh won on 20 Newsgroups validation precision@100 (0.404 vs 0.392 at 32 bits, 0.439 vs 0.424).
+    noise: str = "fresh"
     validation_fraction: float = 0.1  # share of the training documents held out for early stopping
     precision_at: int = 100  # validation score: precision at this many retrieved documents
 
@@ -77,14 +83,14 @@ PROFILES: dict[str, TextProfile] = {
     ),
     "quick": TextProfile(
         hidden=(500, 500),
-        bottom=CDSchedule(epochs=3, learning_rate=0.001),
-        upper=CDSchedule(epochs=3),
+        bottom=CDSchedule(epochs=10, learning_rate=0.002),
+        upper=CDSchedule(epochs=5),
         finetune=BackpropSchedule(epochs=3, optimizer="adam", learning_rate=1e-3, patience=2),
     ),
     "full": TextProfile(
         hidden=(500, 500),
-        bottom=CDSchedule(epochs=30, learning_rate=0.001),
-        upper=CDSchedule(epochs=30),
+        bottom=CDSchedule(epochs=100, learning_rate=0.001),
+        upper=CDSchedule(epochs=60),
         finetune=BackpropSchedule(epochs=15, optimizer="adam", learning_rate=1e-3, patience=4),
     ),
 }
@@ -105,7 +111,9 @@ class TextData:
 def prepare_data(corpus: Corpus, profile: TextProfile, seed: int) -> TextData:
     """Fit the vocabulary on the training documents, count words, drop empty ones, hold out validation."""
     vocabulary, idf = fit_vocabulary(corpus.texts, profile.vocab_size)
-    counts = count_matrix(corpus.texts, {w: i for i, w in enumerate(vocabulary)})
+    counts = cap_lengths(
+        count_matrix(corpus.texts, {w: i for i, w in enumerate(vocabulary)}), profile.max_length
+    )
     keep = np.flatnonzero(np.asarray(counts.sum(axis=1)).ravel() > 0)
     if len(keep) < len(corpus):
         log.info("skipping %d training documents with no vocabulary word", len(corpus) - len(keep))
@@ -315,6 +323,7 @@ def train_text_bundle(
         "long_bits": long_bits,
         "encoders": encoders,
         "scale_input_bias": settings.scale_hidden_bias,
+        "max_document_length": settings.max_length,
         "architecture": f"{'-'.join(map(str, [len(data.vocabulary), *settings.hidden]))}-{{bits}}",
         "training": {"profile": profile if isinstance(profile, str) else "custom", **asdict(settings)},
         "corpus": {

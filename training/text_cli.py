@@ -1,0 +1,119 @@
+"""`semhash train text` and `semhash evaluate text`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from training.corpus import CorpusError, load_corpus
+from training.text_bundle import BundleError, TextBundle
+
+log = logging.getLogger(__name__)
+
+
+def _progress(no_progress: bool) -> bool:
+    return not no_progress and sys.stderr.isatty()
+
+
+def _fail(err: Exception) -> typer.Exit:
+    """Print a one-line error (not wrapped in a box, so paths and line numbers stay whole)."""
+    typer.secho(f"Error: {err}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code=2)
+
+
+def _parse_bits(text: str) -> list[int]:
+    try:
+        bits = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise typer.BadParameter(f"--bits takes comma-separated integers, got {text!r}") from err
+    if not bits or min(bits) < 1:
+        raise typer.BadParameter(f"--bits needs positive sizes, got {text!r}")
+    return bits
+
+
+def register_text_commands(train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
+    """Attach the text commands to `semhash train` and `semhash evaluate`."""
+
+    @train_app.command("text")
+    def train_text_command(
+        corpus: str = typer.Option(
+            ..., "--corpus", help="'20news' (its train split), a .jsonl[.gz] file or a folder of .txt files."
+        ),
+        out: Path = typer.Option(..., "--out", help="Bundle directory to write (checkpoints go inside)."),
+        address_bits: int = typer.Option(20, "--address-bits", help="Bits of the address code (1-32)."),
+        long_bits: int = typer.Option(128, "--long-bits", help="Bits of the long code (multiple of 8)."),
+        profile: str = typer.Option("quick", "--profile", help="tiny (seconds), quick (~1 min) or full."),
+        noise: str | None = typer.Option(
+            None, "--noise", help="Code noise: fixed or fresh (profile default)."
+        ),
+        seed: int = typer.Option(0, "--seed", help="Random seed."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+    ) -> None:
+        """Pretrain an RBM stack on word counts, unroll it and fine-tune the address and long encoders."""
+        from training.text_train import PROFILES, train_text_bundle  # torch: only when training
+
+        if profile not in PROFILES:
+            raise typer.BadParameter(f"--profile must be one of {sorted(PROFILES)}, got {profile!r}")
+        try:
+            documents = load_corpus(corpus, "train")
+            with logging_redirect_tqdm():
+                bundle = train_text_bundle(
+                    documents,
+                    out,
+                    profile=profile,
+                    address_bits=address_bits,
+                    long_bits=long_bits,
+                    seed=seed,
+                    noise=noise,
+                    progress=_progress(no_progress),
+                )
+        except (CorpusError, ValueError) as err:
+            raise _fail(err) from err
+        summary = {
+            "bundle": str(bundle.path),
+            "bundle_id": bundle.bundle_id,
+            "train_seconds": round(bundle.metrics["train_seconds"], 1),
+            "selected_epochs": {code: bundle.metrics[code]["selected_epoch"] for code in ("address", "long")},
+        }
+        typer.echo(json.dumps(summary, indent=2))
+
+    @evaluate_app.command("text")
+    def evaluate_text_command(
+        bundle: Path = typer.Option(..., "--bundle", help="Text bundle directory."),
+        corpus: str = typer.Option(
+            "20news", "--corpus", help="'20news' or a folder with train.jsonl[.gz] and test.jsonl[.gz]."
+        ),
+        json_out: Path | None = typer.Option(None, "--json", help="Also write the results to this file."),
+        plots: Path | None = typer.Option(None, "--plots", help="Folder for the PNG plots."),
+        bits: str = typer.Option("16,32,64,128", "--bits", help="Sizes of the LSA and LSH baselines."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the LSH hyperplanes and the t-SNE map."),
+    ) -> None:
+        """Database = train split, queries = test split, relevant = same label; codes and baselines."""
+        from training.text_eval import evaluate_text_bundle
+
+        sizes = _parse_bits(bits)
+        try:
+            loaded = TextBundle.load(bundle)
+            database, queries = load_corpus(corpus, "train"), load_corpus(corpus, "test")
+            results = evaluate_text_bundle(
+                loaded, database, queries, baseline_bits=sizes, plots_dir=plots, seed=seed
+            )
+        except (BundleError, CorpusError) as err:
+            raise _fail(err) from err
+        _report(results, json_out)
+
+
+def _report(results: dict[str, Any], json_out: Path | None) -> None:
+    """Headline numbers on stdout; everything (curves, shortlists) in the JSON file when asked."""
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(results, indent=2) + "\n")
+    headline = {k: results[k] for k in ("bundle", "precision_at_100", "address_r3_fraction_touched")}
+    headline |= {k: results[k] for k in ("bimodal_fraction", "dead_bits", "address_shortlist")}
+    typer.echo(json.dumps(headline, indent=2))
