@@ -180,16 +180,18 @@ class BitIndex:
             starts = np.concatenate([starts, more_starts])
             sizes = np.concatenate([sizes, more_sizes])
             ends = np.concatenate([ends, ends[-1] + more_sizes.cumsum()])
+        # Document i of a run sits at shift + i, where i counts across all runs: no Python loop needed.
+        shift = starts - ends + sizes
         probed = len(starts)
         if ends[-1] > limit:
-            # Keep only the probes needed to fill the shortlist; the rest are never expanded.
+            # Keep only the probes needed to fill the shortlist, and only part of the last run.
             probed = int(np.searchsorted(ends, limit, side="left")) + 1
-            starts, sizes, ends = starts[:probed], sizes[:probed], ends[:probed]
-        # Expand the runs [start, start + size) into one array of positions without a Python loop.
-        positions = np.repeat(starts - ends + sizes, sizes)
+            shift, sizes = shift[:probed], sizes[:probed].copy()
+            sizes[-1] -= int(ends[probed - 1]) - limit
+        positions = np.repeat(shift, sizes)
         positions += np.arange(len(positions))
         distances = table.popcounts[:probed].repeat(sizes)
-        return Shortlist(positions=positions[:limit], distances=distances[:limit], probed=probed)
+        return Shortlist(positions=positions, distances=distances, probed=probed)
 
     def long_code_distances(self, positions: np.ndarray, query_words: np.ndarray) -> np.ndarray:
         """Hamming distances between the long codes at `positions` and one query code (as uint64 words)."""
