@@ -6,11 +6,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from mnist_like import mnist_like, tiny_digits_config, tiny_images_config
 
 from training.digits import train_digits
 from training.images import train_images
 from training.mnist import MnistSplits
+
+# The tests' models are tiny: one thread is as fast, and on a shared, loaded machine a second OpenMP
+# thread that is not scheduled stalls every parallel op (measured: 32 s -> 5 s for the autoencoder tests).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

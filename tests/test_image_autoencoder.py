@@ -41,7 +41,7 @@ def test_fine_tuning_lowers_squared_error() -> None:
         lambda m, xb, _: m.loss(xb),
         x,
         None,
-        BackpropSchedule(epochs=30, batch_size=25, optimizer="adam", learning_rate=1e-2),
+        BackpropSchedule(epochs=12, batch_size=25, optimizer="adam", learning_rate=2e-2),
         generator=g,
         progress=False,
     )
