@@ -5,18 +5,17 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-from service.errors import register_error_handlers
-from service.routers import digits, images
+from service.main import create_app
+from service.migrate import upgrade_to_head
 from service.settings import Settings
 from training.mnist import MnistSplits
 from training.vision_bundle import DigitBundle, ImageBundle
@@ -36,28 +35,50 @@ def drawn_one() -> bytes:
     return png(image)
 
 
-@pytest.fixture
-def make_vision_client(digits_run: Run, images_run: Run, tmp_path: Path) -> Callable[..., TestClient]:
-    """An app with the two routers, the service's error handlers and settings, and the tiny bundles."""
-
-    def start(loaded: bool = True, **overrides: Any) -> TestClient:
-        app = FastAPI()
-        app.state.settings = Settings(
-            database_url=f"sqlite:///{tmp_path}/unused.db", models_dir=tmp_path, **overrides
-        )
-        register_error_handlers(app)
-        app.include_router(digits.router)
-        app.include_router(images.router)
-        app.state.digit_bundle = DigitBundle.load(digits_run[0]) if loaded else None
-        app.state.image_bundle = ImageBundle.load(images_run[0]) if loaded else None
-        return TestClient(app)
-
-    return start
+@pytest.fixture(scope="module")
+def vision_models_dir(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path, digits_run: Run, images_run: Run
+) -> Path:
+    """A models directory with the service's tiny text bundle and tiny trained digits and images bundles."""
+    root = tmp_path_factory.mktemp("vision_models")
+    for kind, source in (("text", models_dir / "text"), ("digits", digits_run[0]), ("images", images_run[0])):
+        (root / kind).symlink_to(source)
+    return root
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def vision_database(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('vision_db')}/semhash.db"
+    upgrade_to_head(url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def make_vision_client(vision_models_dir: Path, vision_database: str) -> Iterator[Callable[..., TestClient]]:
+    """Start the real app (lifespan included); `models_dir` and other settings can be overridden."""
+    clients: list[TestClient] = []
+
+    def start(**overrides: Any) -> TestClient:
+        settings = Settings(**{"database_url": vision_database, "models_dir": vision_models_dir, **overrides})
+        client = TestClient(create_app(settings))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
 def client(make_vision_client: Callable[..., TestClient]) -> TestClient:
     return make_vision_client()
+
+
+def test_the_app_loads_both_bundles(client: TestClient, digits_run: Run, images_run: Run) -> None:
+    models = json.dumps(client.get("/v1/models").json())
+    for path, cls in ((digits_run[0], DigitBundle), (images_run[0], ImageBundle)):
+        assert cls.load(path).bundle_id in models
 
 
 def test_recognize_json_single_square_and_batch(client: TestClient, mnist_splits: MnistSplits) -> None:
@@ -153,9 +174,16 @@ def test_limits(make_vision_client: Callable[..., TestClient], monkeypatch: pyte
     assert response.status_code == 422
 
 
-def test_503_when_no_bundle_is_loaded(make_vision_client: Callable[..., TestClient]) -> None:
-    client = make_vision_client(loaded=False)
-    for path in ("/v1/digits/recognize", "/v1/images/encode"):
+def test_503_when_no_bundle_is_loaded(
+    make_vision_client: Callable[..., TestClient], vision_models_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "text").symlink_to((vision_models_dir / "text").resolve())
+    (tmp_path / "digits").mkdir()  # present but empty: a broken bundle must not stop the server
+    client = make_vision_client(models_dir=tmp_path)
+    for path, why in (
+        ("/v1/digits/recognize", "config.json is missing"),
+        ("/v1/images/encode", "no bundle at"),
+    ):
         response = client.post(path, json={"pixels": GOOD})
         assert response.status_code == 503
-        assert "semhash train" in response.json()["detail"]
+        assert "semhash train" in response.json()["detail"] and why in response.json()["detail"]
