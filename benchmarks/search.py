@@ -117,14 +117,12 @@ def bench_lookup(addresses: np.ndarray, queries: np.ndarray, label: str, with_ba
     return results
 
 
-def bench_bulk_sqlite(bundle: TextBundle, corpus, database_path: Path, workers: int) -> float:
+def bench_bulk_sqlite(bundle: TextBundle, corpus, database_path: Path) -> float:
     url = f"sqlite:///{database_path}"
     upgrade_to_head(url)
     engine = make_engine(url)
     try:
-        report = index_corpus(
-            make_session_factory(engine), "20news", corpus, bundle, 1000, workers, progress=False
-        )
+        report = index_corpus(make_session_factory(engine), "20news", corpus, bundle, 1000, progress=False)
     finally:
         engine.dispose()
     rate = report.documents_per_second
@@ -132,7 +130,7 @@ def bench_bulk_sqlite(bundle: TextBundle, corpus, database_path: Path, workers: 
     return report.documents_per_second
 
 
-def bench_bulk_postgres(bundle: TextBundle, corpus, workers: int) -> float:
+def bench_bulk_postgres(bundle: TextBundle, corpus) -> float:
     from sqlalchemy import text
 
     admin = make_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
@@ -145,7 +143,7 @@ def bench_bulk_postgres(bundle: TextBundle, corpus, workers: int) -> float:
         engine = make_engine(url)
         try:
             report = index_corpus(
-                make_session_factory(engine), "20news", corpus, bundle, 1000, workers, progress=False
+                make_session_factory(engine), "20news", corpus, bundle, 1000, progress=False
             )
         finally:
             engine.dispose()
@@ -245,7 +243,6 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=REPO / "artifacts", help="directory with text/ bundle")
     parser.add_argument("--parts", default="lookup,bulk,rest")
     parser.add_argument("--server-workers", type=int, default=2, help="uvicorn worker processes")
-    parser.add_argument("--bulk-workers", type=int, default=1, help="encoder processes of the bulk job")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/search.json")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -277,11 +274,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         database_path = Path(scratch) / "bench.db"
         if "bulk" in parts or "rest" in parts:
-            sqlite_rate = bench_bulk_sqlite(bundle, train, database_path, args.bulk_workers)
+            sqlite_rate = bench_bulk_sqlite(bundle, train, database_path)
         if "bulk" in parts:
-            postgres_rate = bench_bulk_postgres(bundle, train, args.bulk_workers)
+            postgres_rate = bench_bulk_postgres(bundle, train)
             results["bulk_docs_per_s"] = {"sqlite": sqlite_rate, "postgresql": postgres_rate}
-            results["bulk_encoder_processes"] = args.bulk_workers
         if "rest" in parts:
             rest = bench_rest(args.models, database_path, test.texts[:2000], args.server_workers)
             results["rest_search_ms_p50"] = rest["single_client"]["p50_ms"]

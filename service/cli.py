@@ -82,9 +82,6 @@ def index(
     ),
     bundle_dir: Path | None = typer.Option(None, "--bundle", help="Text bundle (default: <models>/text)."),
     batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Documents per transaction."),
-    workers: int = typer.Option(
-        1, min=1, help="Encoder processes; more than 1 pays off on big corpora with idle cores."
-    ),
     split: str = typer.Option("train", help="Split to read when the input has several."),
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
     progress: bool = typer.Option(
@@ -110,7 +107,6 @@ def index(
             corpus,
             bundle,
             batch_size=batch_size,
-            workers=workers,
             progress=progress,
         )
     finally:

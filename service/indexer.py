@@ -8,13 +8,9 @@ commits, so a batch is all or nothing; re-running a batch changes nothing but ti
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -183,39 +179,12 @@ def encode_skipping_empty(bundle: TextBundle, texts: Sequence[str]) -> tuple[Tex
         return bundle.encode(kept), sorted(unencodable)
 
 
-_worker_bundle: TextBundle | None = None
-
-
-def _load_worker_bundle(path: Path) -> None:
-    global _worker_bundle  # one bundle per encoder process, loaded once
-    _worker_bundle = TextBundle.load(path)
-
-
-def _encode_in_worker(texts: list[str]) -> tuple[TextCodes, list[int]]:
-    assert _worker_bundle is not None, "the pool initializer loads the bundle"
-    return encode_skipping_empty(_worker_bundle, texts)
-
-
-@contextmanager
-def _encoded_batches(
-    bundle: TextBundle, batches: Iterator[list[str]], workers: int
-) -> Iterator[Iterator[tuple[TextCodes, list[int]]]]:
-    """Encode batches in order: here, or in `workers` processes while this one writes to the database."""
-    if workers <= 1:
-        yield (encode_skipping_empty(bundle, texts) for texts in batches)
-        return
-    context = multiprocessing.get_context("spawn")  # fork is unsafe with the threads SQLAlchemy may hold
-    with ProcessPoolExecutor(workers, context, _load_worker_bundle, (bundle.path,)) as pool:
-        yield pool.map(_encode_in_worker, batches)
-
-
 def index_corpus(
     session_factory: sessionmaker[Session],
     collection_name: str,
     corpus: Corpus,
     bundle: TextBundle,
     batch_size: int = 1000,
-    workers: int = 1,
     create: bool = True,
     progress: bool = True,
 ) -> IndexingReport:
@@ -228,17 +197,14 @@ def index_corpus(
     collection = _collection_for(session_factory, collection_name, bundle, create)
     report = IndexingReport(documents=len(corpus))
     labels = corpus.labels or [None] * len(corpus)
-    starts = range(0, len(corpus), batch_size)
     started = time.perf_counter()
     with (
         tqdm(total=len(corpus), unit="doc", disable=not progress, desc=collection_name) as bar,
         logging_redirect_tqdm(),
-        _encoded_batches(
-            bundle, (corpus.texts[start : start + batch_size] for start in starts), workers
-        ) as coded,
     ):
-        for start, (codes, unencodable) in zip(starts, coded, strict=True):
+        for start in range(0, len(corpus), batch_size):
             stop = start + batch_size
+            codes, unencodable = encode_skipping_empty(bundle, corpus.texts[start:stop])
             skipped = set(unencodable)
             batch = [
                 IncomingDocument(external_id, text, None if label is None else {"label": label})

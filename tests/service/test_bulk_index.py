@@ -42,7 +42,7 @@ def live_documents(url: str, collection: str) -> list[str]:
         engine.dispose()
 
 
-def test_cli_indexes_a_file_with_encoder_processes_and_a_rerun_adds_no_duplicates(
+def test_cli_indexes_a_file_and_a_rerun_adds_no_duplicates(
     migrated_url: str, models_dir: Path, topic_corpus: Corpus, tmp_path: Path
 ) -> None:
     unencodable = {"id": "empty", "text": "words the model never saw", "label": "none"}
@@ -57,8 +57,6 @@ def test_cli_indexes_a_file_with_encoder_processes_and_a_rerun_adds_no_duplicate
         str(models_dir / "text"),
         "--batch-size",
         "64",
-        "--workers",
-        "2",
         "--database-url",
         migrated_url,
         "--no-progress",
