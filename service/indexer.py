@@ -219,6 +219,5 @@ def index_corpus(
                 session.commit()
             report.skipped_empty += len(skipped)
             report.seconds = time.perf_counter() - started
-            bar.update(min(stop, len(corpus)) - start)
-            bar.set_postfix(docs_per_s=f"{report.documents_per_second:.0f}")
+            bar.update(min(stop, len(corpus)) - start)  # tqdm shows the rate in docs/s
     return report
