@@ -35,7 +35,7 @@ class XorMasks:
 
     masks: np.ndarray  # (m,) uint64
     popcounts: np.ndarray  # (m,) uint8
-    shell_ends: np.ndarray  # (radius + 1,) int64: masks[:shell_ends[r]] are those of popcount <= r
+    shell_ends: tuple[int, ...]  # masks[:shell_ends[r]] are those of popcount <= r
 
 
 @lru_cache(maxsize=64)
@@ -56,7 +56,7 @@ def xor_masks(address_bits: int, radius: int) -> XorMasks:
     return XorMasks(
         masks=np.array(masks, dtype=np.uint64),
         popcounts=np.array(popcounts, dtype=np.uint8),
-        shell_ends=np.array(shell_ends, dtype=np.int64),
+        shell_ends=tuple(shell_ends),
     )
 
 
@@ -71,7 +71,7 @@ def long_codes_to_words(long_codes: np.ndarray) -> np.ndarray:
     return codes.view(np.uint64)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built once per query, and a frozen __init__ is slower
 class Shortlist:
     """The result of one Hamming-ball lookup."""
 
@@ -169,13 +169,13 @@ class BitIndex:
         table = xor_masks(self.address_bits, radius)
         query = np.uint64(address)
         # Probe the small shells in one step, then one shell at a time until the shortlist is full.
-        shell_end = int(table.shell_ends[min(radius, _FIRST_STEP_RADIUS)])
+        shell_end = table.shell_ends[min(radius, _FIRST_STEP_RADIUS)]
         starts, sizes = self._runs(table.masks[:shell_end] ^ query)
         ends = sizes.cumsum()
         for shell in range(_FIRST_STEP_RADIUS + 1, radius + 1):
             if ends[-1] >= limit:
                 break
-            shell_start, shell_end = shell_end, int(table.shell_ends[shell])
+            shell_start, shell_end = shell_end, table.shell_ends[shell]
             more_starts, more_sizes = self._runs(table.masks[shell_start:shell_end] ^ query)
             starts = np.concatenate([starts, more_starts])
             sizes = np.concatenate([sizes, more_sizes])
