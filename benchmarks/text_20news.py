@@ -4,14 +4,14 @@ For each seed: one greedy pretraining of the shared 2000-500-500 layers (the "fu
 code RBM + fine-tuned autoencoder per code size (16, 20, 32, 64, 128 bits; 20 is the address code),
 each early-stopped on a validation part of the training split. Test documents query the training
 documents (relevant = same newsgroup); baselines (TF-IDF, LSA, LSH) are computed once on the same
-split. Noise comparison: for the first seed the 32- and 128-bit encoders are also trained with fixed
+split. With --compare-noise the first seed's 32- and 128-bit encoders are also trained with fixed
 per-document noise (the paper) instead of fresh noise.
 
-    .venv/bin/python benchmarks/text_20news.py --seeds 0,1,2
+    python benchmarks/text_20news.py all --seeds 0,1,2          # everything, one step after another
 
-writes benchmarks/results/text_20news_seed<k>.json per seed (so an interrupted run keeps its seeds),
-then benchmarks/results/text_20news.json (means over seeds, with per-seed values) and PNG plots.
-Timings are wall-clock on the machine it runs on (2 shared CPU cores here).
+or, in parallel processes, `seed --seed K` (one per seed: text_20news_seed<K>.json), `baselines`
+(text_20news_baselines.json), then `merge --seeds 0,1,2`: benchmarks/results/text_20news.json (means
+over seeds, with per-seed values) and PNG plots. Timings are wall-clock on the machine it runs on.
 """
 
 from __future__ import annotations
@@ -19,16 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
-from training.corpus import load_20news
+from training.corpus import Corpus, load_corpus
 from training.text_eval import (
+    Split,
     baseline_metrics,
     code_metrics,
     full_vocabulary_tfidf,
@@ -36,7 +39,7 @@ from training.text_eval import (
     shortlist_metrics,
     summarise,
 )
-from training.text_features import cap_lengths, count_matrix, tfidf
+from training.text_features import cap_lengths, count_matrix, fit_vocabulary, tfidf
 from training.text_plots import plot_document_map, plot_pr_curves
 from training.text_train import (
     PROFILES,
@@ -59,19 +62,27 @@ def activations(model: torch.nn.Module, counts: torch.Tensor) -> np.ndarray:
         return model.encode(counts).numpy()
 
 
-def run_seed(seed: int, profile: TextProfile, baseline_split: dict[str, Any]) -> dict[str, Any]:
-    """Train every code size for one seed and evaluate it on the test split."""
+def load_split(
+    corpus: str, profile: TextProfile
+) -> tuple[Corpus, Corpus, Split, sp.csr_matrix, sp.csr_matrix]:
+    """(train, test, split with vocabulary TF-IDF, train counts, test counts); the vocabulary is fitted on
+    all training documents, as `prepare_data` does, so it is the same for every seed."""
+    train, test = load_corpus(corpus, "train"), load_corpus(corpus, "test")
+    vocabulary, idf = fit_vocabulary(train.texts, profile.vocab_size)
+    index = {w: i for i, w in enumerate(vocabulary)}
+    database_counts, query_counts = count_matrix(train.texts, index), count_matrix(test.texts, index)
+    split = make_split(train, test, tfidf(database_counts, idf), tfidf(query_counts, idf))
+    return train, test, split, database_counts, query_counts
+
+
+def run_seed(
+    seed: int, profile: TextProfile, corpus: str, out: Path, first_seed: bool, compare_noise: bool
+) -> dict[str, Any]:
+    """Train every code size for one seed, evaluate it on the test split, plot the map of its 128-bit code."""
+    train, test, split, database_counts, query_counts = load_split(corpus, profile)
+    full = full_vocabulary_tfidf(train, test)
     started = time.perf_counter()
-    data: TextData = prepare_data(baseline_split["train"], profile, seed)
-    index = {w: i for i, w in enumerate(data.vocabulary)}
-    database_counts = count_matrix(baseline_split["train"].texts, index)
-    query_counts = count_matrix(baseline_split["test"].texts, index)
-    split = make_split(
-        baseline_split["train"],
-        baseline_split["test"],
-        tfidf(database_counts, data.idf),
-        tfidf(query_counts, data.idf),
-    )
+    data: TextData = prepare_data(train, profile, seed)
     database = torch.from_numpy(cap_lengths(database_counts, profile.max_length).toarray())
     queries = torch.from_numpy(cap_lengths(query_counts, profile.max_length).toarray())
     shared, key, _ = pretrain_shared(data, profile, checkpoint_dir=None, seed=seed, progress=False)
@@ -93,10 +104,10 @@ def run_seed(seed: int, profile: TextProfile, baseline_split: dict[str, Any]) ->
         acts[ADDRESS_BITS][0] > 0.5,
         acts[ADDRESS_BITS][1] > 0.5,
         split,
-        {"tfidf_vocab": (split.database_tfidf, split.query_tfidf), "tfidf_full": baseline_split["full"]},
+        {"tfidf_vocab": (split.database_tfidf, split.query_tfidf), "tfidf_full": full},
     )
     noise_comparison = {}
-    if seed == baseline_split["first_seed"]:
+    if first_seed and compare_noise:
         for bits in (32, 128):
             fixed = replace(profile, noise="fixed")
             model, _ = train_code_encoder(
@@ -115,7 +126,15 @@ def run_seed(seed: int, profile: TextProfile, baseline_split: dict[str, Any]) ->
                 "fresh": codes[bits]["precision_at_100"],
                 "fixed": metrics["precision_at_100"],
             }
-    return {
+    if first_seed:  # one map is enough
+        plot_document_map(
+            acts[128][1],
+            split.query_labels,
+            split.label_names,
+            out / "text_20news_map.png",
+            f"t-SNE of 128-bit code activations of test documents (seed {seed})",
+        )
+    result = {
         "seed": seed,
         "train_seconds": pretrain_seconds + seconds[ADDRESS_BITS] + seconds[128],
         "pretrain_seconds": pretrain_seconds,
@@ -124,9 +143,16 @@ def run_seed(seed: int, profile: TextProfile, baseline_split: dict[str, Any]) ->
         "address_shortlist": shortlist,
         "heads": heads,
         "noise_comparison": noise_comparison,
-        "split": split,
-        "long_query_activations": acts[128][1],
     }
+    (out / f"text_20news_seed{seed}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run_baselines(profile: TextProfile, corpus: str, out: Path, seed: int) -> dict[str, Any]:
+    train, test, split, _, _ = load_split(corpus, profile)
+    baselines = baseline_metrics(split, full_vocabulary_tfidf(train, test), SIZES, seed=seed)
+    (out / "text_20news_baselines.json").write_text(json.dumps(baselines, indent=2) + "\n")
+    return baselines
 
 
 def mean_of(values: list[Any]) -> Any:
@@ -138,48 +164,27 @@ def mean_of(values: list[Any]) -> Any:
     return float(np.mean(values))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    parser.add_argument("--profile", default="full")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    seeds = [int(s) for s in args.seeds.split(",")]
-    profile = PROFILES[args.profile]
-    args.out.mkdir(parents=True, exist_ok=True)
-    train, test = load_20news("train"), load_20news("test")
-    full = full_vocabulary_tfidf(train, test)
-    context = {"train": train, "test": test, "full": full, "first_seed": seeds[0]}
-    per_seed, split = [], None
-    for seed in seeds:
-        result = run_seed(seed, profile, context)
-        split, long_acts = result.pop("split"), result.pop("long_query_activations")
-        if seed == seeds[0]:
-            first_long = long_acts
-        (args.out / f"text_20news_seed{seed}.json").write_text(json.dumps(result, indent=2) + "\n")
-        per_seed.append(result)
-    assert split is not None
-    baselines = baseline_metrics(split, full, SIZES, seed=seeds[0])
+def merge(seeds: list[int], out: Path, profile_name: str) -> dict[str, Any]:
+    """Means over the seeds' result files plus the baselines: the headline results file and PR plot."""
+    per_seed = [json.loads((out / f"text_20news_seed{seed}.json").read_text()) for seed in seeds]
+    baselines = json.loads((out / "text_20news_baselines.json").read_text())
     codes = mean_of([r["codes"] for r in per_seed])
     shortlist = mean_of([r["address_shortlist"] for r in per_seed])
+    sizes = [str(b) for b in (ADDRESS_BITS, *SIZES)]
     results: dict[str, Any] = {
         **summarise({int(b): m for b, m in codes.items()}, baselines, shortlist),
         "train_seconds": float(np.mean([r["train_seconds"] for r in per_seed])),
         "seeds": len(per_seed),
         "seed_values": {
-            "precision_at_100": {
-                str(b): [r["codes"][str(b)]["precision_at_100"] for r in per_seed]
-                for b in (ADDRESS_BITS, *SIZES)
-            },
+            "precision_at_100": {b: [r["codes"][b]["precision_at_100"] for r in per_seed] for b in sizes},
             "address_r3_tfidf_rerank": [
                 r["address_shortlist"][3]["tfidf_vocab_rerank_precision_at_100"] for r in per_seed
             ],
             "train_seconds": [r["train_seconds"] for r in per_seed],
         },
-        "noise_comparison_precision_at_100": per_seed[0]["noise_comparison"],
+        "noise_comparison_precision_at_100": next(
+            (r["noise_comparison"] for r in per_seed if r["noise_comparison"]), {}
+        ),
         "selected_epochs": {
             str(r["seed"]): {b: h["selected_epoch"] for b, h in r["heads"].items()} for r in per_seed
         },
@@ -188,42 +193,60 @@ def main() -> None:
         | {name: baselines[name]["pr_curve"] for name in ("tfidf_vocab", "tfidf_full")}
         | {f"lsa_{b}": m["pr_curve"] for b, m in baselines["lsa"].items()}
         | {f"lsh_{b}": m["pr_curve"] for b, m in baselines["lsh"].items()},
-        "profile": args.profile,
-        "protocol": "database = train split (11,314), queries = test split (7,532), same label = relevant; "
-        "Hamming ties averaged; codes are means over seeds, baselines from one run",
+        "profile": profile_name,
+        "protocol": "database = train split, queries = test split, same label = relevant; Hamming ties "
+        "averaged; codes: means over seeds; baselines: one run",
     }
-    (args.out / "text_20news.json").write_text(json.dumps(results, indent=2) + "\n")
-    curves = {f"semantic hashing {b} bits": codes[str(b)]["pr_curve"] for b in (32, 128)}
+    (out / "text_20news.json").write_text(json.dumps(results, indent=2) + "\n")
+    curves = {f"semantic hashing {b} bits": codes[b]["pr_curve"] for b in ("32", "128")}
     curves |= {"TF-IDF (2000 words)": baselines["tfidf_vocab"]["pr_curve"]}
     curves |= {"TF-IDF (full vocabulary)": baselines["tfidf_full"]["pr_curve"]}
-    curves |= {f"LSA {b}": baselines["lsa"][str(b)]["pr_curve"] for b in (32, 128)}
-    curves |= {f"LSH {b}": baselines["lsh"][str(b)]["pr_curve"] for b in (32, 128)}
+    curves |= {f"LSA {b}": baselines["lsa"][b]["pr_curve"] for b in ("32", "128")}
+    curves |= {f"LSH {b}": baselines["lsh"][b]["pr_curve"] for b in ("32", "128")}
     plot_pr_curves(
-        curves, args.out / "text_20news_pr.png", "20 Newsgroups: precision-recall (mean over seeds)"
+        curves, out / "text_20news_pr.png", "20 Newsgroups: precision-recall (codes: mean over seeds)"
     )
-    plot_document_map(
-        first_long,
-        split.query_labels,
-        split.label_names,
-        args.out / "text_20news_map.png",
-        "t-SNE of 128-bit code activations, 20 Newsgroups test documents",
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    print(
-        json.dumps(
-            {
-                k: results[k]
-                for k in (
-                    "precision_at_100",
-                    "address_r3_fraction_touched",
-                    "bimodal_fraction",
-                    "dead_bits",
-                    "train_seconds",
-                    "seeds",
-                )
-            },
-            indent=2,
+    parser.add_argument("step", choices=["all", "seed", "baselines", "merge"])
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (all, merge)")
+    parser.add_argument("--seed", type=int, default=0, help="the seed (seed)")
+    parser.add_argument("--profile", default="full")
+    parser.add_argument(
+        "--compare-noise", action="store_true", help="first seed: also train 32/128 bits with fixed noise"
+    )
+    parser.add_argument("--corpus", default="20news", help="'20news' or a folder with train/test.jsonl[.gz]")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(int(os.environ.get("SEMHASH_THREADS", torch.get_num_threads())))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    profile = PROFILES[args.profile]
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.step == "seed":
+        run_seed(
+            args.seed,
+            profile,
+            args.corpus,
+            args.out,
+            first_seed=args.seed == 0,
+            compare_noise=args.compare_noise,
         )
-    )
+        return
+    if args.step in ("all", "baselines"):
+        run_baselines(profile, args.corpus, args.out, seed=seeds[0])
+    if args.step == "all":
+        for seed in seeds:
+            run_seed(seed, profile, args.corpus, args.out, seed == seeds[0], args.compare_noise)
+    if args.step in ("all", "merge"):
+        results = merge(seeds, args.out, args.profile)
+        keys = ("precision_at_100", "address_r3_fraction_touched", "bimodal_fraction", "dead_bits")
+        print(json.dumps({k: results[k] for k in (*keys, "train_seconds", "seeds")}, indent=2))
 
 
 if __name__ == "__main__":

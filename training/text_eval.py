@@ -180,7 +180,8 @@ def baseline_metrics(
     results["lsa"], results["lsh"] = {}, {}
     for size in bits:
         log.info("baselines LSA and LSH at %d dimensions / bits", size)
-        svd = TruncatedSVD(n_components=size, random_state=seed).fit(split.database_tfidf)
+        dimensions = min(size, split.database_tfidf.shape[1] - 1)  # SVD needs fewer than V components
+        svd = TruncatedSVD(n_components=dimensions, random_state=seed).fit(split.database_tfidf)
         relevant = cosine_relevant_at(
             svd.transform(split.query_tfidf),
             svd.transform(split.database_tfidf),
@@ -188,7 +189,7 @@ def baseline_metrics(
             split.database_labels,
             cutoffs,
         )
-        results["lsa"][str(size)] = ranking_metrics(relevant, cutoffs, split)
+        results["lsa"][str(size)] = {**ranking_metrics(relevant, cutoffs, split), "dimensions": dimensions}
         planes = rng.standard_normal((split.database_tfidf.shape[1], size)).astype(np.float32)
         relevant = hamming_relevant_at(
             np.asarray(split.query_tfidf @ planes) > 0,
