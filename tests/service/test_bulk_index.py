@@ -7,8 +7,9 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 from typer.testing import CliRunner
 
 from semhash_cli import app as cli
@@ -71,18 +72,27 @@ def test_cli_indexes_a_file_and_a_rerun_adds_no_duplicates(
     assert len(documents) == len(set(documents)) == len(topic_corpus)
 
 
-def test_an_interrupted_run_is_finished_by_the_next(
+def test_a_run_killed_mid_batch_leaves_whole_batches_and_the_rerun_finishes(
     migrated_url: str, text_bundle: TextBundle, topic_corpus: Corpus
 ) -> None:
     engine = make_engine(migrated_url)
+    inserts = []
+
+    def die_on_the_third_batch(_conn, _cursor, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO DOCUMENTS"):
+            inserts.append(statement)
+            if len(inserts) == 3:
+                raise KeyboardInterrupt  # as if the job were stopped with Ctrl-C inside the transaction
+
     try:
         sessions = make_session_factory(engine)
-        # The first run stops after 100 documents (as if killed between two batches) ...
-        partial = index_corpus(
-            sessions, "news", topic_corpus.subset(list(range(100))), text_bundle, 32, progress=False
-        )
-        assert partial.written == 100
-        # ... and the re-run over the whole input completes it.
+        event.listen(engine, "before_cursor_execute", die_on_the_third_batch)
+        with pytest.raises(KeyboardInterrupt):
+            index_corpus(sessions, "news", topic_corpus, text_bundle, 32, progress=False)
+        event.remove(engine, "before_cursor_execute", die_on_the_third_batch)
+        assert sorted(live_documents(migrated_url, "news")) == sorted(
+            topic_corpus.ids[:64]
+        )  # two whole batches
         report = index_corpus(sessions, "news", topic_corpus, text_bundle, 32, progress=False)
         assert report.written == len(topic_corpus) and report.skipped_empty == 0
     finally:
