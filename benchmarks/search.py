@@ -208,7 +208,7 @@ def bench_rest(models_dir: Path, database_path: Path, queries: list[str], worker
     server = subprocess.Popen(
         [
             *(str(REPO / ".venv/bin/semhash"), "serve", "--port", str(port), "--models", str(models_dir)),
-            *("--workers", str(workers)),
+            *("--workers", str(workers), "--no-access-log"),
         ],
         env=environment,
         stdout=subprocess.DEVNULL,

@@ -47,6 +47,9 @@ def serve(
         min=1,
         help="Server processes; each holds its own indexes and keeps them in step with the database.",
     ),
+    access_log: bool = typer.Option(
+        True, "--access-log/--no-access-log", help="Log every request (/metrics counts them either way)."
+    ),
 ) -> None:
     """Serve the REST API (docs at /docs) with uvicorn."""
     import uvicorn
@@ -69,7 +72,13 @@ def serve(
     finally:
         engine.dispose()
     uvicorn.run(
-        "service.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info"
+        "service.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+        log_level="info",
     )
 
 
