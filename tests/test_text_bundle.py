@@ -37,7 +37,7 @@ def copy(bundle: TextBundle, tmp_path: Path) -> Path:
 def test_round_trip(bundle: TextBundle) -> None:
     loaded = TextBundle.load(bundle.path, expected_vocab_size=len(bundle.vocabulary))
     assert loaded.vocabulary == bundle.vocabulary and loaded.fingerprint == bundle.fingerprint
-    assert loaded.bundle_id == f"news-{bundle.fingerprint[:12]}"
+    assert loaded.bundle_id == f"text-{bundle.fingerprint[:12]}"
     assert (loaded.address_bits, loaded.long_bits) == (ADDRESS_BITS, LONG_BITS)
     assert loaded.config["kind"] == "text" and loaded.config["format_version"] == 1
     assert {"address", "long", "train_seconds"} <= set(loaded.metrics)

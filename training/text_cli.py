@@ -53,6 +53,7 @@ def register_text_commands(train_app: typer.Typer, evaluate_app: typer.Typer) ->
             None, "--noise", help="Code noise: fixed or fresh (profile default)."
         ),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
+        name: str = typer.Option("text", "--name", help="Bundle name, the prefix of its bundle id."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     ) -> None:
         """Pretrain an RBM stack on word counts, unroll it and fine-tune the address and long encoders."""
@@ -71,6 +72,7 @@ def register_text_commands(train_app: typer.Typer, evaluate_app: typer.Typer) ->
                     long_bits=long_bits,
                     seed=seed,
                     noise=noise,
+                    name=name,
                     progress=_progress(no_progress),
                 )
         except (CorpusError, ValueError) as err:

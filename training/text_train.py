@@ -156,6 +156,7 @@ def pretrain_shared(
     pretraining = {
         k: asdict(profile)[k] for k in ("vocab_size", "hidden", "scale_hidden_bias", "bottom", "upper")
     }
+    # the data's sum and size stand for the corpus, the vocabulary and the length cap
     key = fingerprint({**pretraining, "seed": seed, "data": float(data.fit.sum()), "n": data.fit.shape[0]})
     histories = pretrain_stack(
         rbms,
@@ -279,7 +280,8 @@ def train_text_bundle(
 
     `documents`: a `Corpus` (labels, when present, choose the fine-tuning epoch) or plain texts.
     `profile`: "tiny" (a few hundred short documents in seconds, for tests), "quick", "full", or a
-    `TextProfile`. `noise` overrides the profile's noise mode ("fixed" or "fresh").
+    `TextProfile`. `noise` overrides the profile's noise mode ("fixed" or "fresh"). `name` (default
+    "text") prefixes the bundle id.
     """
     check_code_sizes(address_bits, long_bits)
     corpus = (
@@ -317,7 +319,7 @@ def train_text_bundle(
         encoders[code] = model.layer_sizes
     seconds = time.perf_counter() - started
     config = {
-        "name": name or out.name or "text",
+        "name": name or "text",
         "vocab_size": len(data.vocabulary),
         "address_bits": address_bits,
         "long_bits": long_bits,
