@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
 from service.db import Collection, Document, make_engine
 from service.main import BundleMissingError, create_app
-from service.migrate import DatabaseNotAtHeadError
+from service.migrate import DatabaseNotAtHeadError, alembic_config
 from service.settings import Settings
 from training.corpus import Corpus
 from training.text_bundle import TextBundle
@@ -285,3 +286,13 @@ def test_vision_routes_are_served_and_answer_503_without_their_bundles(client: T
     assert response.status_code == 503 and "digits" in response.json()["detail"]
     models = client.get("/v1/models").json()
     assert [model["kind"] for model in models["data"]] == ["text"]
+
+
+def test_readyz_reports_a_database_that_fell_behind_the_code(client: TestClient, migrated_url: str) -> None:
+    client.app.state.engine.dispose()  # release pooled connections so the downgrade can drop the tables
+    command.downgrade(alembic_config(migrated_url), "base")
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["database_reachable"] is True and body["database_at_head"] is False
+    assert "semhash migrate" in body["detail"]
