@@ -144,7 +144,9 @@ class BitIndex:
     ) -> BitIndex:
         """A new index without `drop_row_ids` and with the given documents added (or replaced)."""
         replaced = np.concatenate([np.asarray(drop_row_ids, np.int64), np.asarray(row_ids, np.int64)])
-        keep = ~np.isin(self.row_ids, replaced)
+        dropped = np.isin(self.row_ids, replaced)
+        # Views when nothing is dropped (the common case while documents are being added).
+        keep: np.ndarray | slice = ~dropped if dropped.any() else slice(None)
         return BitIndex(
             self.address_bits,
             np.concatenate([self.row_ids[keep], np.asarray(row_ids, np.int64)]),
