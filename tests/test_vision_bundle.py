@@ -73,6 +73,8 @@ def _edit_config(path: Path, **changes: Any) -> None:
         (lambda p: _edit_config(p, kind="images"), "holds a 'images' bundle"),
         (lambda p: _edit_config(p, architecture__layer_sizes=[784, 64, 64, 256]), "shape"),
         (lambda p: _edit_config(p, architecture__layer_sizes="big"), "layer_sizes"),
+        (lambda p: _edit_config(p, architecture__top_hidden=None), "top_hidden"),
+        (lambda p: _edit_config(p, architecture=[1, 2]), "no architecture"),
         (
             lambda p: (p / "weights.safetensors").write_bytes(
                 (p / "weights.safetensors").read_bytes()[:1000]

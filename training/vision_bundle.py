@@ -42,10 +42,24 @@ def _sigmoid_stack(x: np.ndarray, weights: dict[str, np.ndarray], prefix: str, n
     return x
 
 
+def _architecture(config: dict[str, Any], key: str, path: Path) -> Any:
+    architecture = config.get("architecture")
+    if not isinstance(architecture, dict):
+        raise BundleError(f"{path}: config.json has no architecture object")
+    return architecture.get(key)
+
+
 def _int_list(config: dict[str, Any], key: str, path: Path) -> list[int]:
-    value = config.get("architecture", {}).get(key)
+    value = _architecture(config, key, path)
     if not isinstance(value, list) or len(value) < 2 or not all(isinstance(v, int) and v > 0 for v in value):
         raise BundleError(f"{path}: architecture.{key} must be a list of at least two positive integers")
+    return value
+
+
+def _int(config: dict[str, Any], key: str, path: Path) -> int:
+    value = _architecture(config, key, path)
+    if not isinstance(value, int) or value < 1:
+        raise BundleError(f"{path}: architecture.{key} must be a positive integer")
     return value
 
 
@@ -90,7 +104,7 @@ class DigitBundle:
     ):
         self.path, self.config, self.weights, self.metrics = path, config, weights, metrics
         self.layer_sizes = _int_list(config, "layer_sizes", path)
-        self.n_classes = int(config["architecture"].get("n_classes", 10))
+        self.n_classes = _int(config, "n_classes", path)
         self.default_variant = config.get("default_variant", "finetuned")
         if self.default_variant not in DIGIT_VARIANTS:
             raise BundleError(f"{path}: default_variant must be one of {DIGIT_VARIANTS}")
@@ -103,9 +117,10 @@ class DigitBundle:
         sizes = _int_list(config, "layer_sizes", path)
         if sizes[0] != N_PIXELS:
             raise BundleError(f"{path}: the input layer must have {N_PIXELS} units, not {sizes[0]}")
-        arch = config["architecture"]
         check_shapes(
-            path, weights, digit_weight_shapes(sizes, int(arch.get("n_classes", 10)), int(arch["top_hidden"]))
+            path,
+            weights,
+            digit_weight_shapes(sizes, _int(config, "n_classes", path), _int(config, "top_hidden", path)),
         )
         return cls(path, config, weights, metrics)
 
