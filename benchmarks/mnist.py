@@ -11,8 +11,9 @@
   RBM, the labelled top RBM with and without its discriminative term, each fine-tuning) is timed on
   5,000 images on this machine's CPU and scaled by the epochs and data size the bundle's own training
   log records. Load average is reported with it, since a shared machine inflates every timing.
-* latency: uvicorn serving the digits router (one process, one BLAS thread, loopback); median wall
-  time of 500 sequential JSON requests with one 28x28 image over one keep-alive connection.
+* latency: `semhash serve` (the whole app, one uvicorn process, one BLAS thread) on loopback with the
+  given text, digits and images bundles; median wall time of 500 sequential JSON requests with one
+  28x28 image over one keep-alive connection.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -180,64 +182,68 @@ def part_cpu(args: argparse.Namespace) -> None:
         _write(path, results)
 
 
-SERVER = """
-import sys
-import uvicorn
-from fastapi import FastAPI
-from service.errors import register_error_handlers
-from service.routers import digits
-from service.settings import Settings
-from training.vision_bundle import DigitBundle
-app = FastAPI()
-app.state.settings = Settings()
-register_error_handlers(app)
-app.include_router(digits.router)
-app.state.digit_bundle = DigitBundle.load(sys.argv[1])
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
-"""
-
-
 def part_latency(args: argparse.Namespace) -> None:
+    """`semhash serve` (the real app, one uvicorn process) over a models folder with text, digits, images."""
     data = load_mnist(args.data)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # One BLAS thread per server process: threaded BLAS on a one-image product only adds hand-offs,
-    # and on a loaded machine its spinning threads cost milliseconds (3.4 vs 6-16 ms median here).
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(args.digits), str(port)], env=env)
-    try:
-        body = json.dumps({"pixels": data.test_x[0].tolist()})
-        for _ in range(100):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                conn.request("GET", "/docs")
-                conn.getresponse().read()
-                break
-            except OSError:
-                time.sleep(0.2)
-        times = []
-        for i in range(550):
-            start = time.perf_counter()
-            conn.request("POST", "/v1/digits/recognize", body, {"content-type": "application/json"})
-            response = conn.getresponse()
-            payload = response.read()
-            if i >= 50:  # warm-up excluded
-                times.append(time.perf_counter() - start)
-            assert response.status == 200, payload
-    finally:
-        server.terminate()
-        server.wait()
+    if args.text is None:
+        raise SystemExit("the latency part serves the real app, which needs a text bundle: pass --text DIR")
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp) / "models"
+        models.mkdir()
+        for kind, source in (("text", args.text), ("digits", args.digits), ("images", args.images)):
+            (models / kind).symlink_to(source.resolve())
+        database = f"sqlite:///{tmp}/semhash.db"
+        semhash = str(Path(sys.executable).parent / "semhash")
+        subprocess.run([semhash, "migrate", "--database-url", database], check=True, capture_output=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        # One BLAS thread per server process: threaded BLAS on a one-image product only adds hand-offs,
+        # and on a loaded machine its spinning threads cost milliseconds (2-3 vs 6-16 ms median here).
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        command = [semhash, "serve", "--port", str(port), "--models", str(models), "--database-url", database]
+        server = subprocess.Popen(
+            [*command, "--no-access-log"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            times = _time_requests(port, json.dumps({"pixels": data.test_x[0].tolist()}))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
     path = args.out / "digits.json"
     results = _read(path)
     results["latency_ms"] = {
         "median": 1000 * statistics.median(times),
         "p90": 1000 * statistics.quantiles(times, n=10)[-1],
         "requests": len(times),
-        "setup": "uvicorn, 1 process, OPENBLAS_NUM_THREADS=1, loopback, 1 keep-alive client, 1 JSON image",
+        "setup": "semhash serve (1 uvicorn process, OPENBLAS_NUM_THREADS=1), loopback, 1 keep-alive client",
         "load_average": os.getloadavg()[0],
     }
     _write(path, results)
+
+
+def _time_requests(port: int, body: str, n: int = 500, warmup: int = 50) -> list[float]:
+    for _ in range(300):  # wait for the server (model loading, index sync)
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        raise RuntimeError("the server did not start")
+    times = []
+    for i in range(n + warmup):
+        start = time.perf_counter()
+        conn.request("POST", "/v1/digits/recognize", body, {"content-type": "application/json"})
+        response = conn.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"status {response.status}: {payload[:200]!r}")
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:
@@ -245,6 +251,7 @@ def main() -> None:
     parser.add_argument("--digits", type=Path, default=Path("artifacts/digits"))
     parser.add_argument("--digits-baseline", type=Path, default=None)
     parser.add_argument("--images", type=Path, default=Path("artifacts/images"))
+    parser.add_argument("--text", type=Path, default=None, help="a text bundle (the app needs one to serve)")
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--parts", default="results,cpu,latency")
