@@ -2,8 +2,9 @@
 
 The four files (`train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`, `t10k-...`) are looked
 for in, in order: the folder the user names (`--data DIR`), `$SEMHASH_MNIST_DIR`, and
-`../shared/data/mnist` beside the repository. Users online may pass `download=True` to fetch them once
-from a public mirror into `~/.cache/semhash/mnist` (md5-checked); nothing is downloaded otherwise.
+`../shared/data/mnist` beside the repository, and `~/.cache/semhash/mnist`. Users online may pass
+`download=True` (`--download`) to fetch them once from a public mirror into that cache (md5-checked);
+nothing is downloaded otherwise.
 
 The last 10,000 training images are held out for validation (model selection, early stopping); the
 10,000 test images are only for final numbers.
@@ -94,10 +95,10 @@ def _has_mnist(folder: Path) -> bool:
 
 
 def default_folders() -> list[Path]:
-    """Where MNIST is looked for when no folder is given: $SEMHASH_MNIST_DIR, then ../shared/data/mnist."""
+    """Where MNIST is looked for when no folder is given: $SEMHASH_MNIST_DIR, ../shared/data/mnist, the cache."""
     folders = [Path(os.environ[ENV_VAR])] if os.environ.get(ENV_VAR) else []
     repo = Path(__file__).resolve().parent.parent
-    return folders + [repo.parent / "shared" / "data" / "mnist"]
+    return folders + [repo.parent / "shared" / "data" / "mnist", CACHE_DIR]
 
 
 def locate_mnist(data_dir: Path | str | None = None, *, download: bool = False) -> Path:
