@@ -95,7 +95,7 @@ def _has_mnist(folder: Path) -> bool:
 
 
 def default_folders() -> list[Path]:
-    """Where MNIST is looked for when no folder is given: $SEMHASH_MNIST_DIR, ../shared/data/mnist, the cache."""
+    """Folders searched when none is given: $SEMHASH_MNIST_DIR, ../shared/data/mnist, the cache."""
     folders = [Path(os.environ[ENV_VAR])] if os.environ.get(ENV_VAR) else []
     repo = Path(__file__).resolve().parent.parent
     return folders + [repo.parent / "shared" / "data" / "mnist", CACHE_DIR]
