@@ -141,7 +141,7 @@ class SearchResponse(BaseModel):
     address: int
     shortlist_size: int
     probed: int = Field(description="Addresses probed in the Hamming ball.")
-    took_ms: float
+    took_ms: float = Field(description="Server time for hashing the query, the lookup and the rerank.")
 
 
 class AddressMatch(BaseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -41,7 +40,6 @@ class SearchOutcome:
     rerank: Rerank  # the rerank that was applied
     shortlist_size: int
     probed: int
-    elapsed_ms: float
 
 
 def _tfidf_scores(session: Session, bundle: TextBundle, row_ids: np.ndarray, text: str) -> np.ndarray:
@@ -68,7 +66,6 @@ def search(
     A Hamming rerank needs the query's long code; when the caller gave only an address the
     shortlist keeps its address order and the outcome says `rerank="none"`.
     """
-    started = time.perf_counter()
     index = entry.index
     shortlist = index.lookup(query.address, radius, limit)
     positions, distances = shortlist.positions, shortlist.distances
@@ -102,5 +99,4 @@ def search(
         rerank=rerank,
         shortlist_size=len(positions),
         probed=shortlist.probed,
-        elapsed_ms=(time.perf_counter() - started) * 1000.0,
     )
