@@ -14,10 +14,8 @@ from dataclasses import replace
 
 import torch
 
-from training.backprop import BackpropSchedule
 from training.corpus import load_20news
-from training.pretrain import CDSchedule
-from training.text_train import PROFILES, TextProfile, pretrain_shared, prepare_data, train_code_encoder
+from training.text_train import PROFILES, TextProfile, prepare_data, pretrain_shared, train_code_encoder
 
 
 def build(overrides: dict) -> TextProfile:
