@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from models.rbm import BernoulliRBM, ConstrainedPoissonRBM
@@ -50,10 +51,11 @@ def test_cd_lowers_reconstruction_error_bernoulli() -> None:
     assert len(history) == 4
 
 
-def test_cd_lowers_word_cross_entropy_constrained_poisson() -> None:
+@pytest.mark.parametrize("scale_hidden_bias", [True, False])
+def test_cd_lowers_word_cross_entropy_constrained_poisson(scale_hidden_bias: bool) -> None:
     torch.manual_seed(0)
     counts = topic_counts(600, 30)
-    rbm = ConstrainedPoissonRBM(30, 6)
+    rbm = ConstrainedPoissonRBM(30, 6, scale_hidden_bias=scale_hidden_bias)
     before = float(rbm.reconstruction_error(counts))
     train_rbm(
         rbm,
