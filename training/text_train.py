@@ -63,7 +63,10 @@ class TextProfile:
     finetune: BackpropSchedule = field(
         default_factory=lambda: BackpropSchedule(epochs=10, optimizer="adam", learning_rate=1e-3, patience=3)
     )
-    noise_std: float = 6.0  # std of the Gaussian noise on the code units' total input
+    # std of the Gaussian noise on the code units' total input. Larger noise makes codes more bimodal at
+    # some cost in precision: 128 bits on a `quick`-pretrained stack, validation precision@100 /
+    # bimodal share: std 6 0.407 / 0.83, std 10 0.399 / 0.88, std 16 0.395 / 0.90.
+    noise_std: float = 6.0
     # "fixed": one noise vector per training document (the paper); "fresh": new noise every minibatch.
     # Fresh won on 20 Newsgroups validation precision@100 (0.404 vs 0.392 at 32 bits, 0.439 vs 0.424).
     noise: str = "fresh"
