@@ -76,7 +76,13 @@ def load_split(
 
 
 def run_seed(
-    seed: int, profile: TextProfile, corpus: str, out: Path, first_seed: bool, compare_noise: bool
+    seed: int,
+    profile: TextProfile,
+    corpus: str,
+    out: Path,
+    first_seed: bool,
+    compare_noise: bool,
+    checkpoints: Path | None = None,
 ) -> dict[str, Any]:
     """Train every code size for one seed, evaluate it on the test split, plot the map of its 128-bit code."""
     train, test, split, database_counts, query_counts = load_split(corpus, profile)
@@ -85,13 +91,25 @@ def run_seed(
     data: TextData = prepare_data(train, profile, seed)
     database = torch.from_numpy(cap_lengths(database_counts, profile.max_length).toarray())
     queries = torch.from_numpy(cap_lengths(query_counts, profile.max_length).toarray())
-    shared, key, _ = pretrain_shared(data, profile, checkpoint_dir=None, seed=seed, progress=False)
+    checkpoint_dir = None if checkpoints is None else checkpoints / f"seed{seed}"
+    resumed = checkpoint_dir is not None and any(
+        checkpoint_dir.glob("*.pt")
+    )  # then timings are not training's
+    shared, key, _ = pretrain_shared(data, profile, checkpoint_dir=checkpoint_dir, seed=seed, progress=False)
     pretrain_seconds = time.perf_counter() - started
     codes, heads, seconds, acts = {}, {}, {}, {}
     for bits in (ADDRESS_BITS, *SIZES):
         t = time.perf_counter()
         model, report = train_code_encoder(
-            shared, bits, data, profile, checkpoint_dir=None, key=key, seed=seed, progress=False, name="bench"
+            shared,
+            bits,
+            data,
+            profile,
+            checkpoint_dir=checkpoint_dir,
+            key=key,
+            seed=seed,
+            progress=False,
+            name="bench",
         )
         seconds[bits] = time.perf_counter() - t
         acts[bits] = (activations(model, database), activations(model, queries))
@@ -136,7 +154,7 @@ def run_seed(
         )
     result = {
         "seed": seed,
-        "train_seconds": pretrain_seconds + seconds[ADDRESS_BITS] + seconds[128],
+        "train_seconds": None if resumed else pretrain_seconds + seconds[ADDRESS_BITS] + seconds[128],
         "pretrain_seconds": pretrain_seconds,
         "head_seconds": {str(b): s for b, s in seconds.items()},
         "codes": {str(b): m for b, m in codes.items()},
@@ -173,7 +191,9 @@ def merge(seeds: list[int], out: Path, profile_name: str) -> dict[str, Any]:
     sizes = [str(b) for b in (ADDRESS_BITS, *SIZES)]
     results: dict[str, Any] = {
         **summarise({int(b): m for b, m in codes.items()}, baselines, shortlist),
-        "train_seconds": float(np.mean([r["train_seconds"] for r in per_seed])),
+        "train_seconds": float(
+            np.mean([r["train_seconds"] for r in per_seed if r["train_seconds"] is not None])
+        ),
         "seeds": len(per_seed),
         "seed_values": {
             "precision_at_100": {b: [r["codes"][b]["precision_at_100"] for r in per_seed] for b in sizes},
@@ -222,6 +242,9 @@ def main() -> None:
     )
     parser.add_argument("--corpus", default="20news", help="'20news' or a folder with train/test.jsonl[.gz]")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--checkpoints", type=Path, help="reuse/save the shared pretrained layers under DIR/seed<K>"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(int(os.environ.get("SEMHASH_THREADS", torch.get_num_threads())))
@@ -236,13 +259,16 @@ def main() -> None:
             args.out,
             first_seed=args.seed == 0,
             compare_noise=args.compare_noise,
+            checkpoints=args.checkpoints,
         )
         return
     if args.step in ("all", "baselines"):
         run_baselines(profile, args.corpus, args.out, seed=seeds[0])
     if args.step == "all":
         for seed in seeds:
-            run_seed(seed, profile, args.corpus, args.out, seed == seeds[0], args.compare_noise)
+            run_seed(
+                seed, profile, args.corpus, args.out, seed == seeds[0], args.compare_noise, args.checkpoints
+            )
     if args.step in ("all", "merge"):
         results = merge(seeds, args.out, args.profile)
         keys = ("precision_at_100", "address_r3_fraction_touched", "bimodal_fraction", "dead_bits")

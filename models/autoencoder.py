@@ -111,7 +111,14 @@ class DeepAutoencoder(nn.Module):
         """log p of the reconstruction given noisy codes.  (B, V) counts, (B, bits) noise -> (B, V)."""
         return self.decode_log_probs(self.encode(counts, noise))
 
-    def reconstruction_loss(self, counts: Tensor, noise: Tensor | None = None) -> Tensor:
-        """Cross-entropy  -mean_b sum_i (v_bi / N_b) log p_bi  (nats per word, averaged over documents)."""
-        lengths = counts.sum(dim=1, keepdim=True).clamp_min(1.0)
-        return -((counts / lengths) * self(counts, noise)).sum(dim=1).mean()
+    def reconstruction_loss(
+        self, counts: Tensor, noise: Tensor | None = None, target: Tensor | None = None
+    ) -> Tensor:
+        """Cross-entropy  -mean_b sum_i (t_bi / N_b) log p_bi  (nats per word, averaged over documents).
+
+        t = `target` counts (default: the input `counts` themselves; a corrupted input can be asked to
+        reconstruct the clean document).
+        """
+        target = counts if target is None else target
+        lengths = target.sum(dim=1, keepdim=True).clamp_min(1.0)
+        return -((target / lengths) * self(counts, noise)).sum(dim=1).mean()

@@ -60,6 +60,9 @@ def test_reconstruction_is_a_distribution_and_loss_is_cross_entropy() -> None:
     torch.testing.assert_close(log_p.exp().sum(dim=1), torch.ones(len(v)))
     expected = -((v / v.sum(1, keepdim=True)) * log_p).sum(1).mean()
     torch.testing.assert_close(model.reconstruction_loss(v), expected)
+    dropped = v * (torch.arange(v.shape[1]) % 2 == 0)  # a corrupted input still targets the whole document
+    expected = -((v / v.sum(1, keepdim=True)) * model(dropped)).sum(1).mean()
+    torch.testing.assert_close(model.reconstruction_loss(dropped, target=v), expected)
 
 
 def test_gradients_check_numerically() -> None:

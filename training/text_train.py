@@ -70,6 +70,10 @@ class TextProfile:
     # "fixed": one noise vector per training document (the paper); "fresh": new noise every minibatch.
     # Fresh won on 20 Newsgroups validation precision@100 (0.404 vs 0.392 at 32 bits, 0.439 vs 0.424).
     noise: str = "fresh"
+    # Fine-tuning input drops each word type with this probability; the target stays the whole document
+    # (denoising). Without it fine-tuning overfits after 1-2 epochs; on the `full` stack, 128 bits,
+    # validation precision@100: 0.448 (none), 0.460 (0.2), 0.485 (0.5), 0.500 (0.7), 0.494 (0.8).
+    word_dropout: float = 0.0
     validation_fraction: float = 0.1  # share of the training documents held out for early stopping
     precision_at: int = 100  # validation score: precision at this many retrieved documents
 
@@ -94,7 +98,8 @@ PROFILES: dict[str, TextProfile] = {
         hidden=(500, 500),
         bottom=CDSchedule(epochs=100, learning_rate=0.001),
         upper=CDSchedule(epochs=60),
-        finetune=BackpropSchedule(epochs=15, optimizer="adam", learning_rate=1e-3, patience=4),
+        finetune=BackpropSchedule(epochs=20, optimizer="adam", learning_rate=1e-3, patience=4),
+        word_dropout=0.7,
     ),
 }
 
@@ -229,7 +234,10 @@ def train_code_encoder(
     def loss_fn(net: DeepAutoencoder, counts: Tensor, noise: Tensor | None) -> Tensor:
         if noise is None:  # fresh noise for this minibatch
             noise = torch.randn(counts.shape[0], bits, generator=generator) * profile.noise_std
-        return net.reconstruction_loss(counts, noise)
+        if profile.word_dropout == 0:
+            return net.reconstruction_loss(counts, noise)
+        keep = torch.rand(counts.shape, generator=generator) >= profile.word_dropout
+        return net.reconstruction_loss(counts * keep, noise, target=counts)
 
     history, best_epoch = fine_tune(
         model,
