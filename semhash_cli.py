@@ -10,7 +10,8 @@ from service.cli import register_service_commands
 from training.cli import evaluate_app, train_app
 
 app = typer.Typer(
-    help="Semantic hashing: train deep autoencoders, index documents by binary codes, serve Hamming-ball search.",
+    help="Semantic hashing: train deep autoencoders, index documents by binary codes, "
+    "serve Hamming-ball search.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )

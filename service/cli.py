@@ -47,8 +47,10 @@ def serve(
         min=1,
         help="Server processes; each holds its own indexes and keeps them in step with the database.",
     ),
-    access_log: bool = typer.Option(
-        True, "--access-log/--no-access-log", help="Log every request (/metrics counts them either way)."
+    access_log: bool | None = typer.Option(
+        None,
+        "--access-log/--no-access-log",
+        help="Log every request (default: SEMHASH_LOG_REQUESTS, on; /metrics counts them either way).",
     ),
 ) -> None:
     """Serve the REST API (docs at /docs) with uvicorn."""
@@ -62,6 +64,8 @@ def serve(
         os.environ["SEMHASH_MODELS_DIR"] = str(models)
     if database_url is not None:
         os.environ["SEMHASH_DATABASE_URL"] = database_url
+    if access_log is not None:
+        os.environ["SEMHASH_LOG_REQUESTS"] = str(access_log).lower()
     settings = _settings(None)
     engine = make_engine(settings.database_url)
     try:
@@ -72,12 +76,14 @@ def serve(
     finally:
         engine.dispose()
     uvicorn.run(
-        "service.main:create_app",
+        "service.main:create_served_app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
-        access_log=access_log,
+        # Logging is ours (JSON lines with request ids, one line per request): see service/request_log.py.
+        log_config=None,
+        access_log=False,
         log_level="info",
     )
 

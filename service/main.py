@@ -15,6 +15,7 @@ from service.errors import register_error_handlers
 from service.index_sync import IndexRegistry
 from service.middleware import BodySizeLimitMiddleware, IndexSizeCollector, MetricsMiddleware, RequestMetrics
 from service.migrate import ensure_at_head
+from service.request_log import RequestLogMiddleware, configure_logging
 from service.routers import collections, digits, documents, hash, health, images, search
 from service.settings import Settings, get_settings
 from service.vision import load_optional_bundle
@@ -96,4 +97,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=RequestMetrics(app.state.metrics_registry))
+    # Outermost, so that every response (a 413 from the body limit included) carries a request id.
+    app.add_middleware(RequestLogMiddleware, log_requests=app.state.settings.log_requests)
     return app
+
+
+def create_served_app() -> FastAPI:
+    """The factory `semhash serve` hands to uvicorn: structured logging, then the app (in every worker)."""
+    settings = get_settings()
+    configure_logging(json_lines=settings.log_format == "json")
+    return create_app(settings)

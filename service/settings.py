@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,16 @@ class Settings(BaseSettings):
         description="How often the in-memory indexes poll SQL for changes made by other processes "
         "(kept under 1.5 s so such changes are searchable within 2 s).",
     )
+
+    max_image_pixels: int = Field(
+        4096 * 4096,
+        ge=28 * 28,
+        description="Largest image (width x height) the digit and image routes decode.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json", description="`semhash serve` logs: JSON lines with a request id (default) or plain text."
+    )
+    log_requests: bool = Field(True, description="Log one line per request (method, path, status, duration).")
 
     @field_validator("api_key")
     @classmethod

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from starlette.datastructures import UploadFile
 
 from service.errors import InvalidInputError, ModelNotLoadedError, ServiceError
-from service.imaging import DEFAULT_MAX_IMAGE_PIXELS, ImageInputError, image_to_mnist, pixels_to_array
+from service.imaging import ImageInputError, image_to_mnist, pixels_to_array
 from service.settings import Settings
 from training.bundle_io import BundleError
 from training.vision_bundle import DigitBundle, ImageBundle
@@ -117,10 +117,8 @@ ImageBundleDep = Annotated[ImageBundle, Depends(get_image_bundle)]
 
 # ----- inputs ------------------------------------------------------------------------------------
 def _limits(request: Request) -> tuple[int, int]:
-    settings: Settings | None = getattr(request.app.state, "settings", None)
-    max_batch = settings.max_batch_documents if settings is not None else 1000
-    max_pixels = getattr(settings, "max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
-    return max_batch, max_pixels
+    settings: Settings = request.app.state.settings
+    return settings.max_batch_documents, settings.max_image_pixels
 
 
 def _fail(err: ImageInputError, location: tuple[str | int, ...]) -> ServiceError:

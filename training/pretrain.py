@@ -98,7 +98,7 @@ def train_rbm(
 def free_energy_gap(
     rbm: RBM, train: Tensor, validation: Tensor, prepare: Callable[[Tensor], Tensor], sample: int = 1000
 ) -> float:
-    """Mean free energy of validation rows minus that of as many training rows (Hinton's overfitting check)."""
+    """Mean free energy of validation rows minus that of as many training rows (overfitting check)."""
     device = rbm.W.device
     with torch.no_grad():
         f_val = rbm.free_energy(prepare(validation[:sample].to(device))).mean()

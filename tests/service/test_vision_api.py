@@ -163,11 +163,10 @@ def test_locations_name_the_bad_item(client: TestClient) -> None:
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "files", 1]
 
 
-def test_limits(make_vision_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch) -> None:
-    client = make_vision_client(max_batch_documents=2)
+def test_limits(make_vision_client: Callable[..., TestClient]) -> None:
+    client = make_vision_client(max_batch_documents=2, max_image_pixels=1000)
     response = client.post("/v1/digits/recognize", json={"images": [GOOD] * 3})
     assert response.status_code == 422 and "at most 2 images" in response.text
-    monkeypatch.setattr("service.vision.DEFAULT_MAX_IMAGE_PIXELS", 1000)
     response = client.post("/v1/digits/recognize", files={"file": ("big.png", drawn_one(), "image/png")})
     assert response.status_code == 413 and "larger than the limit" in response.text
     response = client.post("/v1/digits/recognize?variant=best", json={"pixels": GOOD})
