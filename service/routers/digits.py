@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import require_read_key
+from service.errors import InvalidInputError
 from service.vision import OPENAPI_BODY, DigitBundleDep, ImagesDep
+
+BLANK_INK = 0.1  # an image whose every pixel is below this has no digit to recognise
 
 router = APIRouter(prefix="/v1/digits", tags=["digits"], dependencies=[Depends(require_read_key)])
 
@@ -35,6 +39,13 @@ async def recognize(
     ),
 ) -> DigitPredictions:
     """Recognise one digit or a batch: a PNG/JPEG upload (`file`/`files`) or JSON (`pixels`/`images`)."""
+    # A blank image would still get a confident answer from the softmax; refuse it as uploads are refused.
+    blank = np.flatnonzero(images.max(axis=1) < BLANK_INK)
+    if blank.size:
+        raise InvalidInputError(
+            f"the image is blank: no digit found (every pixel is below {BLANK_INK})",
+            [("body", "images", int(i)) for i in blank],
+        )
     chosen = variant or bundle.default_variant
     probs = await run_in_threadpool(bundle.predict_proba, images, chosen)
     data = [

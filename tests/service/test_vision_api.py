@@ -123,7 +123,16 @@ def test_encode_with_and_without_reconstruction(client: TestClient, mnist_splits
     assert plain["data"][0]["reconstruction_png"] is None and plain["data"][0]["reconstruction_error"] is None
 
 
-GOOD = [0.0] * 784
+GOOD = [1.0 if i % 28 == 14 and 4 <= i // 28 < 24 else 0.0 for i in range(784)]  # a vertical stroke
+BLANK = [0.0] * 784
+
+
+def test_a_blank_image_is_not_a_digit_but_still_encodes(client: TestClient) -> None:
+    response = client.post("/v1/digits/recognize", json={"images": [GOOD, BLANK]})
+    assert response.status_code == 422 and "blank" in response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "images", 1]
+    assert client.post("/v1/digits/recognize", json={"pixels": GOOD}).status_code == 200
+    assert client.post("/v1/images/encode", json={"pixels": BLANK}).status_code == 200
 
 
 @pytest.mark.parametrize("path", ["/v1/digits/recognize", "/v1/images/encode"])
