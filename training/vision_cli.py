@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,32 @@ def _profile(profiles: dict[str, Any], name: str) -> Any:
     return profiles[name]
 
 
+def _train_and_report(
+    train: Callable[..., dict[str, Any]],
+    profiles: dict[str, Any],
+    validation_key: str,
+    out: Path,
+    data: Path | None,
+    profile: str,
+    seed: int,
+    device: str,
+    no_progress: bool,
+    download: bool,
+    threads: int,
+) -> None:
+    """Train one MNIST model with a named profile and print where it went and how it validated."""
+    _set_threads(threads)
+    config = replace(_profile(profiles, profile), seed=seed, device=device)
+    with logging_redirect_tqdm():
+        metrics = train(config, load_mnist(data, download=download), out, progress=_progress(no_progress))
+    summary = {
+        "bundle": str(out),
+        validation_key: metrics[validation_key],
+        "train_seconds": metrics["train_seconds"],
+    }
+    typer.echo(json.dumps(summary, indent=2))
+
+
 def register_vision_commands(train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
     """Attach the MNIST commands to `semhash train` and `semhash evaluate`."""
 
@@ -81,21 +108,18 @@ def register_vision_commands(train_app: typer.Typer, evaluate_app: typer.Typer) 
         """Train the DBN digit recognisers (fine-tuned and generative) on MNIST."""
         from training.digits import PROFILES, train_digits
 
-        _set_threads(threads)
-        config = replace(_profile(PROFILES, profile), seed=seed, device=device)
-        with logging_redirect_tqdm():
-            metrics = train_digits(
-                config, load_mnist(data, download=download), out, progress=_progress(no_progress)
-            )
-        typer.echo(
-            json.dumps(
-                {
-                    "bundle": str(out),
-                    "validation_error": metrics["validation_error"],
-                    "train_seconds": metrics["train_seconds"],
-                },
-                indent=2,
-            )
+        _train_and_report(
+            train_digits,
+            PROFILES,
+            "validation_error",
+            out,
+            data,
+            profile,
+            seed,
+            device,
+            no_progress,
+            download,
+            threads,
         )
 
     @train_app.command("images")
@@ -112,21 +136,18 @@ def register_vision_commands(train_app: typer.Typer, evaluate_app: typer.Typer) 
         """Train the 784-1000-500-250-30 image autoencoder on MNIST."""
         from training.images import PROFILES, train_images
 
-        _set_threads(threads)
-        config = replace(_profile(PROFILES, profile), seed=seed, device=device)
-        with logging_redirect_tqdm():
-            metrics = train_images(
-                config, load_mnist(data, download=download), out, progress=_progress(no_progress)
-            )
-        typer.echo(
-            json.dumps(
-                {
-                    "bundle": str(out),
-                    "validation_mse": metrics["validation_mse"],
-                    "train_seconds": metrics["train_seconds"],
-                },
-                indent=2,
-            )
+        _train_and_report(
+            train_images,
+            PROFILES,
+            "validation_mse",
+            out,
+            data,
+            profile,
+            seed,
+            device,
+            no_progress,
+            download,
+            threads,
         )
 
     @evaluate_app.command("digits")
