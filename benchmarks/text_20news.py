@@ -39,7 +39,7 @@ from training.text_eval import (
     shortlist_metrics,
     summarise,
 )
-from training.text_features import cap_lengths, count_matrix, fit_vocabulary, tfidf
+from training.text_features import WordIndex, cap_lengths, count_matrix, fit_vocabulary, tfidf
 from training.text_plots import plot_document_map, plot_pr_curves
 from training.text_train import (
     PROFILES,
@@ -69,7 +69,7 @@ def load_split(
     all training documents, as `prepare_data` does, so it is the same for every seed."""
     train, test = load_corpus(corpus, "train"), load_corpus(corpus, "test")
     vocabulary, idf = fit_vocabulary(train.texts, profile.vocab_size)
-    index = {w: i for i, w in enumerate(vocabulary)}
+    index = WordIndex(vocabulary)
     database_counts, query_counts = count_matrix(train.texts, index), count_matrix(test.texts, index)
     split = make_split(train, test, tfidf(database_counts, idf), tfidf(query_counts, idf))
     return train, test, split, database_counts, query_counts

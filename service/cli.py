@@ -97,6 +97,12 @@ def index(
     ),
     bundle_dir: Path | None = typer.Option(None, "--bundle", help="Text bundle (default: <models>/text)."),
     batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Documents per transaction."),
+    workers: int = typer.Option(
+        min(os.cpu_count() or 1, 4),
+        "--workers",
+        min=0,
+        help="Processes that encode while this one writes (0: encode here). Default: the cores, up to 4.",
+    ),
     split: str = typer.Option("train", help="Split to read when the input has several."),
     database_url: str | None = typer.Option(None, "--database-url", help=DATABASE_URL_HELP),
     progress: bool = typer.Option(
@@ -104,26 +110,38 @@ def index(
     ),
 ) -> None:
     """Encode and upsert documents in batches; safe to stop and re-run (upserts by id, no duplicates)."""
+    from service.bulk import index_records
     from service.db import make_engine, make_session_factory
-    from service.indexer import index_corpus
-    from service.migrate import ensure_at_head
-    from training.corpus import load_corpus
+    from service.errors import ConflictError, NotFoundError
+    from service.migrate import DatabaseNotAtHeadError, ensure_at_head
+    from training.bundle_io import BundleError
+    from training.corpus import CorpusError, stream_corpus
     from training.text_bundle import TextBundle
 
     settings = _settings(database_url)
-    bundle = TextBundle.load(bundle_dir or settings.text_bundle_dir)
-    corpus = load_corpus(input_path, split)
+    try:
+        bundle = TextBundle.load(bundle_dir or settings.text_bundle_dir)
+        records, total = stream_corpus(input_path, split)
+    except (BundleError, CorpusError) as err:
+        logger.error("%s", err)
+        raise typer.Exit(code=2) from err
     engine = make_engine(settings.database_url)
     try:
         ensure_at_head(engine)
-        report = index_corpus(
+        report = index_records(
             make_session_factory(engine),
             collection,
-            corpus,
+            records,
             bundle,
+            total=total,
             batch_size=batch_size,
+            workers=workers,
             progress=progress,
         )
+    except (CorpusError, ConflictError, NotFoundError, DatabaseNotAtHeadError) as err:
+        # Batches committed before the error stay (each is whole); a re-run after the fix finishes.
+        logger.error("indexing stopped: %s", err)
+        raise typer.Exit(code=2) from err
     finally:
         engine.dispose()
     logger.info(

@@ -7,28 +7,22 @@ commits, so a batch is all or nothing; re-running a batch changes nothing but ti
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import func
+import psycopg
+from psycopg.types.json import Jsonb
+from sqlalchemy import column, func, literal, select, table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, sessionmaker
-from tqdm.auto import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from service.db import Collection, Document
-from service.errors import ConflictError, NotFoundError
-from service.store import create_collection, find_collection, next_change_seq
-from training.text_bundle import EmptyDocumentError, TextBundle, TextCodes
-
-if TYPE_CHECKING:
-    from training.corpus import Corpus
-
-logger = logging.getLogger(__name__)
+from service.errors import ConflictError
+from service.store import next_change_seq
+from training.text_bundle import TextBundle
 
 
 @dataclass(frozen=True)
@@ -77,15 +71,46 @@ def ensure_bundle_matches(collection: HashedCollection, bundle: TextBundle) -> N
         )
 
 
-def _upsert_statement(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(Document.__table__)
-    replaced = ("text", "metadata", "address", "long_code", "deleted", "change_seq")
+_REPLACED = ("text", "metadata", "address", "long_code", "deleted", "change_seq")
+_STAGED = ("external_id", "text", "metadata", "address", "long_code")
+_STAGING = table("semhash_staging", *(column(name) for name in _STAGED))
+_CREATE_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS semhash_staging "
+    "(external_id text, text text, metadata jsonb, address bigint, long_code bytea) ON COMMIT DELETE ROWS"
+)
+
+
+def _replace_on_conflict(statement: Any) -> Any:
+    """INSERT ... ON CONFLICT (collection, external id) DO UPDATE: the upsert of both dialects."""
     return statement.on_conflict_do_update(
         index_elements=["collection_id", "external_id"],
-        set_={**{column: statement.excluded[column] for column in replaced}, "updated_at": func.now()},
+        set_={**{name: statement.excluded[name] for name in _REPLACED}, "updated_at": func.now()},
     )
+
+
+def _copy_upsert_postgres(
+    session: Session, collection_id: int, change_seq: int, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """COPY the rows into a per-connection staging table, then upsert them with one INSERT ... SELECT.
+
+    Why not executemany: PostgreSQL then runs one INSERT per row (about 70 us each for 20 Newsgroups
+    posts); COPY plus one set-based upsert writes the same batch in about 60% of the time. The staging
+    table empties itself at commit, and a rollback undoes both steps.
+    """
+    connection = session.connection().connection.driver_connection  # the psycopg connection
+    copy_statement = f"COPY semhash_staging ({', '.join(_STAGED)}) FROM STDIN"
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(_CREATE_STAGING)
+            with cursor.copy(copy_statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+    except psycopg.Error as err:
+        # Raised as SQLAlchemy raises driver errors, so the service's database handlers apply.
+        raise DBAPIError.instance(copy_statement, None, err, psycopg.Error) from err
+    staged = select(literal(collection_id), *_STAGING.c, literal(False), literal(change_seq))
+    names = ["collection_id", *_STAGED, "deleted", "change_seq"]
+    session.execute(_replace_on_conflict(postgresql.insert(Document.__table__).from_select(names, staged)))
 
 
 def check_batch(collection: Collection, bundle: TextBundle, documents: Sequence[IncomingDocument]) -> None:
@@ -107,7 +132,20 @@ def write_encoded(
     if not documents:
         return 0
     change_seq = next_change_seq(session, collection.id)
-    rows = [
+    if session.get_bind().dialect.name == "postgresql":
+        rows = [
+            (
+                document.external_id,
+                document.text,
+                None if document.metadata is None else Jsonb(document.metadata),
+                int(address),
+                long_code.tobytes(),
+            )
+            for document, address, long_code in zip(documents, addresses, long_codes, strict=True)
+        ]
+        _copy_upsert_postgres(session, collection.id, change_seq, rows)
+        return len(rows)
+    sqlite_rows = [
         {
             "collection_id": collection.id,
             "external_id": document.external_id,
@@ -120,8 +158,8 @@ def write_encoded(
         }
         for document, address, long_code in zip(documents, addresses, long_codes, strict=True)
     ]
-    session.execute(_upsert_statement(session), rows)
-    return len(rows)
+    session.execute(_replace_on_conflict(sqlite.insert(Document.__table__)), sqlite_rows)
+    return len(sqlite_rows)
 
 
 def upsert_documents(
@@ -137,87 +175,3 @@ def upsert_documents(
     check_batch(collection, bundle, documents)
     codes = bundle.encode([document.text for document in documents])
     return write_encoded(session, collection, documents, codes.addresses, codes.long_codes)
-
-
-@dataclass
-class IndexingReport:
-    """What one run of the bulk job did."""
-
-    documents: int = 0  # read from the input
-    written: int = 0  # inserted or replaced
-    skipped_empty: int = 0  # empty or without a vocabulary word, so they have no code
-    seconds: float = 0.0
-
-    @property
-    def documents_per_second(self) -> float:
-        return self.written / self.seconds if self.seconds > 0 else 0.0
-
-
-def _collection_for(
-    session_factory: sessionmaker[Session], name: str, bundle: TextBundle, create: bool
-) -> Collection:
-    with session_factory() as session:
-        try:
-            collection = find_collection(session, name)
-        except NotFoundError:
-            if not create:
-                raise
-            collection = create_collection(session, name, bundle)
-            session.commit()
-            logger.info("created collection %r for bundle %s", name, bundle.bundle_id)
-        ensure_bundle_matches(collection, bundle)
-        return collection
-
-
-def encode_skipping_empty(bundle: TextBundle, texts: Sequence[str]) -> tuple[TextCodes, list[int]]:
-    """Codes of the texts the model can encode, and the positions of those it cannot (left out)."""
-    try:
-        return bundle.encode(texts), []
-    except EmptyDocumentError as err:
-        unencodable = set(err.indices)
-        kept = [text for position, text in enumerate(texts) if position not in unencodable]
-        return bundle.encode(kept), sorted(unencodable)
-
-
-def index_corpus(
-    session_factory: sessionmaker[Session],
-    collection_name: str,
-    corpus: Corpus,
-    bundle: TextBundle,
-    batch_size: int = 1000,
-    create: bool = True,
-    progress: bool = True,
-) -> IndexingReport:
-    """Encode and upsert `corpus` into the collection, one transaction per batch.
-
-    Documents the model cannot encode (empty, no vocabulary word) are skipped and counted. Safe to
-    stop at any moment and run again: a batch is committed whole or not at all, and documents are
-    upserted by id, so a re-run finishes the job without duplicates.
-    """
-    collection = _collection_for(session_factory, collection_name, bundle, create)
-    report = IndexingReport(documents=len(corpus))
-    labels = corpus.labels or [None] * len(corpus)
-    started = time.perf_counter()
-    with (
-        tqdm(total=len(corpus), unit="doc", disable=not progress, desc=collection_name) as bar,
-        logging_redirect_tqdm(),
-    ):
-        for start in range(0, len(corpus), batch_size):
-            stop = start + batch_size
-            codes, unencodable = encode_skipping_empty(bundle, corpus.texts[start:stop])
-            skipped = set(unencodable)
-            batch = [
-                IncomingDocument(external_id, text, None if label is None else {"label": label})
-                for position, (external_id, text, label) in enumerate(
-                    zip(corpus.ids[start:stop], corpus.texts[start:stop], labels[start:stop], strict=True)
-                )
-                if position not in skipped
-            ]
-            with session_factory() as session:
-                check_batch(collection, bundle, batch)
-                report.written += write_encoded(session, collection, batch, codes.addresses, codes.long_codes)
-                session.commit()
-            report.skipped_empty += len(skipped)
-            report.seconds = time.perf_counter() - started
-            bar.update(min(stop, len(corpus)) - start)  # tqdm shows the rate in docs/s
-    return report

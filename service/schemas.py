@@ -5,11 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Collection names and document ids appear in URLs: keep them to URL-safe characters.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 DOCUMENT_ID_PATTERN = r"^[^/\x00-\x1f]{1,256}$"
+NUL_MESSAGE = "must not contain NUL characters (U+0000): PostgreSQL cannot store them"
+
+
+def _contains_nul(value: object) -> bool:
+    """Whether a JSON value has a NUL character in any string, key or value."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
 
 
 class HashRequest(BaseModel):
@@ -73,6 +85,20 @@ class DocumentIn(BaseModel):
     )
     text: str = Field(min_length=1)
     metadata: dict[str, Any] | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _storable_text(cls, text: str) -> str:
+        if "\x00" in text:
+            raise ValueError(NUL_MESSAGE)
+        return text
+
+    @field_validator("metadata")
+    @classmethod
+    def _storable_metadata(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+        if _contains_nul(metadata):
+            raise ValueError(NUL_MESSAGE)
+        return metadata
 
 
 class DocumentsUpsert(BaseModel):

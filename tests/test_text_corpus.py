@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from training.corpus import CorpusError, load_corpus, load_jsonl, load_text_folder, synthetic_topic_corpus
+from training.corpus import (
+    CorpusError,
+    load_corpus,
+    load_jsonl,
+    load_text_folder,
+    stream_corpus,
+    synthetic_topic_corpus,
+)
 
 
 def write_jsonl(path: Path, records: list[dict], compress: bool = False) -> Path:
@@ -107,3 +114,38 @@ def test_20news_env_var_must_point_at_the_data(tmp_path: Path, monkeypatch: pyte
 def test_synthetic_corpus_is_seeded_and_labelled() -> None:
     a, b = synthetic_topic_corpus(30, seed=3), synthetic_topic_corpus(30, seed=3)
     assert a.texts == b.texts and a.labels is not None and len(set(a.labels)) > 1
+
+
+def test_stream_reads_lazily_and_counts_what_is_cheap(tmp_path: Path) -> None:
+    records = [{"id": str(i), "text": f"text {i}"} for i in range(5)]
+    plain = write_jsonl(tmp_path / "c.jsonl", records)
+    plain.write_text(plain.read_text() + "\n{not json\n", encoding="utf-8")  # a bad last line
+    stream, total = stream_corpus(plain)
+    assert total == 6  # non-blank lines: the bad one counts, as the job will reach it
+    first = [next(stream) for _ in range(5)]  # everything before the bad line comes out
+    assert [record.id for record in first] == ["0", "1", "2", "3", "4"]
+    assert first[2].where == f"{plain}, line 3"
+    with pytest.raises(CorpusError, match="line 7"):
+        next(stream)
+    _, gz_total = stream_corpus(write_jsonl(tmp_path / "c.jsonl.gz", records, compress=True))
+    assert gz_total is None  # counting would decompress the file twice
+    folder = tmp_path / "docs"
+    (folder / "a").mkdir(parents=True)
+    (folder / "a" / "x.txt").write_text("one", encoding="utf-8")
+    (folder / "a" / "y.txt").write_text("two", encoding="utf-8")
+    stream, total = stream_corpus(folder)
+    assert total == 2 and [(r.id, r.label) for r in stream] == [("a/x.txt", "a"), ("a/y.txt", "a")]
+
+
+def test_stream_and_load_agree(tmp_path: Path) -> None:
+    records = [{"id": str(i), "text": f"text {i}", "label": "l"} for i in range(4)]
+    path = write_jsonl(tmp_path / "c.jsonl.gz", records, compress=True)
+    stream, _ = stream_corpus(path)
+    streamed = list(stream)
+    loaded = load_corpus(path)
+    assert [(r.id, r.text, r.label) for r in streamed] == list(
+        zip(loaded.ids, loaded.texts, loaded.labels or [], strict=True)
+    )
+    assert [(r.id, r.text, r.label) for r in loaded.records()] == [(r.id, r.text, r.label) for r in streamed]
+    with pytest.raises(CorpusError, match="does not exist"):
+        stream_corpus(tmp_path / "missing.jsonl")

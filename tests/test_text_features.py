@@ -5,9 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
-from training.text_features import TOKEN_PATTERN, cap_lengths, count_matrix, fit_vocabulary, tfidf, tokenize
+from training.text_features import (
+    TOKEN_PATTERN,
+    WordIndex,
+    cap_lengths,
+    count_matrix,
+    fit_vocabulary,
+    tfidf,
+    tokenize,
+)
 
 EDGE_CASES = [
     "",
@@ -21,13 +31,26 @@ EDGE_CASES = [
     "under_score snake_case_word",
     "Subject: Re: [comp.graphics] 3D rendering?\nFrom: someone@cs.cmu.edu",
     "tabs\tand\nnewlines\r\nand\rcarriage returns",
+    "\u212aelvin sign lowercases to ascii",  # U+212A KELVIN SIGN -> "k"
+    "日本語のテキスト and ascii words",
+    "arabic digits ٣٤ and mixed caféx cafe",
 ]
+ANALYZER = CountVectorizer(token_pattern=TOKEN_PATTERN, lowercase=True).build_analyzer()
 
 
 @pytest.mark.parametrize("text", EDGE_CASES)
 def test_tokenize_matches_count_vectorizer_analyzer(text: str) -> None:
-    analyzer = CountVectorizer(token_pattern=TOKEN_PATTERN, lowercase=True).build_analyzer()
-    assert tokenize(text) == analyzer(text)
+    assert tokenize(text) == ANALYZER(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list("abcXYZ_09 .,-'\n\tüÉß\u212a語٣")), max_size=60))
+def test_token_columns_follow_the_reference_tokenizer(text: str) -> None:
+    vocabulary = ["ab", "cab", "x_9", "über", "éss", "kk", "語語", "٣٣", "09"]
+    index = WordIndex(vocabulary)
+    assert tokenize(text) == ANALYZER(text)
+    expected = [index.columns.get(token, -1) for token in tokenize(text)]
+    assert index.token_columns(text) == expected  # the ASCII fast path gives the same tokens
 
 
 def test_tokenize_edge_cases() -> None:
@@ -51,7 +74,7 @@ def test_vocabulary_drops_stop_words_and_keeps_most_frequent() -> None:
 def test_counts_and_tfidf_agree_with_scikit_learn() -> None:
     texts = [*EDGE_CASES, "cat cat dog", "dog bird bird bird the", "Cat, DOG! cat?"]
     vocabulary, idf = fit_vocabulary(texts, size=20)
-    ours = count_matrix(texts, {w: i for i, w in enumerate(vocabulary)})
+    ours = count_matrix(texts, WordIndex(vocabulary))
     reference = CountVectorizer(token_pattern=TOKEN_PATTERN, stop_words="english", vocabulary=vocabulary)
     np.testing.assert_array_equal(ours.toarray(), reference.fit_transform(texts).toarray())
     sk_tfidf = TfidfVectorizer(token_pattern=TOKEN_PATTERN, stop_words="english", vocabulary=vocabulary)

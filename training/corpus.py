@@ -3,7 +3,8 @@
 Every loader returns a `Corpus`: parallel lists of ids, texts and (optional) labels. Malformed input
 raises `CorpusError` naming the file and, for JSON lines, the line number.
 
-`load_corpus(source, split)` is the one entry point of the CLI:
+`load_corpus(source, split)` is the one entry point of the CLI; `stream_corpus` reads the same
+sources one document at a time, for the bulk indexing job:
 
 * ``"20news"``: the 20 Newsgroups bydate split, from the first of ``$SEMHASH_20NEWS_DIR``,
   ``../shared/data/20news`` (relative to the repository) or scikit-learn's `fetch_20newsgroups`
@@ -20,6 +21,7 @@ import gzip
 import json
 import logging
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +51,12 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def records(self) -> Iterator[Record]:
+        """The documents one at a time, as a streamed source would give them."""
+        labels = self.labels or [None] * len(self.texts)
+        for external_id, text, label in zip(self.ids, self.texts, labels, strict=True):
+            yield Record(external_id, text, label, f"{self.source}, document {external_id}")
+
     def subset(self, rows: list[int]) -> Corpus:
         """The documents at `rows`, in that order."""
         labels = None if self.labels is None else [self.labels[i] for i in rows]
@@ -57,41 +65,58 @@ class Corpus:
         )
 
 
-def load_jsonl(path: Path | str) -> Corpus:
-    """Read `{"id": str, "text": str, "label": str (optional)}` per line from .jsonl or .jsonl.gz.
+@dataclass(frozen=True)
+class Record:
+    """One document as read from a source; `where` names it in error messages ("file, line 12")."""
 
-    Blank lines are skipped. Labels must be on every line or on none.
+    id: str
+    text: str
+    label: str | None = None
+    where: str = ""
+
+
+def iter_jsonl(path: Path | str) -> Iterator[Record]:
+    """Stream `{"id": str, "text": str, "label": str (optional)}` lines of a .jsonl or .jsonl.gz file.
+
+    Blank lines are skipped; a malformed line raises `CorpusError` when it is reached.
     """
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"corpus file {path} does not exist")
     opener = gzip.open if path.suffix == ".gz" else open
-    ids: list[str] = []
-    texts: list[str] = []
-    labels: list[str | None] = []
     try:
         with opener(path, "rt", encoding="utf-8") as lines:
             for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                record = _parse_record(line, path, number)
-                ids.append(record[0])
-                texts.append(record[1])
-                labels.append(record[2])
+                if line.strip():
+                    yield _parse_record(line, path, number)
     except (OSError, EOFError, UnicodeDecodeError) as err:
         raise CorpusError(f"{path}: cannot read ({err})") from err
+
+
+def _collect(records: Iterable[Record], source: str) -> Corpus:
+    """A `Corpus` from records: ids must be unique, and labels on every document or on none."""
+    ids, texts, labels = [], [], []
+    for record in records:
+        ids.append(record.id)
+        texts.append(record.text)
+        labels.append(record.label)
     if not texts:
-        raise CorpusError(f"{path} holds no documents")
+        raise CorpusError(f"{source} holds no documents")
     if len(set(ids)) != len(ids):
-        raise CorpusError(f"{path}: document ids are not unique")
+        raise CorpusError(f"{source}: document ids are not unique")
     labelled = [label is not None for label in labels]
     if any(labelled) and not all(labelled):
         first = labelled.index(not labelled[0]) + 1
-        raise CorpusError(f"{path}: some documents have a label and some do not (document {first})")
-    return Corpus(ids, texts, labels if all(labelled) else None, str(path))  # type: ignore[arg-type]
+        raise CorpusError(f"{source}: some documents have a label and some do not (document {first})")
+    return Corpus(ids, texts, labels if all(labelled) else None, source)  # type: ignore[arg-type]
 
 
-def _parse_record(line: str, path: Path, number: int) -> tuple[str, str, str | None]:
+def load_jsonl(path: Path | str) -> Corpus:
+    """All documents of a .jsonl or .jsonl.gz file (see `iter_jsonl`), ids unique."""
+    return _collect(iter_jsonl(path), str(path))
+
+
+def _parse_record(line: str, path: Path, number: int) -> Record:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
@@ -104,26 +129,28 @@ def _parse_record(line: str, path: Path, number: int) -> tuple[str, str, str | N
     label = record.get("label")
     if label is not None and not isinstance(label, str):
         raise CorpusError(f"{path}, line {number}: field 'label' must be a string when present")
-    return record["id"], record["text"], label
+    return Record(record["id"], record["text"], label, f"{path}, line {number}")
 
 
-def load_text_folder(path: Path | str) -> Corpus:
+def iter_text_folder(path: Path | str) -> Iterator[Record]:
     """Every `*.txt` file below `path` (sorted); id = relative path; label = parent folder if nested."""
     root = Path(path)
     files = sorted(p for p in root.rglob("*.txt") if p.is_file())
     if not files:
         raise CorpusError(f"{root} holds no .txt files")
-    ids, texts, labels = [], [], []
+    nested = all(file.parent != root for file in files)
     for file in files:
         try:
-            texts.append(file.read_text(encoding="utf-8"))
+            text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             raise CorpusError(f"{file}: cannot read as UTF-8 text ({err})") from err
         relative = file.relative_to(root)
-        ids.append(relative.as_posix())
-        labels.append(relative.parent.as_posix())
-    nested = all(label != "." for label in labels)
-    return Corpus(ids, texts, labels if nested else None, str(root))
+        yield Record(relative.as_posix(), text, relative.parent.as_posix() if nested else None, str(file))
+
+
+def load_text_folder(path: Path | str) -> Corpus:
+    """All documents of a folder of .txt files (see `iter_text_folder`)."""
+    return _collect(iter_text_folder(path), str(path))
 
 
 def split_file(folder: Path, split: str) -> Path | None:
@@ -169,16 +196,47 @@ def load_corpus(source: str | Path, split: str = "train") -> Corpus:
     """Resolve a CLI `--corpus` value (see the module docstring) to the documents of `split`."""
     if str(source) == TWENTY_NEWS:
         return load_20news(split)
+    return _collect(_stream_file_source(source, split), str(source))
+
+
+def stream_corpus(source: str | Path, split: str = "train") -> tuple[Iterator[Record], int | None]:
+    """The documents of `source` one at a time, and how many there are when that is cheap to know.
+
+    Files are read lazily, so memory stays flat whatever their size. Unlike `load_corpus`, ids are not
+    checked for uniqueness (that would need them all in memory): a consumer that upserts by id keeps
+    the last one. The count is known for uncompressed JSON lines (one fast pass counting non-blank
+    lines) and text folders; None for .gz files, where counting would mean decompressing twice.
+    """
+    if str(source) == TWENTY_NEWS:
+        folder = twenty_news_dir()
+        if folder is None:  # the scikit-learn download comes whole
+            corpus = load_20news(split)
+            return corpus.records(), len(corpus)
+        source = folder
+    records = _stream_file_source(source, split)
+    path = Path(source)
+    if path.is_dir() and split_file(path, split) is None:
+        return records, sum(1 for p in path.rglob("*.txt") if p.is_file())
+    file = split_file(path, split) if path.is_dir() else path
+    if file is not None and file.suffix == ".jsonl" and file.is_file():
+        with open(file, "rb") as lines:
+            return records, sum(1 for line in lines if line.strip())
+    return records, None
+
+
+def _stream_file_source(source: str | Path, split: str) -> Iterator[Record]:
     path = Path(source)
     if path.is_dir():
         file = split_file(path, split)
         if file is not None:
-            return load_jsonl(file)
+            return iter_jsonl(file)
         if split != "train":
             raise CorpusError(f"{path} has no {split}.jsonl[.gz] for the {split} split")
-        return load_text_folder(path)
+        return iter_text_folder(path)
     if path.name.endswith((".jsonl", ".jsonl.gz")):
-        return load_jsonl(path)
+        if not path.is_file():
+            raise CorpusError(f"corpus file {path} does not exist")
+        return iter_jsonl(path)
     if not path.exists():
         raise CorpusError(f"corpus {source!r} is neither '{TWENTY_NEWS}' nor an existing path")
     raise CorpusError(f"{path}: a corpus is a .jsonl[.gz] file or a directory")

@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from training.bundle_io import WEIGHTS, BundleError, check_shapes, read_bundle, write_bundle
-from training.text_features import cap_lengths, count_matrix, tfidf
+from training.text_features import WordIndex, cap_lengths, count_matrix, tfidf
 
 FORMAT_VERSION = 1
 KIND = "text"
@@ -114,7 +114,7 @@ class TextBundle:
         self.long_bits = int(config["long_bits"])
         self.scale_input_bias = bool(config["scale_input_bias"])
         self.max_document_length: float | None = config["max_document_length"]
-        self._index = {word: i for i, word in enumerate(vocabulary)}
+        self._index = WordIndex(vocabulary)
 
     @classmethod
     def load(

@@ -40,7 +40,7 @@ from training.retrieval import hamming_relevant_at, label_ids
 from training.seed import set_seed
 from training.stack import fingerprint, pretrain_stack, train_or_resume
 from training.text_bundle import TextBundle, check_code_sizes, write_text_bundle
-from training.text_features import cap_lengths, count_matrix, fit_vocabulary
+from training.text_features import WordIndex, cap_lengths, count_matrix, fit_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,7 @@ class TextData:
 def prepare_data(corpus: Corpus, profile: TextProfile, seed: int) -> TextData:
     """Fit the vocabulary on the training documents, count words, drop empty ones, hold out validation."""
     vocabulary, idf = fit_vocabulary(corpus.texts, profile.vocab_size)
-    counts = cap_lengths(
-        count_matrix(corpus.texts, {w: i for i, w in enumerate(vocabulary)}), profile.max_length
-    )
+    counts = cap_lengths(count_matrix(corpus.texts, WordIndex(vocabulary)), profile.max_length)
     keep = np.flatnonzero(np.asarray(counts.sum(axis=1)).ravel() > 0)
     if len(keep) < len(corpus):
         log.info("skipping %d training documents with no vocabulary word", len(corpus) - len(keep))

@@ -164,6 +164,17 @@ def test_bad_batches_write_nothing(client: TestClient, topic_corpus: Corpus) -> 
     empty = [{"id": "a", "text": topic_corpus.texts[0]}, {"id": "b", "text": "no such words"}]
     response = client.post("/v1/collections/news/documents", json={"documents": empty})
     assert response.status_code == 422 and error_locations(response) == [["body", "documents", 1, "text"]]
+    nul = [
+        {"id": "a", "text": topic_corpus.texts[0], "metadata": {"k": ["ok", "bad\x00"]}},
+        {"id": "b", "text": "x\x00"},
+    ]
+    response = client.post("/v1/collections/news/documents", json={"documents": nul})
+    assert response.status_code == 422
+    assert error_locations(response) == [
+        ["body", "documents", 0, "metadata"],
+        ["body", "documents", 1, "text"],
+    ]
+    assert "NUL" in response.json()["detail"][0]["msg"]
     assert client.get("/v1/collections/news").json()["document_count"] == 0
     assert client.get("/v1/collections/news/documents/a").status_code == 404
     assert client.post("/v1/collections/nope/documents", json={"documents": duplicate[:1]}).status_code == 404

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import time
 from pathlib import Path
 
@@ -13,8 +14,8 @@ from sqlalchemy import event, select
 from typer.testing import CliRunner
 
 from semhash_cli import app as cli
+from service.bulk import index_records
 from service.db import Collection, Document, make_engine, make_session_factory
-from service.indexer import index_corpus
 from training.corpus import Corpus
 from training.text_bundle import TextBundle
 
@@ -88,12 +89,16 @@ def test_a_run_killed_mid_batch_leaves_whole_batches_and_the_rerun_finishes(
         sessions = make_session_factory(engine)
         event.listen(engine, "before_cursor_execute", die_on_the_third_batch)
         with pytest.raises(KeyboardInterrupt):
-            index_corpus(sessions, "news", topic_corpus, text_bundle, 32, progress=False)
+            index_records(
+                sessions, "news", topic_corpus.records(), text_bundle, batch_size=32, progress=False
+            )
         event.remove(engine, "before_cursor_execute", die_on_the_third_batch)
         assert sorted(live_documents(migrated_url, "news")) == sorted(
             topic_corpus.ids[:64]
         )  # two whole batches
-        report = index_corpus(sessions, "news", topic_corpus, text_bundle, 32, progress=False)
+        report = index_records(
+            sessions, "news", topic_corpus.records(), text_bundle, batch_size=32, progress=False
+        )
         assert report.written == len(topic_corpus) and report.skipped_empty == 0
     finally:
         engine.dispose()
@@ -107,7 +112,14 @@ def test_documents_indexed_by_another_process_are_searchable_within_two_seconds(
     assert client.post("/v1/collections", json={"name": "news"}).status_code == 201
     job_engine = make_engine(migrated_url)  # the bulk job's own engine, as in another process
     try:
-        index_corpus(make_session_factory(job_engine), "news", topic_corpus, text_bundle, 50, progress=False)
+        index_records(
+            make_session_factory(job_engine),
+            "news",
+            topic_corpus.records(),
+            text_bundle,
+            batch_size=50,
+            workers=2,  # the CLI's default on a 2-core machine: forked encoding workers
+        )
         written = time.monotonic()
         target = topic_corpus.ids[123]
         while True:
@@ -121,3 +133,77 @@ def test_documents_indexed_by_another_process_are_searchable_within_two_seconds(
             time.sleep(0.05)
     finally:
         job_engine.dispose()
+
+
+def stored_codes(url: str, collection: str) -> dict[str, tuple[int, bytes]]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                select(Document.external_id, Document.address, Document.long_code)
+                .join(Collection)
+                .where(Collection.name == collection)
+            )
+            return {external_id: (address, code) for external_id, address, code in rows}
+    finally:
+        engine.dispose()
+
+
+def test_worker_processes_store_what_inline_encoding_stores(
+    migrated_url: str, text_bundle: TextBundle, topic_corpus: Corpus
+) -> None:
+    engine = make_engine(migrated_url)
+    try:
+        sessions = make_session_factory(engine)
+        inline = index_records(sessions, "inline", topic_corpus.records(), text_bundle, batch_size=37)
+        pooled = index_records(
+            sessions, "pooled", topic_corpus.records(), text_bundle, batch_size=37, workers=2
+        )
+    finally:
+        engine.dispose()
+    assert inline.written == pooled.written == len(topic_corpus)
+    assert pooled.documents == len(topic_corpus) and pooled.skipped_empty == 0
+    assert stored_codes(migrated_url, "inline") == stored_codes(migrated_url, "pooled")
+
+
+@pytest.mark.parametrize(
+    ("bad_records", "message"),
+    [
+        ([{"id": "x", "text": "a NUL \u0000 here"}], "line 5: the text or label must not contain NUL"),
+        ([{"id": "d", "text": "one"}, {"id": "d", "text": "two"}], "'d' appears twice: .*5 and .*6"),
+    ],
+)
+def test_bad_input_stops_the_job_with_its_line_and_keeps_earlier_batches(
+    migrated_url: str,
+    models_dir: Path,
+    topic_corpus: Corpus,
+    tmp_path: Path,
+    bad_records: list[dict],
+    message: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Lines 1-4 are documents of the corpus; batches of 2 commit lines 1-2 and 3-4, then the batch of
+    # line 5 (and 6) fails. Encoding workers read ahead, so this checks they write what came before.
+    first_four = topic_corpus.subset([0, 1, 2, 3])
+    source = write_jsonl_gz(tmp_path / "docs.jsonl.gz", first_four, bad_records)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "index",
+            "--collection",
+            "news",
+            "--input",
+            str(source),
+            "--bundle",
+            str(models_dir / "text"),
+            "--batch-size",
+            "2",
+            "--database-url",
+            migrated_url,
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 2
+    assert re.search(message, caplog.text), caplog.text
+    assert "Traceback" not in result.output
+    assert sorted(live_documents(migrated_url, "news")) == sorted(first_four.ids)

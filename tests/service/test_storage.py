@@ -12,9 +12,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy.exc import DBAPIError
 
-from service.db import Base, Collection, make_engine, make_session_factory
+from service.db import Base, Collection, Document, make_engine, make_session_factory
 from service.index_sync import IndexRegistry
 from service.indexer import IncomingDocument, write_encoded
 from service.migrate import DatabaseNotAtHeadError, alembic_config, ensure_at_head, upgrade_to_head
@@ -89,6 +90,57 @@ def test_upsert_replaces_by_external_id_without_duplicates(engine: Engine) -> No
     with make_session_factory(engine)() as session:
         found = {match.external_id: match.address for match in sql_ball(session, collection, 0, 8, 100)}
     assert found == {"a": 1, "b": 3, "c": 4}
+
+
+def test_written_documents_round_trip_every_field(engine: Engine) -> None:
+    collection = add_collection(engine, 12, long_bits=128)
+    long_codes = np.arange(48, dtype=np.uint8).reshape(3, 16)
+    documents = [
+        IncomingDocument("plain", "some text", None),
+        IncomingDocument("unicode ü 語", "Zürich — 語 \t tab\nline", {"label": "ü", "tags": ["a", 1, None]}),
+        IncomingDocument("nested", "x" * 5000, {"deep": {"list": [1.5, True], "empty": {}}}),
+    ]
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        write_encoded(session, collection, documents, np.array([0, 4095, 7], dtype=np.uint64), long_codes)
+        session.commit()
+    with sessions() as session:
+        rows = {row.external_id: row for row in session.scalars(select(Document))}
+        assert set(rows) == {document.external_id for document in documents}
+        for document, address, code in zip(documents, [0, 4095, 7], long_codes, strict=True):
+            row = rows[document.external_id]
+            assert (row.text, row.metadata_, row.address) == (document.text, document.metadata, address)
+            assert row.long_code == code.tobytes() and not row.deleted and row.change_seq == 1
+        first_created = rows["plain"].created_at
+    # Replacing one document rewrites every field and keeps its creation time.
+    with sessions() as session:
+        replacement = [IncomingDocument("plain", "new text", {"v": 2})]
+        write_encoded(session, collection, replacement, np.array([9], dtype=np.uint64), long_codes[2:])
+        session.commit()
+    with sessions() as session:
+        row = session.scalars(select(Document).where(Document.external_id == "plain")).one()
+        assert (row.text, row.metadata_, row.address, row.long_code) == (
+            "new text",
+            {"v": 2},
+            9,
+            long_codes[2].tobytes(),
+        )
+        assert row.change_seq == 2 and row.created_at == first_created
+        assert session.scalar(select(func.count()).select_from(Document)) == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_driver_error_while_copying_is_a_database_error_and_writes_nothing(engine: Engine) -> None:
+    collection = add_collection(engine, 8)
+    documents = [IncomingDocument("ok", "fine"), IncomingDocument("bad", "PostgreSQL refuses \x00")]
+    codes = np.zeros((2, 8), dtype=np.uint8)
+    with make_session_factory(engine)() as session:
+        # A SQLAlchemy error, not the driver's own: the service's database error handlers apply to it.
+        with pytest.raises(DBAPIError):
+            write_encoded(session, collection, documents, np.array([1, 2], dtype=np.uint64), codes)
+        session.rollback()
+        assert session.scalar(select(func.count()).select_from(Document)) == 0
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

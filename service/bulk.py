@@ -1,0 +1,185 @@
+"""The bulk job behind `semhash index`: stream documents, encode them in batches, upsert each batch.
+
+One transaction per batch, committed in input order, so the job can be stopped at any moment and
+re-run to finish (documents are upserted by external id: nothing is duplicated or lost). Encoding,
+most of the job's time, runs in worker processes while this one reads the input and writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from service.db import Collection
+from service.errors import NotFoundError
+from service.indexer import IncomingDocument, check_batch, ensure_bundle_matches, write_encoded
+from service.schemas import NUL_MESSAGE
+from service.store import create_collection, find_collection
+from training.corpus import CorpusError, Record
+from training.text_bundle import EmptyDocumentError, TextBundle, TextCodes
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class IndexingReport:
+    """What one run of the bulk job did."""
+
+    documents: int = 0  # read from the input
+    written: int = 0  # inserted or replaced
+    skipped_empty: int = 0  # empty or without a vocabulary word, so they have no code
+    seconds: float = 0.0
+
+    @property
+    def documents_per_second(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+
+def _collection_for(
+    session_factory: sessionmaker[Session], name: str, bundle: TextBundle, create: bool
+) -> Collection:
+    with session_factory() as session:
+        try:
+            collection = find_collection(session, name)
+        except NotFoundError:
+            if not create:
+                raise
+            collection = create_collection(session, name, bundle)
+            session.commit()
+            logger.info("created collection %r for bundle %s", name, bundle.bundle_id)
+        ensure_bundle_matches(collection, bundle)
+        return collection
+
+
+def encode_skipping_empty(bundle: TextBundle, texts: Sequence[str]) -> tuple[TextCodes, list[int]]:
+    """Codes of the texts the model can encode, and the positions of those it cannot (left out)."""
+    try:
+        return bundle.encode(texts), []
+    except EmptyDocumentError as err:
+        unencodable = set(err.indices)
+        kept = [text for position, text in enumerate(texts) if position not in unencodable]
+        return bundle.encode(kept), sorted(unencodable)
+
+
+def _batches(records: Iterable[Record], batch_size: int) -> Iterator[list[Record]]:
+    """Consecutive batches; an id repeated inside one batch is an input error naming both places."""
+    batch: list[Record] = []
+    seen: dict[str, Record] = {}
+    for record in records:
+        if "\x00" in record.text or (record.label is not None and "\x00" in record.label):
+            raise CorpusError(f"{record.where}: the text or label {NUL_MESSAGE}")
+        if record.id in seen:
+            first = seen[record.id].where
+            raise CorpusError(f"document id {record.id!r} appears twice: {first} and {record.where}")
+        seen[record.id] = record
+        batch.append(record)
+        if len(batch) == batch_size:
+            yield batch
+            batch, seen = [], {}
+    if batch:
+        yield batch
+
+
+_worker_bundle: TextBundle | None = None  # the bundle of one encoding worker process
+
+
+def _start_worker(bundle: TextBundle) -> None:
+    global _worker_bundle
+    _worker_bundle = bundle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the job through the parent alone
+
+
+def _encode_in_worker(texts: list[str]) -> tuple[TextCodes, list[int]]:
+    assert _worker_bundle is not None, "worker started without a bundle"
+    return encode_skipping_empty(_worker_bundle, texts)
+
+
+def _encoded(
+    bundle: TextBundle, batches: Iterator[list[Record]], workers: int
+) -> Iterator[tuple[list[Record], TextCodes, list[int]]]:
+    """Each batch with its codes, in input order; encoded by `workers` processes (0: in this one).
+
+    Why processes: tokenizing is pure Python, so encoding is bound by one core's GIL, and it is most
+    of the job's time. Workers encode the next batches while this process writes the current one;
+    at most 2 batches per worker are in flight, so memory stays flat. Workers are forked (they start
+    in milliseconds and inherit the loaded bundle); nothing in them touches the database.
+    """
+    if workers == 0:
+        for batch in batches:
+            yield batch, *encode_skipping_empty(bundle, [record.text for record in batch])
+        return
+    context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(bundle,))
+    in_flight: deque[tuple[list[Record], Future]] = deque()
+    bad_input: CorpusError | None = None
+    try:
+        try:
+            for batch in batches:
+                in_flight.append((batch, pool.submit(_encode_in_worker, [record.text for record in batch])))
+                if len(in_flight) >= 2 * workers:
+                    done, future = in_flight.popleft()
+                    yield done, *future.result()
+        except CorpusError as err:
+            bad_input = err  # further on in the input: first write the batches read before it
+        while in_flight:
+            done, future = in_flight.popleft()
+            yield done, *future.result()
+        if bad_input is not None:
+            raise bad_input
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _incoming(record: Record) -> IncomingDocument:
+    return IncomingDocument(record.id, record.text, None if record.label is None else {"label": record.label})
+
+
+def index_records(
+    session_factory: sessionmaker[Session],
+    collection_name: str,
+    records: Iterable[Record],
+    bundle: TextBundle,
+    *,
+    total: int | None = None,
+    batch_size: int = 1000,
+    workers: int = 0,
+    create: bool = True,
+    progress: bool = False,
+) -> IndexingReport:
+    """Encode and upsert a stream of documents into the collection, one transaction per batch.
+
+    `total` (when known) sizes the progress bar; `workers` > 0 encodes in that many processes.
+    Documents the model cannot encode (empty, no vocabulary word) are skipped and counted. Safe to
+    stop at any moment and run again: batches are committed in input order, each whole or not at all,
+    and documents are upserted by id, so a re-run finishes the job without duplicates.
+    """
+    collection = _collection_for(session_factory, collection_name, bundle, create)
+    report = IndexingReport()
+    started = time.perf_counter()
+    encoded = _encoded(bundle, _batches(records, batch_size), workers)
+    with (
+        tqdm(total=total, unit="doc", disable=not progress, desc=collection_name) as bar,
+        logging_redirect_tqdm(),
+    ):
+        for batch, codes, unencodable in encoded:
+            skipped = set(unencodable)
+            kept = [_incoming(record) for position, record in enumerate(batch) if position not in skipped]
+            with session_factory() as session:
+                check_batch(collection, bundle, kept)
+                report.written += write_encoded(session, collection, kept, codes.addresses, codes.long_codes)
+                session.commit()
+            report.documents += len(batch)
+            report.skipped_empty += len(skipped)
+            report.seconds = time.perf_counter() - started
+            bar.update(len(batch))  # tqdm shows the rate in docs/s
+    return report
