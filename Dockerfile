@@ -41,6 +41,10 @@ COPY service/ service/
 COPY migrations/ migrations/
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps .
+# Compile the numba kernels (the Hamming-ball lookup) now, into a cache the runtime user can read, so
+# neither the server nor a job compiles them at start-up.
+ENV NUMBA_CACHE_DIR=/opt/numba-cache
+RUN python -c "import service.index"
 
 # ---------------------------------------------------------------------------------------------------------
 # Model bundles for /models: an empty folder, or ./artifacts baked in (--build-arg MODELS=baked).
@@ -60,11 +64,14 @@ FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    SEMHASH_MODELS_DIR=/models
+    SEMHASH_MODELS_DIR=/models \
+    NUMBA_CACHE_DIR=/opt/numba-cache
 
 RUN groupadd --system --gid 10001 semhash \
     && useradd --system --uid 10001 --gid semhash --create-home --home-dir /home/semhash semhash
 COPY --from=build /opt/venv /opt/venv
+# Writable by the service user: numba checks that it can write its cache folder before reading it.
+COPY --from=build --chown=semhash:semhash /opt/numba-cache /opt/numba-cache
 # Owned by the service user so that a fresh named volume mounted here is writable by `semhash train`.
 COPY --from=models --chown=semhash:semhash /models /models
 
