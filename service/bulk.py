@@ -7,6 +7,7 @@ most of the job's time, runs in worker processes while this one reads the input 
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import signal
@@ -118,6 +119,11 @@ def _encoded(
         for batch in batches:
             yield batch, *encode_skipping_empty(bundle, [record.text for record in batch])
         return
+    # Move everything alive now (modules, the bundle, the database engine) out of the collector's
+    # reach, as Python's gc docs advise before fork(): the children's collections then do not write to
+    # (and so copy) the pages they share with this process, and this process's own collections, which
+    # the job's many short-lived rows trigger, stop rescanning them.
+    gc.freeze()
     context = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(bundle,))
     in_flight: deque[tuple[list[Record], Future]] = deque()
@@ -138,6 +144,7 @@ def _encoded(
             raise bad_input
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        gc.unfreeze()
 
 
 def _incoming(record: Record) -> IncomingDocument:

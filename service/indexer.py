@@ -73,6 +73,7 @@ def ensure_bundle_matches(collection: HashedCollection, bundle: TextBundle) -> N
 
 _REPLACED = ("text", "metadata", "address", "long_code", "deleted", "change_seq")
 _STAGED = ("external_id", "text", "metadata", "address", "long_code")
+_STAGED_TYPES = ("text", "text", "jsonb", "int8", "bytea")
 _STAGING = table("semhash_staging", *(column(name) for name in _STAGED))
 _CREATE_STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS semhash_staging "
@@ -98,11 +99,12 @@ def _copy_upsert_postgres(
     table empties itself at commit, and a rollback undoes both steps.
     """
     connection = session.connection().connection.driver_connection  # the psycopg connection
-    copy_statement = f"COPY semhash_staging ({', '.join(_STAGED)}) FROM STDIN"
+    copy_statement = f"COPY semhash_staging ({', '.join(_STAGED)}) FROM STDIN (FORMAT BINARY)"
     try:
         with connection.cursor() as cursor:
             cursor.execute(_CREATE_STAGING)
             with cursor.copy(copy_statement) as copy:
+                copy.set_types(_STAGED_TYPES)
                 for row in rows:
                     copy.write_row(row)
     except psycopg.Error as err:
