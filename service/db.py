@@ -5,7 +5,9 @@ Change tracking for the in-memory indexes: every write transaction bumps its col
 it writes with the new value. Writers to one collection are therefore serialised and their sequence
 numbers become visible in commit order, so a poller that has seen `change_seq = s` and then reads
 every row with `change_seq > s` misses nothing, whichever process wrote it. Deletes are tombstones
-(`deleted = true`, text and metadata cleared) so pollers can see them.
+(`deleted = true`, text and metadata cleared) so pollers can see them. Tombstones older than a
+retention period are purged; `tombstones_purged_seq` records the newest purged sequence, so a poller
+that was further behind than that knows it may have missed a delete and reloads the collection.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class Collection(Base):
     address_bits: Mapped[int] = mapped_column(Integer)
     long_bits: Mapped[int] = mapped_column(Integer)
     change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The newest change_seq among the tombstones purged so far (see `service.store.purge_tombstones`).
+    tombstones_purged_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     documents: Mapped[list[Document]] = relationship(

@@ -4,14 +4,16 @@
 stamped with a newer sequence (upserts and tombstones), then swaps in an updated index. The swap is a
 single reference assignment, so searches never see a half-built index and need no lock. A background
 thread calls `sync()` every `index_poll_seconds`; API writes call it right after their commit so a
-client reads its own writes at once.
+client reads its own writes at once. The same thread purges old tombstones now and then.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from sqlalchemy import select
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import Collection, Document
 from service.index import BitIndex, long_codes_to_words
+from service.store import purge_tombstones
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +72,15 @@ class IndexRegistry:
             updated: dict[str, CollectionIndex] = {}
             for collection in collections:
                 current = self._indexes.get(collection.name)
-                if current is None or current.collection_id != collection.id:
-                    index = self._load(session, collection.id, collection.address_bits, collection.long_bits)
-                elif current.change_seq != collection.change_seq:
-                    index = self._apply_changes(session, current)
+                if current is not None and current.collection_id == collection.id:
+                    if current.change_seq == collection.change_seq:
+                        updated[collection.name] = current
+                        continue
+                    index = self._changed_index(session, current, collection.tombstones_purged_seq)
                 else:
-                    updated[collection.name] = current
-                    continue
+                    index = None
+                if index is None:
+                    index = self._load(session, collection.id, collection.address_bits, collection.long_bits)
                 updated[collection.name] = CollectionIndex(
                     collection_id=collection.id,
                     name=collection.name,
@@ -99,6 +104,22 @@ class IndexRegistry:
             return BitIndex.empty(address_bits, long_bits)
         row_ids, external_ids, addresses, codes = zip(*rows, strict=True)
         return BitIndex(address_bits, row_ids, external_ids, addresses, _long_words(codes, long_bits))
+
+    @classmethod
+    def _changed_index(cls, session: Session, current: CollectionIndex, purged_seq: int) -> BitIndex | None:
+        """`current` with the rows changed since it was built, or None when it must be reloaded.
+
+        Reload when tombstones newer than `current` were purged (see `purge_tombstones`): some of its
+        documents may have been deleted without a trace left to read. The watermark is read again
+        after the changes, as a purge may have committed between the two reads.
+        """
+        if purged_seq > current.change_seq:
+            return None
+        index = cls._apply_changes(session, current)
+        watermark = select(Collection.tombstones_purged_seq).where(Collection.id == current.collection_id)
+        if (session.scalar(watermark) or 0) > current.change_seq:
+            return None
+        return index
 
     @staticmethod
     def _apply_changes(session: Session, current: CollectionIndex) -> BitIndex:
@@ -127,11 +148,25 @@ class IndexRegistry:
         except SQLAlchemyError:
             logger.warning("index sync after a write failed; the poller will retry", exc_info=True)
 
-    def start_polling(self, interval_seconds: float) -> None:
-        """Sync in a background thread every `interval_seconds` until `stop_polling()`."""
+    def purge_tombstones(self, retention_seconds: float) -> int:
+        """Delete tombstones older than `retention_seconds` (every index has long seen them)."""
+        older_than = datetime.now(UTC) - timedelta(seconds=retention_seconds)
+        with self._session_factory() as session:
+            purged = purge_tombstones(session, older_than)
+            session.commit()
+        if purged:
+            logger.info("purged %d tombstones older than %.0f s", purged, retention_seconds)
+        return purged
+
+    def start_polling(self, interval_seconds: float, tombstone_retention_seconds: float) -> None:
+        """Sync in a background thread every `interval_seconds` until `stop_polling()`, and purge
+        tombstones older than `tombstone_retention_seconds` every quarter of that period."""
         self._stop.clear()
         self._poller = threading.Thread(
-            target=self._poll, args=(interval_seconds,), name="semhash-index-sync", daemon=True
+            target=self._poll,
+            args=(interval_seconds, tombstone_retention_seconds),
+            name="semhash-index-sync",
+            daemon=True,
         )
         self._poller.start()
 
@@ -142,10 +177,14 @@ class IndexRegistry:
             self._poller.join()
             self._poller = None
 
-    def _poll(self, interval_seconds: float) -> None:
+    def _poll(self, interval_seconds: float, tombstone_retention_seconds: float) -> None:
+        next_purge = time.monotonic()
         while not self._stop.wait(interval_seconds):
             try:
                 self.sync()
+                if time.monotonic() >= next_purge:
+                    self.purge_tombstones(tombstone_retention_seconds)
+                    next_purge = time.monotonic() + tombstone_retention_seconds / 4
             except SQLAlchemyError:
                 # A database outage must not kill the poller: keep serving the last index and retry.
                 logger.warning("index sync failed; retrying in %.1f s", interval_seconds, exc_info=True)

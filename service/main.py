@@ -68,7 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry.sync()
         app.state.index_registry = registry
         logger.info("serving %s with indexes %s", app.state.text_bundle.bundle_id, registry.sizes())
-        registry.start_polling(settings.index_poll_seconds)
+        registry.start_polling(settings.index_poll_seconds, settings.tombstone_retention_seconds)
         try:
             yield
         finally:

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         description="How often the in-memory indexes poll SQL for changes made by other processes "
         "(kept under 1.5 s so such changes are searchable within 2 s).",
     )
+    tombstone_retention_seconds: float = Field(
+        3600,
+        ge=10,
+        description="How long a deleted document's tombstone row is kept before it is purged (every "
+        "server keeps its index current long before; one that falls further behind reloads).",
+    )
 
     max_image_pixels: int = Field(
         4096 * 4096,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError, NoResultFound
 from sqlalchemy.orm import Session
 
@@ -119,6 +120,31 @@ def delete_document(session: Session, collection: Collection, external_id: str) 
     )
     if result.rowcount == 0:
         raise NotFoundError(f"document {external_id!r} not found in collection {collection.name!r}")
+
+
+def purge_tombstones(session: Session, older_than: datetime) -> int:
+    """Delete the tombstones last changed before `older_than`; returns how many.
+
+    Each collection's `tombstones_purged_seq` is raised to the newest purged sequence in the same
+    transaction, so an index that had not yet seen those deletes reloads instead of missing them.
+    """
+    purged = session.execute(
+        delete(Document)
+        .where(Document.deleted.is_(True), Document.updated_at < older_than)
+        .returning(Document.collection_id, Document.change_seq)
+        .execution_options(synchronize_session=False)
+    ).all()
+    newest: dict[int, int] = {}
+    for collection_id, change_seq in purged:
+        newest[collection_id] = max(change_seq, newest.get(collection_id, 0))
+    for collection_id, change_seq in newest.items():
+        session.execute(
+            update(Collection)
+            .where(Collection.id == collection_id, Collection.tombstones_purged_seq < change_seq)
+            .values(tombstones_purged_seq=change_seq)
+            .execution_options(synchronize_session=False)
+        )
+    return len(purged)
 
 
 def sql_ball(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from itertools import count
 
 import numpy as np
@@ -12,14 +13,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy import Engine, func, inspect, select, update
 from sqlalchemy.exc import DBAPIError
 
 from service.db import Base, Collection, Document, make_engine, make_session_factory
 from service.index_sync import IndexRegistry
 from service.indexer import IncomingDocument, write_encoded
 from service.migrate import DatabaseNotAtHeadError, alembic_config, ensure_at_head, upgrade_to_head
-from service.store import delete_document, sql_ball
+from service.store import delete_document, purge_tombstones, sql_ball
 
 _names = count()
 
@@ -191,7 +192,7 @@ def test_index_follows_writes_from_another_process_within_two_seconds(migrated_u
     try:
         collection = add_collection(writer_engine, 10)
         registry.sync()
-        registry.start_polling(0.2)
+        registry.start_polling(0.2, tombstone_retention_seconds=3600)
 
         def ids_at(address: int) -> set[str]:
             entry = registry.get(collection.name)
@@ -215,3 +216,77 @@ def test_index_follows_writes_from_another_process_within_two_seconds(migrated_u
         registry.stop_polling()
         server_engine.dispose()
         writer_engine.dispose()
+
+
+def backdate_tombstone(engine: Engine, external_id: str) -> None:
+    with make_session_factory(engine)() as session:
+        session.execute(
+            update(Document)
+            .where(Document.external_id == external_id)
+            .values(updated_at=datetime(2000, 1, 1, tzinfo=UTC))
+        )
+        session.commit()
+
+
+def test_purge_drops_only_old_tombstones_and_raises_the_watermark(engine: Engine) -> None:
+    collection = add_collection(engine, 8)
+    write(engine, collection, ["a", "b", "c"], [1, 2, 3])  # change_seq 1
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        delete_document(session, collection, "a")  # change_seq 2
+        delete_document(session, collection, "b")  # change_seq 3
+        session.commit()
+    backdate_tombstone(engine, "a")
+    with sessions() as session:
+        assert purge_tombstones(session, datetime.now(UTC) - timedelta(minutes=5)) == 1
+        session.commit()
+    with sessions() as session:
+        left = {row.external_id: row.deleted for row in session.scalars(select(Document))}
+        assert left == {"b": True, "c": False}  # b's tombstone is recent: kept
+        stored = session.get(Collection, collection.id)
+        assert stored is not None and stored.tombstones_purged_seq == 2 and stored.change_seq == 3
+
+
+def test_an_index_behind_a_purge_reloads_instead_of_missing_the_delete(migrated_url: str) -> None:
+    server_engine = make_engine(migrated_url)
+    writer_engine = make_engine(migrated_url)  # another process: deletes, then purges right away
+    registry = IndexRegistry(make_session_factory(server_engine))
+    try:
+        collection = add_collection(writer_engine, 8)
+        write(writer_engine, collection, ["a", "b"], [1, 2])
+        registry.sync()
+        with make_session_factory(writer_engine)() as session:
+            delete_document(session, collection, "a")
+            session.commit()
+        with make_session_factory(writer_engine)() as session:
+            assert purge_tombstones(session, datetime.now(UTC) + timedelta(days=1)) == 1
+            session.commit()
+        # The tombstone of "a" is gone before this index saw it: only the watermark tells.
+        registry.sync()
+        entry = registry.get(collection.name)
+        assert entry is not None and entry.index.external_ids.tolist() == ["b"]
+    finally:
+        server_engine.dispose()
+        writer_engine.dispose()
+
+
+def test_the_poller_purges_old_tombstones(migrated_url: str) -> None:
+    engine = make_engine(migrated_url)
+    registry = IndexRegistry(make_session_factory(engine))
+    try:
+        collection = add_collection(engine, 8)
+        write(engine, collection, ["a", "b"], [1, 2])
+        with make_session_factory(engine)() as session:
+            delete_document(session, collection, "a")
+            session.commit()
+        backdate_tombstone(engine, "a")
+        registry.start_polling(0.1, tombstone_retention_seconds=60)
+
+        def rows() -> set[str]:
+            with make_session_factory(engine)() as session:
+                return set(session.scalars(select(Document.external_id)))
+
+        wait_until(lambda: rows() == {"b"})
+    finally:
+        registry.stop_polling()
+        engine.dispose()
