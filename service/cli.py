@@ -142,6 +142,9 @@ def index(
         # Batches committed before the error stay (each is whole); a re-run after the fix finishes.
         logger.error("indexing stopped: %s", err)
         raise typer.Exit(code=2) from err
+    except KeyboardInterrupt:
+        logger.warning("interrupted: the batches committed so far stay; run the same command to finish")
+        raise typer.Exit(code=130) from None
     finally:
         engine.dispose()
     logger.info(

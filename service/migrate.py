@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -38,9 +41,24 @@ def head_revision() -> str | None:
     return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
 
+@contextmanager
+def _alembic_quiet() -> Iterator[None]:
+    """Silence Alembic's INFO lines (its plugins, the dialect) while only reading the revision: the
+    server checks it on every /readyz and every job at start, and the lines would say nothing new."""
+    loggers = [logging.getLogger(name) for name in ("alembic.runtime.migration", "alembic.runtime.plugins")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at (None for an empty database)."""
-    with engine.connect() as connection:
+    with engine.connect() as connection, _alembic_quiet():
         return MigrationContext.configure(connection).get_current_revision()
 
 

@@ -66,8 +66,8 @@ def configure_logging(level: int = logging.INFO, json_lines: bool = True) -> Non
         logging.getLogger(name).propagate = True
     # Our middleware logs each request with its id; uvicorn's own access lines would repeat them.
     logging.getLogger("uvicorn.access").disabled = True
-    # /readyz checks the migration head on every call; Alembic would log two INFO lines each time.
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    # Alembic logs each of its built-in plugins at INFO when first imported: a dozen lines of noise.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 class RequestLogMiddleware:

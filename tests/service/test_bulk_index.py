@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -207,3 +211,39 @@ def test_bad_input_stops_the_job_with_its_line_and_keeps_earlier_batches(
     assert re.search(message, caplog.text), caplog.text
     assert "Traceback" not in result.output
     assert sorted(live_documents(migrated_url, "news")) == sorted(first_four.ids)
+
+
+def test_ctrl_c_stops_the_job_and_its_workers_cleanly_and_a_rerun_finishes(
+    migrated_url: str, models_dir: Path, topic_corpus: Corpus, tmp_path: Path
+) -> None:
+    # Many small batches of the corpus's documents, so the job is still running when it is interrupted.
+    copies = 15
+    source = tmp_path / "many.jsonl"
+    with source.open("w", encoding="utf-8") as lines:
+        for copy in range(copies):
+            for external_id, text in zip(topic_corpus.ids, topic_corpus.texts, strict=True):
+                lines.write(json.dumps({"id": f"{copy}-{external_id}", "text": text}) + "\n")
+    semhash = Path(sys.executable).with_name("semhash")
+    command = [
+        *(str(semhash), "index", "--collection", "many", "--input", str(source)),
+        *("--bundle", str(models_dir / "text"), "--batch-size", "20", "--workers", "2"),
+        *("--database-url", migrated_url, "--no-progress"),
+    ]
+    # Its own process group, as a terminal's foreground job: Ctrl-C reaches the job and its workers.
+    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not live_documents(migrated_url, "many"):
+            assert job.poll() is None and time.monotonic() < deadline, "the job did not start writing"
+            time.sleep(0.05)
+        os.killpg(job.pid, signal.SIGINT)
+        _, errors = job.communicate(timeout=30)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 130, errors
+    assert "Traceback" not in errors and "interrupted" in errors
+    written = live_documents(migrated_url, "many")
+    assert 0 < len(written) < copies * len(topic_corpus) and len(written) % 20 == 0  # whole batches
+    assert subprocess.run(command, capture_output=True, text=True).returncode == 0
+    assert len(set(live_documents(migrated_url, "many"))) == copies * len(topic_corpus)
