@@ -141,6 +141,13 @@ class SearchRequest(BaseModel):
         2, ge=0, description="Hamming radius around the address (at most the configured maximum)."
     )
     limit: int = Field(100, ge=1, description="Most results (at most the configured maximum).")
+    shortlist: int | None = Field(
+        None,
+        ge=1,
+        description="How many documents of the Hamming ball, nearest addresses first, to rerank; the "
+        "results are the best `limit` of them. Default: `limit`. Larger shortlists rank better and cost "
+        "more (at most the configured maximum).",
+    )
     rerank: Literal["hamming", "tfidf", "none"] = "hamming"
 
     @model_validator(mode="after")
@@ -150,6 +157,10 @@ class SearchRequest(BaseModel):
         if self.rerank == "tfidf" and self.text is None:
             raise ValueError("`rerank`='tfidf' needs a `text` query")
         return self
+
+    @property
+    def shortlist_size(self) -> int:
+        return self.limit if self.shortlist is None else self.shortlist
 
 
 class SearchResult(BaseModel):

@@ -57,17 +57,19 @@ def search(
     query: SearchQuery,
     radius: int,
     limit: int,
+    shortlist_size: int,
     rerank: Rerank,
     bundle: TextBundle,
     session_factory: sessionmaker[Session],
 ) -> SearchOutcome:
-    """The `limit` nearest documents within `radius` of the query address, reranked as asked.
+    """The best `limit` of the `shortlist_size` nearest documents within `radius` of the query
+    address, ranked as asked (`shortlist_size` >= `limit`).
 
     A Hamming rerank needs the query's long code; when the caller gave only an address the
     shortlist keeps its address order and the outcome says `rerank="none"`.
     """
     index = entry.index
-    shortlist = index.lookup(query.address, radius, limit)
+    shortlist = index.lookup(query.address, radius, shortlist_size)
     positions, distances = shortlist.positions, shortlist.distances
     if rerank == "hamming" and query.long_words is None:
         rerank = "none"
@@ -85,6 +87,7 @@ def search(
     else:
         order = np.arange(len(positions))
         scores = 1.0 - distances / index.address_bits
+    order, scores = order[:limit], scores[:limit]
     hits = [
         SearchHit(external_id=external_id, distance=int(distance), score=float(score))
         for external_id, distance, score in zip(

@@ -86,9 +86,20 @@ def search_collection(
     """Documents within a Hamming radius of a text's, code's or address's address, reranked."""
     started = time.perf_counter()
     _check_bounds(settings, request.radius, request.limit, "body")
+    if request.shortlist_size > settings.max_limit:
+        raise InvalidInputError(f"shortlist must be at most {settings.max_limit}", [("body", "shortlist")])
+    if request.shortlist_size < request.limit:
+        raise InvalidInputError("shortlist must be at least limit", [("body", "shortlist")])
     query = _query(request, collection, bundle)
     outcome = search(
-        collection, query, request.radius, request.limit, request.rerank, bundle, session_factory
+        collection,
+        query,
+        request.radius,
+        request.limit,
+        request.shortlist_size,
+        request.rerank,
+        bundle,
+        session_factory,
     )
     response = SearchResponse.model_validate(
         {

@@ -127,6 +127,20 @@ def test_search_by_code_address_and_long_code_and_tfidf(client: TestClient, topi
     assert tfidf["data"][0]["id"] == topic_corpus.ids[70]  # a document is most similar to itself
 
 
+@pytest.mark.parametrize("rerank", ["hamming", "tfidf", "none"])
+def test_a_larger_shortlist_returns_the_best_limit_of_it(
+    client: TestClient, topic_corpus: Corpus, rerank: str
+) -> None:
+    create_collection(client)
+    upsert(client, topic_corpus, range(240))
+    query = {"text": topic_corpus.texts[5], "radius": 2, "rerank": rerank}
+    whole = search(client, **query, limit=200)
+    best = search(client, **query, limit=7, shortlist=200)
+    assert best["shortlist_size"] == whole["shortlist_size"] > 7 and best["count"] == 7
+    assert best["data"] == whole["data"][:7]
+    assert search(client, **query, limit=7)["shortlist_size"] == 7  # by default the shortlist is the limit
+
+
 @pytest.mark.parametrize(
     ("body", "location"),
     [
@@ -140,6 +154,9 @@ def test_search_by_code_address_and_long_code_and_tfidf(client: TestClient, topi
         ({"address": 1, "long_code": "abc"}, ["body", "long_code"]),
         ({"text": "zzz qqq"}, ["body", "text"]),
         ({"text": ""}, ["body", "text"]),
+        ({"address": 1, "limit": 10, "shortlist": 5}, ["body", "shortlist"]),
+        ({"address": 1, "shortlist": 10_001}, ["body", "shortlist"]),
+        ({"address": 1, "shortlist": 0}, ["body", "shortlist"]),
     ],
 )
 def test_bad_search_input_is_422_naming_the_field(client: TestClient, body: dict, location: list) -> None:
