@@ -48,9 +48,13 @@ def test_train_and_evaluate_text(tmp_path: Path) -> None:
     precision = results["precision_at_100"]
     assert set(precision["semantic_hashing"]) == {"8", "16"} and set(precision["lsh"]) == {"8", "16"}
     assert precision["semantic_hashing"]["16"] > 0.5  # 4 balanced topics: chance is about 0.25
-    assert [row["radius"] for row in results["address_shortlist"]] == [0, 1, 2, 3, 4]
-    sizes = [row["mean_size"] for row in results["address_shortlist"]]
+    balls, capped = results["address_shortlist"][:5], results["address_shortlist"][5]
+    assert [row["radius"] for row in balls] == [0, 1, 2, 3, 4]
+    sizes = [row["mean_size"] for row in balls]
     assert sizes == sorted(sizes)  # a larger ball holds at least as much
+    assert (capped["radius"], capped["cap_fraction"]) == (3, 0.02)
+    assert capped["fraction_touched"] <= min(0.02, balls[3]["fraction_touched"])
+    assert results["address_r3_capped_fraction_touched"] == capped["fraction_touched"]
     assert 0 <= results["bimodal_fraction"]["16"] <= 1 and results["dead_bits"]["16"] >= 0
     assert (plots / "pr_curves.png").stat().st_size > 0 and (plots / "code_map.png").stat().st_size > 0
 

@@ -13,6 +13,7 @@ from training.retrieval import (
     pr_cutoffs,
     precision_recall,
 )
+from training.text_eval import capped_ball
 
 
 def test_hamming_distances_brute_force() -> None:
@@ -59,3 +60,12 @@ def test_cosine_ranking_and_precision_recall() -> None:
 def test_pr_cutoffs_end_at_the_database() -> None:
     assert pr_cutoffs(10) == [1, 2, 4, 8, 10]
     assert pr_cutoffs(8) == [1, 2, 4, 8]
+
+
+def test_capped_shortlist_keeps_the_nearest_in_database_order() -> None:
+    distance = np.array([[2, 0, 3, 1, 0, 9], [5, 5, 5, 5, 5, 5]])
+    inside = distance <= 3
+    capped = capped_ball(inside, distance, 3)
+    assert capped[0].tolist() == [False, True, False, True, True, False]  # distances 0, 0, 1
+    assert not capped[1].any()  # nothing inside the ball: nothing kept
+    assert capped_ball(inside, distance, 6) is inside
