@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import re
 import signal
 import time
 from collections import deque
@@ -24,12 +25,14 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from service.db import Collection
 from service.errors import NotFoundError
 from service.indexer import IncomingDocument, check_batch, ensure_bundle_matches, write_encoded
-from service.schemas import NUL_MESSAGE
+from service.schemas import DOCUMENT_ID_PATTERN, DOCUMENT_ID_RULE, NUL_MESSAGE
 from service.store import create_collection, find_collection
 from training.corpus import CorpusError, Record
 from training.text_bundle import EmptyDocumentError, TextBundle, TextCodes
 
 logger = logging.getLogger(__name__)
+
+_VALID_ID = re.compile(DOCUMENT_ID_PATTERN)
 
 
 @dataclass
@@ -73,12 +76,15 @@ def encode_skipping_empty(bundle: TextBundle, texts: Sequence[str]) -> tuple[Tex
 
 
 def _batches(records: Iterable[Record], batch_size: int) -> Iterator[list[Record]]:
-    """Consecutive batches; an id repeated inside one batch is an input error naming both places."""
+    """Consecutive batches, checked as the API checks documents: an invalid id, a NUL character or an
+    id repeated inside one batch is an input error naming where it is."""
     batch: list[Record] = []
     seen: dict[str, Record] = {}
     for record in records:
         if "\x00" in record.text or (record.label is not None and "\x00" in record.label):
             raise CorpusError(f"{record.where}: the text or label {NUL_MESSAGE}")
+        if not _VALID_ID.fullmatch(record.id):
+            raise CorpusError(f"{record.where}: document id {record.id!r} is not {DOCUMENT_ID_RULE}")
         if record.id in seen:
             first = seen[record.id].where
             raise CorpusError(f"document id {record.id!r} appears twice: {first} and {record.where}")

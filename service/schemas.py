@@ -7,9 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-# Collection names and document ids appear in URLs: keep them to URL-safe characters.
+# Collection names appear in URLs: keep them to URL-safe characters. Document ids may hold any
+# printable character, "/" included (file paths, "newsgroup/number"): their routes take the rest of
+# the path, and clients percent-encode what URLs need encoded.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
-DOCUMENT_ID_PATTERN = r"^[^/\x00-\x1f]{1,256}$"
+DOCUMENT_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,256}$"
+DOCUMENT_ID_RULE = "1 to 256 characters, none of them a control character"
 NUL_MESSAGE = "must not contain NUL characters (U+0000): PostgreSQL cannot store them"
 
 

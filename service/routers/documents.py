@@ -55,7 +55,7 @@ def upsert(
     return UpsertResult(upserted=upserted)
 
 
-@router.get("/{document_id}", dependencies=[Depends(require_read_key)])
+@router.get("/{document_id:path}", dependencies=[Depends(require_read_key)])
 def get(document_id: DocumentId, collection: CollectionDep, session: SessionDep) -> DocumentPublic:
     """One document with its codes."""
     document = find_document(session, collection, document_id)
@@ -72,7 +72,7 @@ def get(document_id: DocumentId, collection: CollectionDep, session: SessionDep)
 
 
 @router.delete(
-    "/{document_id}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(require_write_key)]
+    "/{document_id:path}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(require_write_key)]
 )
 def delete(
     document_id: DocumentId, collection: CollectionDep, session: SessionDep, registry: RegistryDep

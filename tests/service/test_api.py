@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import quote
 
 import pytest
 from alembic import command
@@ -104,6 +105,30 @@ def test_upsert_search_get_replace_delete(client: TestClient, topic_corpus: Corp
     assert query_id not in {
         hit["id"] for hit in search(client, text=replacement, radius=0, limit=500)["data"]
     }
+
+
+def test_document_ids_may_hold_slashes_and_other_printable_characters(
+    client: TestClient, topic_corpus: Corpus
+) -> None:
+    create_collection(client)
+    ids = ["sci.crypt/15186", "dir/sub/file.txt", "ü ?#%&+ id"]
+    documents = [{"id": external_id, "text": topic_corpus.texts[i]} for i, external_id in enumerate(ids)]
+    assert client.post("/v1/collections/news/documents", json={"documents": documents}).status_code == 200
+    for i, external_id in enumerate(ids):
+        url = f"/v1/collections/news/documents/{quote(external_id, safe='/')}"
+        fetched = client.get(url)
+        assert fetched.status_code == 200 and fetched.json()["id"] == external_id
+        assert fetched.json()["text"] == topic_corpus.texts[i]
+        assert client.delete(url).status_code == 204 and client.get(url).status_code == 404
+    bad = [
+        {"id": "tab\tin id", "text": topic_corpus.texts[0]},
+        {"id": "x" * 257, "text": topic_corpus.texts[1]},
+    ]
+    response = client.post("/v1/collections/news/documents", json={"documents": bad})
+    assert response.status_code == 422 and error_locations(response) == [
+        ["body", "documents", 0, "id"],
+        ["body", "documents", 1, "id"],
+    ]
 
 
 def test_search_by_code_address_and_long_code_and_tfidf(client: TestClient, topic_corpus: Corpus) -> None:
