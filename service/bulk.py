@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -111,19 +112,17 @@ def _encode_in_worker(texts: list[str]) -> tuple[TextCodes, list[int]]:
     return encode_skipping_empty(_worker_bundle, texts)
 
 
-def _encoded(
-    bundle: TextBundle, batches: Iterator[list[Record]], workers: int
-) -> Iterator[tuple[list[Record], TextCodes, list[int]]]:
-    """Each batch with its codes, in input order; encoded by `workers` processes (0: in this one).
+@contextmanager
+def _encoding_workers(bundle: TextBundle, workers: int) -> Iterator[ProcessPoolExecutor | None]:
+    """`workers` forked processes that encode with `bundle` (None for 0), started right away.
 
     Why processes: tokenizing is pure Python, so encoding is bound by one core's GIL, and it is most
-    of the job's time. Workers encode the next batches while this process writes the current one;
-    at most 2 batches per worker are in flight, so memory stays flat. Workers are forked (they start
-    in milliseconds and inherit the loaded bundle); nothing in them touches the database.
+    of the job's time. Forked workers start in milliseconds and inherit the loaded bundle; nothing in
+    them touches the database. They are started here, before the progress bar's monitor thread
+    exists, because fork() copies only the calling thread.
     """
     if workers == 0:
-        for batch in batches:
-            yield batch, *encode_skipping_empty(bundle, [record.text for record in batch])
+        yield None
         return
     # Move everything alive now (modules, the bundle, the database engine) out of the collector's
     # reach, as Python's gc docs advise before fork(): the children's collections then do not write to
@@ -132,25 +131,41 @@ def _encoded(
     gc.freeze()
     context = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(bundle,))
-    in_flight: deque[tuple[list[Record], Future]] = deque()
-    bad_input: CorpusError | None = None
     try:
-        try:
-            for batch in batches:
-                in_flight.append((batch, pool.submit(_encode_in_worker, [record.text for record in batch])))
-                if len(in_flight) >= 2 * workers:
-                    done, future = in_flight.popleft()
-                    yield done, *future.result()
-        except CorpusError as err:
-            bad_input = err  # further on in the input: first write the batches read before it
-        while in_flight:
-            done, future = in_flight.popleft()
-            yield done, *future.result()
-        if bad_input is not None:
-            raise bad_input
+        pool.submit(int).result()  # a fork-context pool forks all its workers at the first submit
+        yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         gc.unfreeze()
+
+
+def _encoded(
+    bundle: TextBundle, batches: Iterator[list[Record]], pool: ProcessPoolExecutor | None, workers: int
+) -> Iterator[tuple[list[Record], TextCodes, list[int]]]:
+    """Each batch with its codes, in input order, encoded by the pool's workers (or here, without one).
+
+    The workers encode the next batches while the caller writes the current one; at most 2 batches
+    per worker are in flight, so memory stays flat.
+    """
+    if pool is None:
+        for batch in batches:
+            yield batch, *encode_skipping_empty(bundle, [record.text for record in batch])
+        return
+    in_flight: deque[tuple[list[Record], Future]] = deque()
+    bad_input: CorpusError | None = None
+    try:
+        for batch in batches:
+            in_flight.append((batch, pool.submit(_encode_in_worker, [record.text for record in batch])))
+            if len(in_flight) >= 2 * workers:
+                done, future = in_flight.popleft()
+                yield done, *future.result()
+    except CorpusError as err:
+        bad_input = err  # further on in the input: first write the batches read before it
+    while in_flight:
+        done, future = in_flight.popleft()
+        yield done, *future.result()
+    if bad_input is not None:
+        raise bad_input
 
 
 def _incoming(record: Record) -> IncomingDocument:
@@ -179,12 +194,12 @@ def index_records(
     collection = _collection_for(session_factory, collection_name, bundle, create)
     report = IndexingReport()
     started = time.perf_counter()
-    encoded = _encoded(bundle, _batches(records, batch_size), workers)
     with (
+        _encoding_workers(bundle, workers) as pool,
         tqdm(total=total, unit="doc", disable=not progress, desc=collection_name) as bar,
         logging_redirect_tqdm(),
     ):
-        for batch, codes, unencodable in encoded:
+        for batch, codes, unencodable in _encoded(bundle, _batches(records, batch_size), pool, workers):
             skipped = set(unencodable)
             kept = [_incoming(record) for position, record in enumerate(batch) if position not in skipped]
             with session_factory() as session:
