@@ -189,11 +189,11 @@ def merge(seeds: list[int], out: Path, profile_name: str) -> dict[str, Any]:
     codes = mean_of([r["codes"] for r in per_seed])
     shortlist = mean_of([r["address_shortlist"] for r in per_seed])
     sizes = [str(b) for b in (ADDRESS_BITS, *SIZES)]
+    # Seeds that resumed from checkpoints did not time a whole training; none of them may have.
+    timed = [r["train_seconds"] for r in per_seed if r["train_seconds"] is not None]
     results: dict[str, Any] = {
         **summarise({int(b): m for b, m in codes.items()}, baselines, shortlist),
-        "train_seconds": float(
-            np.mean([r["train_seconds"] for r in per_seed if r["train_seconds"] is not None])
-        ),
+        "train_seconds": float(np.mean(timed)) if timed else None,
         "seeds": len(per_seed),
         "seed_values": {
             "precision_at_100": {b: [r["codes"][b]["precision_at_100"] for r in per_seed] for b in sizes},
