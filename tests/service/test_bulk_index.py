@@ -48,25 +48,22 @@ def live_documents(url: str, collection: str) -> list[str]:
         engine.dispose()
 
 
+def index_arguments(
+    source: Path, models_dir: Path, url: str, batch_size: int, collection: str = "news"
+) -> list[str]:
+    """`semhash index` arguments for one input file, the test bundle and database, without progress."""
+    return [
+        *("index", "--collection", collection, "--input", str(source), "--bundle", str(models_dir / "text")),
+        *("--batch-size", str(batch_size), "--database-url", url, "--no-progress"),
+    ]
+
+
 def test_cli_indexes_a_file_and_a_rerun_adds_no_duplicates(
     migrated_url: str, models_dir: Path, topic_corpus: Corpus, tmp_path: Path
 ) -> None:
     unencodable = {"id": "empty", "text": "words the model never saw", "label": "none"}
     source = write_jsonl_gz(tmp_path / "docs.jsonl.gz", topic_corpus, [unencodable])
-    arguments = [
-        "index",
-        "--collection",
-        "news",
-        "--input",
-        str(source),
-        "--bundle",
-        str(models_dir / "text"),
-        "--batch-size",
-        "64",
-        "--database-url",
-        migrated_url,
-        "--no-progress",
-    ]
+    arguments = index_arguments(source, models_dir, migrated_url, batch_size=64)
     runner = CliRunner()
     first = runner.invoke(cli, arguments)
     assert first.exit_code == 0, first.output
@@ -192,23 +189,7 @@ def test_bad_input_stops_the_job_with_its_line_and_keeps_earlier_batches(
     # line 5 (and 6) fails. Encoding workers read ahead, so this checks they write what came before.
     first_four = topic_corpus.subset([0, 1, 2, 3])
     source = write_jsonl_gz(tmp_path / "docs.jsonl.gz", first_four, bad_records)
-    result = CliRunner().invoke(
-        cli,
-        [
-            "index",
-            "--collection",
-            "news",
-            "--input",
-            str(source),
-            "--bundle",
-            str(models_dir / "text"),
-            "--batch-size",
-            "2",
-            "--database-url",
-            migrated_url,
-            "--no-progress",
-        ],
-    )
+    result = CliRunner().invoke(cli, index_arguments(source, models_dir, migrated_url, batch_size=2))
     assert result.exit_code == 2
     assert re.search(message, caplog.text), caplog.text
     assert "Traceback" not in result.output
@@ -226,11 +207,8 @@ def test_ctrl_c_stops_the_job_and_its_workers_cleanly_and_a_rerun_finishes(
             for external_id, text in zip(topic_corpus.ids, topic_corpus.texts, strict=True):
                 lines.write(json.dumps({"id": f"{copy}-{external_id}", "text": text}) + "\n")
     semhash = Path(sys.executable).with_name("semhash")
-    command = [
-        *(str(semhash), "index", "--collection", "many", "--input", str(source)),
-        *("--bundle", str(models_dir / "text"), "--batch-size", "20", "--workers", "2"),
-        *("--database-url", migrated_url, "--no-progress"),
-    ]
+    arguments = index_arguments(source, models_dir, migrated_url, batch_size=20, collection="many")
+    command = [str(semhash), *arguments, "--workers", "2"]
     # Its own process group, as a terminal's foreground job: Ctrl-C reaches the job and its workers.
     job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
