@@ -35,10 +35,8 @@ _DENSE_CELLS_PER_DOCUMENT = 16
 class XorMasks:
     """Every mask of popcount <= radius over `address_bits` bits, sorted by popcount."""
 
-    masks: np.ndarray  # (m,) uint64
-    signed_masks: np.ndarray  # (m,) int64, the same values: numba indexes with int64 without casts
+    masks: np.ndarray  # (m,) int64 (addresses have at most 32 bits; the compiled lookup indexes with them)
     popcounts: np.ndarray  # (m,) uint8
-    shell_ends: tuple[int, ...]  # masks[:shell_ends[r]] are those of popcount <= r
 
 
 @lru_cache(maxsize=64)
@@ -50,18 +48,11 @@ def xor_masks(address_bits: int, radius: int) -> XorMasks:
         raise ValueError(f"radius must be >= 0, got {radius}")
     masks: list[int] = []
     popcounts: list[int] = []
-    shell_ends: list[int] = []
     for distance in range(radius + 1):
         for bits in itertools.combinations(range(address_bits), distance):
             masks.append(sum(1 << bit for bit in bits))
             popcounts.append(distance)
-        shell_ends.append(len(masks))
-    return XorMasks(
-        masks=np.array(masks, dtype=np.uint64),
-        signed_masks=np.array(masks, dtype=np.int64),
-        popcounts=np.array(popcounts, dtype=np.uint8),
-        shell_ends=tuple(shell_ends),
-    )
+    return XorMasks(masks=np.array(masks, dtype=np.int64), popcounts=np.array(popcounts, dtype=np.uint8))
 
 
 def long_codes_to_words(long_codes: np.ndarray) -> np.ndarray:
@@ -223,7 +214,7 @@ class BitIndex:
             raise ValueError(f"limit must be >= 1, got {limit}")
         table = xor_masks(self.address_bits, radius)
         positions, distances, probed = hamming_ball(
-            self._offsets, self._sorted_addresses, table.signed_masks, table.popcounts, address, limit
+            self._offsets, self._sorted_addresses, table.masks, table.popcounts, address, limit
         )
         return Shortlist(positions=positions, distances=distances, probed=int(probed))
 
