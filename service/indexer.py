@@ -94,9 +94,10 @@ def _copy_upsert_postgres(
 ) -> None:
     """COPY the rows into a per-connection staging table, then upsert them with one INSERT ... SELECT.
 
-    Why not executemany: PostgreSQL then runs one INSERT per row (about 70 us each for 20 Newsgroups
-    posts); COPY plus one set-based upsert writes the same batch in about 60% of the time. The staging
-    table empties itself at commit, and a rollback undoes both steps.
+    Why not executemany: psycopg then sends one INSERT per row, each through SQLAlchemy's per-row
+    parameter processing. For the 11,314 20 Newsgroups posts in batches of 1000 (one process), COPY
+    wrote in 0.62-0.90 s against 0.85 s, and it spends far less client CPU, which the bulk job's
+    encoding workers need. The staging table empties itself at commit; a rollback undoes both steps.
     """
     connection = session.connection().connection.driver_connection  # the psycopg connection
     copy_statement = f"COPY semhash_staging ({', '.join(_STAGED)}) FROM STDIN (FORMAT BINARY)"
