@@ -105,7 +105,7 @@ def bench_lookup(addresses: np.ndarray, queries: np.ndarray, label: str, with_ba
     n = len(addresses)
     rng = np.random.default_rng(1)
     long_words = long_codes_to_words(rng.integers(0, 256, (n, 16), dtype=np.uint8))
-    index = BitIndex(ADDRESS_BITS, np.arange(n), np.arange(n).astype(str), addresses, long_words)
+    index = BitIndex.build(ADDRESS_BITS, np.arange(n), [str(i) for i in range(n)], addresses, long_words)
     # The whole ball (up to the API's maximum limit), and the API's default shortlist of 100.
     results: dict = {"lookup_us_p50": {}, "lookup_us_p50_limit100": {}}
     for radius in (1, 2, 3):
@@ -126,12 +126,12 @@ def bench_lookup(addresses: np.ndarray, queries: np.ndarray, label: str, with_ba
     faiss_queries = to_faiss_codes(queries)
     for i in range(20):  # the two must agree before their timings mean anything
         _, _, found = faiss_index.range_search(faiss_queries[i : i + 1], 3)
-        ours = index.row_ids[index.lookup(int(queries[i]), 2, 10_000).positions]
+        ours = index.row_ids_at(index.lookup(int(queries[i]), 2, 10_000).positions)
         assert sorted(found.tolist()) == sorted(ours.tolist()), "FAISS and BitIndex disagree"
     results["faiss_hash_us_p50"] = {
         "r2": median_us(lambda i: faiss_index.range_search(faiss_queries[i : i + 1], 3), range(len(queries)))
     }
-    signed_addresses = index.addresses.view(np.int64)
+    signed_addresses = index.addresses_at(index.live_positions()).astype(np.int64)
     for query in queries[:20]:
         ours = np.sort(index.lookup(int(query), 2, 10_000).positions)
         assert np.array_equal(compiled_scan(signed_addresses, int(query), 2), ours), "scan disagrees"

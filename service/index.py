@@ -1,15 +1,20 @@
-"""`BitIndex`: the in-memory Hamming-ball index over one collection's addresses.
+"""`BitIndex`: what a search reads of one collection, a Hamming-ball lookup over a segmented index.
 
-Documents are kept sorted by address. For address spaces up to 2**24 cells a dense offsets table
-maps every address a to its run of documents, positions offsets[a] .. offsets[a + 1] - 1, so probing
-one address is two array reads; above that the sorted addresses are binary-searched. The XOR masks
-of every radius are precomputed in order of popcount, so the shortlist comes out ordered by address
-distance and the lookup stops as soon as `limit` documents are found.
+A collection's documents live in an immutable *base segment*, grouped by address cell (a dense table
+of one cell per address up to 2**24 addresses, Fibonacci-hashed cells above), plus a *delta* of the
+documents written since, chained by address hash (`service.index_segments`). Deleting or replacing a
+document writes the version that removed it into the old entry's death stamp; a `BitIndex` is one
+version of the collection, immutable: it reads an entry as live when its stamp is later than its own
+version, and the delta's first `count` entries only. So the writer (`service.index_writer`) changes a
+document in O(1) while searches read on without locks, and a background merge folds the delta into
+a new base (`SegmentedIndex.merge`).
 
-The probe loops are compiled with numba (`hamming_ball`, `probe_cells`): a lookup visits a few
-hundred addresses and copies a few hundred positions, which is microseconds of work, and as
-vectorised numpy it cost a dozen array calls whose fixed overheads were most of the time (23 us
-against 5 us compiled at radius 2 on 1,000,000 documents; `benchmarks/search.py`).
+The XOR masks of every radius are precomputed in order of popcount, so the shortlist comes out ordered
+by address distance and the lookup stops as soon as `limit` documents are found. The probe loop is
+compiled with numba (`probe_index`): a lookup visits a few hundred addresses and copies a few hundred
+positions, which is microseconds of work, and as vectorised numpy it cost a dozen array calls whose
+fixed overheads were most of the time (23 us against 5 us compiled at radius 2 on 1,000,000
+documents; `benchmarks/search.py`).
 """
 
 from __future__ import annotations
@@ -22,13 +27,19 @@ from functools import lru_cache
 import numba
 import numpy as np
 
+from service.index_segments import (
+    ALIVE,
+    DIRTY_CELL,
+    HASH_MULTIPLIER,
+    NO_ENTRY,
+    OFFSET_MASK,
+    Delta,
+    DeltaView,
+    IdStore,
+    Segment,
+)
+
 MAX_ADDRESS_BITS = 32
-# The dense table costs 8 bytes per cell (an int64 offset): always worth it up to 2**20 cells
-# (8 MiB); above that only when the collection is big enough to fill it reasonably, and never past
-# 2**24 cells (128 MiB).
-_DENSE_ALWAYS_BITS = 20
-_DENSE_MAX_BITS = 24
-_DENSE_CELLS_PER_DOCUMENT = 16
 
 
 @dataclass(frozen=True)
@@ -66,82 +77,178 @@ def long_codes_to_words(long_codes: np.ndarray) -> np.ndarray:
     return codes.view(np.uint64)
 
 
-@numba.njit("UniTuple(int64, 2)(int64[::1], int64[::1], int64)", cache=True, nogil=True)
-def _run(offsets: np.ndarray, sorted_addresses: np.ndarray, cell: int) -> tuple[int, int]:
-    """First and one-past-last position of the documents at address `cell`."""
-    if offsets.shape[0] > 0:
-        return offsets[cell], offsets[cell + 1]
-    return np.searchsorted(sorted_addresses, cell), np.searchsorted(sorted_addresses, cell, "right")
+# The scalars of a version, in one int64 array (fewer arguments make a cheaper numba call).
+_DENSE, _SHIFT, _HEAD_SHIFT, _DELTA_COUNT, _VERSION = range(5)
+_NO_LABELS = np.zeros(0, np.uint8)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cell(address: int, dense: bool, shift: np.uint64) -> int:
+    return address if dense else np.int64((np.uint64(address) * HASH_MULTIPLIER) >> shift)
+
+
+@numba.njit(cache=True, nogil=True)
+def _write_live(
+    out: np.ndarray,
+    size: int,
+    written: int,
+    begin: int,
+    stop: int,
+    address: int,
+    label: int,
+    addresses: np.ndarray,
+    dead: np.ndarray,
+    dense: bool,
+    check_dead: bool,
+    version: int,
+) -> int:
+    """Write the live documents at `address` of a base run into out (up to `size`); the new count.
+    With out empty, only count them."""
+    for position in range(begin, stop):
+        if (dense or addresses[position] == address) and (not check_dead or dead[position] > version):
+            if written == size:
+                return written
+            if out.shape[0]:
+                out[written] = position
+                out[size + written] = label
+            written += 1
+    return written
+
+
+@numba.njit(cache=True, nogil=True)
+def _write_delta(
+    out: np.ndarray,
+    size: int,
+    written: int,
+    entry: int,
+    n: int,
+    address: int,
+    label: int,
+    entries: np.ndarray,
+    delta_count: int,
+    version: int,
+) -> int:
+    """Like `_write_live`, for the delta chain starting at `entry` (delta entry e is position n + e)."""
+    while entry != NO_ENTRY:
+        if entry < delta_count and entries[entry, 0] == address and entries[entry, 1] > version:
+            if written == size:
+                return written
+            if out.shape[0]:
+                out[written] = n + entry
+                out[size + written] = label
+            written += 1
+        entry = entries[entry, 2]
+    return written
 
 
 # Compiled when this module is imported (or read from numba's on-disk cache), not on the first query.
 @numba.njit(
-    "Tuple((int64[::1], uint8[::1], int64))(int64[::1], int64[::1], int64[::1], uint8[::1], int64, int64)",
+    "Tuple((int64[::1], int64))(uint32[::1], uint32[::1], uint32[::1], "
+    "uint32[::1], uint32[:, ::1], int64[::1], int64[::1], int64, uint8[::1], int64)",
     cache=True,
     nogil=True,
 )
-def hamming_ball(
-    offsets: np.ndarray,
-    sorted_addresses: np.ndarray,
-    masks: np.ndarray,
-    popcounts: np.ndarray,
+def probe_index(
+    table: np.ndarray,
+    addresses: np.ndarray,
+    dead: np.ndarray,
+    head: np.ndarray,
+    entries: np.ndarray,
+    scalars: np.ndarray,
+    probes: np.ndarray,
     query: int,
+    labels: np.ndarray,
     limit: int,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Positions and address distances of the first `limit` documents at addresses query ^ masks[i].
+) -> tuple[np.ndarray, int]:
+    """The first `limit` live documents at addresses probes[0] ^ query, probes[1] ^ query, ...
 
-    offsets: (2**bits + 1,) int64 dense table, or empty to binary-search `sorted_addresses` (n,) int64.
-    masks: (m,) int64 in popcount order; popcounts: (m,) uint8. Returns positions (k,) int64,
-    distances (k,) uint8 with k <= limit, and how many masks were probed. Two passes: count the
-    documents mask by mask until `limit` is reached, then allocate exactly and copy.
+    Base: cell table (cells + 1,) uint32, dense (cell = address) or hashed (cell = address *
+    HASH_MULTIPLIER >> shift, keeping matching addresses), addresses and death stamps (n,) uint32.
+    Delta: chain heads (buckets,) uint32 (empty for none) and entries (capacity, 3) uint32 of
+    (address, death stamp, next entry), below delta_count only; delta entry e is position n + e.
+    scalars: dense, shift, head shift, delta count, version. An entry is live when its stamp >
+    version. probes: (m,) int64 in lookup order (XOR masks by popcount with the query address, or
+    addresses with query 0); labels: (m,) uint8 to report per probe (popcounts), or empty to report
+    the probe's index. Returns out (2k,) int64 with k <= limit, and how many probes were looked up:
+    out[:k] the positions found, out[k:] the label of the probe that found each.
+
+    Two passes, counting then copying into an array of the exact size, as one array (handing each
+    array to Python costs ~0.8 us of a ~5 us lookup). The top bit of a cell's offset says one of
+    its documents died: only then are death stamps read, so a clean dense cell costs two reads.
     """
-    probed = masks.shape[0]
+    dense = scalars[_DENSE] != 0
+    shift = np.uint64(scalars[_SHIFT])
+    head_shift = np.uint64(scalars[_HEAD_SHIFT])
+    delta_count = scalars[_DELTA_COUNT]
+    version = scalars[_VERSION]
+    n = addresses.shape[0]
+    has_delta = head.shape[0] > 0
+    none = np.empty(0, dtype=np.int64)
+    probed = probes.shape[0]
     found = 0
-    for i in range(masks.shape[0]):
-        first, stop = _run(offsets, sorted_addresses, masks[i] ^ query)
-        found += stop - first
+    for i in range(probes.shape[0]):
+        address = probes[i] ^ query
+        cell = _cell(address, dense, shift)
+        start = table[cell]
+        begin, stop = np.int64(start & OFFSET_MASK), np.int64(table[cell + 1] & OFFSET_MASK)
+        if dense and not start & DIRTY_CELL:
+            found += stop - begin
+        elif begin < stop:
+            found = _write_live(
+                none,
+                limit,
+                found,
+                begin,
+                stop,
+                address,
+                0,
+                addresses,
+                dead,
+                dense,
+                start >= DIRTY_CELL,
+                version,
+            )
+        if has_delta:
+            entry = head[_cell(address, False, head_shift)]
+            found = _write_delta(none, limit, found, entry, n, address, 0, entries, delta_count, version)
         if found >= limit:
             probed = i + 1
             break
     size = min(found, limit)
-    positions = np.empty(size, dtype=np.int64)
-    distances = np.empty(size, dtype=np.uint8)
+    out = np.empty(2 * size, dtype=np.int64)
     written = 0
     for i in range(probed):
-        first, stop = _run(offsets, sorted_addresses, masks[i] ^ query)
-        for position in range(first, min(stop, first + size - written)):
-            positions[written] = position
-            distances[written] = popcounts[i]
-            written += 1
-    return positions, distances, probed
-
-
-@numba.njit(
-    "Tuple((int64[::1], int64[::1], int64))(int64[::1], int64[::1], int64[::1], int64)",
-    cache=True,
-    nogil=True,
-)
-def probe_cells(
-    offsets: np.ndarray, sorted_addresses: np.ndarray, probes: np.ndarray, limit: int
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Positions of the first `limit` documents at addresses probes[0], probes[1], ... in that order.
-
-    offsets and sorted_addresses as in `hamming_ball`; probes: (m,) int64 addresses. Returns positions
-    (k,) int64, the index into `probes` of the probe that found each (k,) int64, with k <= limit, and
-    how many probes were looked up. One pass into arrays of `limit` (callers probe few addresses).
-    """
-    positions = np.empty(limit, dtype=np.int64)
-    which = np.empty(limit, dtype=np.int64)
-    found = 0
-    for i in range(probes.shape[0]):
-        first, stop = _run(offsets, sorted_addresses, probes[i])
-        for position in range(first, stop):
-            positions[found] = position
-            which[found] = i
-            found += 1
-            if found == limit:
-                return positions, which, i + 1
-    return positions[:found], which[:found], probes.shape[0]
+        address = probes[i] ^ query
+        label = np.int64(labels[i]) if labels.shape[0] else np.int64(i)
+        cell = _cell(address, dense, shift)
+        start = table[cell]
+        begin, stop = np.int64(start & OFFSET_MASK), np.int64(table[cell + 1] & OFFSET_MASK)
+        if dense and not start & DIRTY_CELL:
+            for position in range(begin, min(stop, begin + size - written)):
+                out[written] = position
+                out[size + written] = label
+                written += 1
+        elif begin < stop:
+            written = _write_live(
+                out,
+                size,
+                written,
+                begin,
+                stop,
+                address,
+                label,
+                addresses,
+                dead,
+                dense,
+                start >= DIRTY_CELL,
+                version,
+            )
+        if has_delta:
+            entry = head[_cell(address, False, head_shift)]
+            written = _write_delta(
+                out, size, written, entry, n, address, label, entries, delta_count, version
+            )
+    return out, probed
 
 
 @dataclass(slots=True)  # not frozen: built once per query, and a frozen __init__ is slower
@@ -149,7 +256,7 @@ class Shortlist:
     """The result of one Hamming-ball lookup."""
 
     positions: np.ndarray  # (k,) int64 positions into the index, ordered by address distance
-    distances: np.ndarray  # (k,) uint8 Hamming distance of each document's address to the query
+    distances: np.ndarray  # (k,) int64 Hamming distance of each document's address to the query
     probed: int  # how many addresses were looked up
 
 
@@ -163,85 +270,70 @@ class Probes:
 
 
 class BitIndex:
-    """Immutable sorted arrays over one collection; `with_changes` returns an updated copy."""
+    """One version of a collection's documents: a base segment, its death stamps and a delta view.
+
+    Immutable as far as its reader can tell (see the module docstring). Positions below `len(base)`
+    are base documents, the others delta entries; they mean something only to the index they came from.
+    """
+
+    __slots__ = ("address_bits", "base", "base_dead", "delta", "version", "_live", "_n", "_kernel_arrays")
 
     def __init__(
-        self,
+        self, base: Segment, base_dead: np.ndarray, delta: DeltaView, version: int, live: int
+    ) -> None:
+        self.address_bits = base.address_bits
+        self.base = base
+        self.base_dead = base_dead  # (n,) uint32, shared with the writer (it only stamps later versions)
+        self.delta = delta
+        self.version = version
+        self._live = live
+        self._n = len(base)
+        scalars = np.array([base.dense, base.shift, delta.shift, delta.count, version], np.int64)
+        # What every lookup hands the compiled probe loop, gathered once per version.
+        self._kernel_arrays = (base.table, base.addresses, base_dead, delta.head, delta.entries, scalars)
+
+    @classmethod
+    def build(
+        cls,
         address_bits: int,
         row_ids: Sequence[int] | np.ndarray,
-        external_ids: Sequence[str] | np.ndarray,
+        external_ids: Sequence[str],
         addresses: Sequence[int] | np.ndarray,
         long_words: np.ndarray,
-    ) -> None:
-        """Build from unsorted parallel arrays: row ids (int64), external ids, addresses, long-code words."""
+    ) -> BitIndex:
+        """An index of these documents (unsorted parallel arrays) in one base segment, all live."""
         if not 1 <= address_bits <= MAX_ADDRESS_BITS:
             raise ValueError(f"address_bits must be in 1..{MAX_ADDRESS_BITS}, got {address_bits}")
-        addresses = np.asarray(addresses, dtype=np.uint64)
-        if addresses.size and int(addresses.max()) >> address_bits:
-            raise ValueError(f"an address does not fit in {address_bits} bits")
         long_words = np.asarray(long_words, dtype=np.uint64)
-        if long_words.ndim != 2 or len(long_words) != len(addresses):
-            raise ValueError(f"long_words must be (n={len(addresses)}, words), got shape {long_words.shape}")
-        order = np.argsort(addresses, kind="stable")
-        self.address_bits = address_bits
-        self.addresses = addresses[order]
-        self.row_ids = np.asarray(row_ids, dtype=np.int64)[order]
-        self.external_ids = np.asarray(external_ids, dtype=object)[order]
-        self.long_words = long_words[order]
-        # What the compiled lookup reads: addresses fit in 32 bits, so the int64 view is the same values.
-        self._sorted_addresses = self.addresses.view(np.int64)
-        # Dense table: the documents at address a are positions offsets[a] .. offsets[a + 1] - 1.
-        # Empty when the index binary-searches instead.
-        self._offsets = np.zeros(0, dtype=np.int64)
-        if self._use_dense_table():
-            counts = np.bincount(self._sorted_addresses, minlength=1 << address_bits)
-            self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        if long_words.ndim != 2 or len(long_words) != len(row_ids):
+            raise ValueError(f"long_words must be (n={len(row_ids)}, words), got shape {long_words.shape}")
+        base = Segment.build(
+            address_bits,
+            np.asarray(row_ids, np.int64),
+            IdStore.from_strings(list(external_ids)),
+            np.asarray(addresses, np.uint64),
+            long_words,
+        )
+        return cls.of(base)
 
-    @property
-    def has_dense_table(self) -> bool:
-        return len(self._offsets) > 0
+    @classmethod
+    def of(cls, base: Segment) -> BitIndex:
+        """Every document of `base` live, no delta."""
+        empty = Delta(base.long_words.shape[1], capacity=1).view()
+        return cls(base, np.full(len(base), ALIVE, np.uint32), empty, 0, len(base))
 
     @classmethod
     def empty(cls, address_bits: int, long_bits: int) -> BitIndex:
         """An index with no documents."""
-        words = (long_bits + 63) // 64
-        return cls(
-            address_bits,
-            np.empty(0, np.int64),
-            np.empty(0, object),
-            np.empty(0, np.uint64),
-            np.empty((0, words), np.uint64),
-        )
+        return cls.of(Segment.empty(address_bits, (long_bits + 63) // 64))
 
     def __len__(self) -> int:
-        return len(self.addresses)
+        """The number of live documents."""
+        return self._live
 
-    def _use_dense_table(self) -> bool:
-        if self.address_bits <= _DENSE_ALWAYS_BITS:
-            return True
-        cells = 1 << self.address_bits
-        return self.address_bits <= _DENSE_MAX_BITS and cells <= _DENSE_CELLS_PER_DOCUMENT * len(self)
-
-    def with_changes(
-        self,
-        drop_row_ids: Sequence[int] | np.ndarray,
-        row_ids: Sequence[int] | np.ndarray,
-        external_ids: Sequence[str] | np.ndarray,
-        addresses: Sequence[int] | np.ndarray,
-        long_words: np.ndarray,
-    ) -> BitIndex:
-        """A new index without `drop_row_ids` and with the given documents added (or replaced)."""
-        replaced = np.concatenate([np.asarray(drop_row_ids, np.int64), np.asarray(row_ids, np.int64)])
-        dropped = np.isin(self.row_ids, replaced)
-        # Views when nothing is dropped (the common case while documents are being added).
-        keep: np.ndarray | slice = ~dropped if dropped.any() else slice(None)
-        return BitIndex(
-            self.address_bits,
-            np.concatenate([self.row_ids[keep], np.asarray(row_ids, np.int64)]),
-            np.concatenate([self.external_ids[keep], np.asarray(external_ids, object)]),
-            np.concatenate([self.addresses[keep], np.asarray(addresses, np.uint64)]),
-            np.concatenate([self.long_words[keep], np.asarray(long_words, np.uint64)]),
-        )
+    @property
+    def has_dense_table(self) -> bool:
+        return self.base.dense
 
     def lookup(self, address: int, radius: int, limit: int) -> Shortlist:
         """Documents whose address is within `radius` of `address`, nearest first, at most `limit`."""
@@ -250,10 +342,9 @@ class BitIndex:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         table = xor_masks(self.address_bits, radius)
-        positions, distances, probed = hamming_ball(
-            self._offsets, self._sorted_addresses, table.masks, table.popcounts, address, limit
-        )
-        return Shortlist(positions=positions, distances=distances, probed=int(probed))
+        out, probed = probe_index(*self._kernel_arrays, table.masks, address, table.popcounts, limit)
+        found = len(out) // 2
+        return Shortlist(out[:found], out[found:], probed)
 
     def probe(self, addresses: Sequence[int] | np.ndarray, limit: int) -> Probes:
         """The documents stored at `addresses[0]`, `addresses[1]`, ... in that order, until `limit` are
@@ -265,30 +356,57 @@ class BitIndex:
             raise ValueError(f"every address must be in 0..2**{self.address_bits}-1")
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
-        positions, which, probed = probe_cells(self._offsets, self._sorted_addresses, probes, limit)
-        return Probes(positions=positions, probe_indices=which, probed=int(probed))
+        out, probed = probe_index(*self._kernel_arrays, probes, 0, _NO_LABELS, limit)
+        found = len(out) // 2
+        return Probes(out[:found], out[found:], probed)
+
+    def _gather(self, base_values: np.ndarray, delta_values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        positions = np.asarray(positions, np.int64)
+        if not self.delta.count or not positions.size or int(positions.max()) < self._n:
+            return base_values[positions]
+        in_delta = positions >= self._n
+        values = np.empty((len(positions), *base_values.shape[1:]), base_values.dtype)
+        values[~in_delta] = base_values[positions[~in_delta]]
+        values[in_delta] = delta_values[positions[in_delta] - self._n]
+        return values
 
     def row_ids_at(self, positions: np.ndarray) -> np.ndarray:
         """(k,) int64 SQL row ids of the documents at `positions`."""
-        return self.row_ids[positions]
-
-    def external_ids_at(self, positions: np.ndarray) -> list[str]:
-        """The external ids of the documents at `positions`, in that order."""
-        return self.external_ids[positions].tolist()
+        return self._gather(self.base.row_ids, self.delta.row_ids, positions)
 
     def addresses_at(self, positions: np.ndarray) -> np.ndarray:
-        """(k,) uint64 addresses of the documents at `positions`."""
-        return self.addresses[positions]
+        """(k,) uint32 addresses of the documents at `positions`."""
+        return self._gather(self.base.addresses, self.delta.addresses, positions)
 
     def long_words_at(self, positions: np.ndarray) -> np.ndarray:
         """(k, words) uint64 long codes of the documents at `positions`."""
-        return self.long_words[positions]
+        return self._gather(self.base.long_words, self.delta.long_words, positions)
+
+    def external_ids_at(self, positions: np.ndarray) -> list[str]:
+        """The external ids of the documents at `positions`, in that order."""
+        positions = np.asarray(positions, np.int64)
+        in_delta = positions >= self._n
+        if not in_delta.any():
+            return self.base.ids.strings(positions)
+        ids = self.delta.ids
+        from_base = iter(self.base.ids.strings(positions[~in_delta]))
+        return [
+            ids[position - self._n] if is_delta else next(from_base)
+            for position, is_delta in zip(positions.tolist(), in_delta.tolist(), strict=True)
+        ]
 
     def long_code_distances(self, positions: np.ndarray, query_words: np.ndarray) -> np.ndarray:
         """Hamming distances between the long codes at `positions` and one query code (as uint64 words)."""
         return np.bitwise_count(self.long_words_at(positions) ^ query_words).sum(axis=1, dtype=np.int64)
 
+    def live_positions(self) -> np.ndarray:
+        """(len(self),) int64 positions of every live document: base ones first, then the delta's."""
+        delta = self.delta
+        entries = np.flatnonzero(delta.dead[: delta.count] > self.version)
+        return np.concatenate([np.flatnonzero(self.base_dead > self.version), entries + self._n])
+
     def brute_force_ball(self, address: int, radius: int) -> np.ndarray:
-        """Positions of every document within `radius`, by scanning all addresses (a reference path)."""
-        distances = np.bitwise_count(self.addresses ^ np.uint64(address))
-        return np.flatnonzero(distances <= radius)
+        """Positions of every live document within `radius`, by scanning all addresses (a reference path)."""
+        positions = self.live_positions()
+        distances = np.bitwise_count(self.addresses_at(positions) ^ np.uint32(address))
+        return positions[distances <= radius]

@@ -1,30 +1,51 @@
-"""Keeps one `BitIndex` per collection in step with the SQL table, whichever process wrote to it.
+"""Keeps one index per collection in step with the SQL table, whichever process wrote to it.
 
-`IndexRegistry.sync()` reads every collection's `change_seq` and, for those that moved, the rows
-stamped with a newer sequence (upserts and tombstones), then swaps in an updated index. The swap is a
-single reference assignment, so searches never see a half-built index and need no lock. A background
-thread calls `sync()` every `index_poll_seconds`; API writes call it right after their commit so a
-client reads its own writes at once. The same thread purges old tombstones now and then.
+`IndexRegistry.sync()` reads every collection's `change_seq` (one small query) and, for each one that
+moved, only the rows stamped with a newer sequence (upserts and tombstones), which its
+`SegmentedIndex` takes in O(rows changed). A collection is synced under its own lock, so one busy or
+reloading collection holds up no other. Searches read the published `CollectionIndex`, an immutable
+version swapped in by one reference assignment, so they never wait for a write, a load or a merge.
+
+A background thread calls `sync()` every `index_poll_seconds` (other processes' writes show up within
+that) and purges old tombstones now and then; API writes call `sync_collection()` right after their
+commit, so a client reads its own writes at once. Another thread merges a collection's delta into a
+new base when it has grown (`SegmentedIndex.merge`), without holding the collection's lock but for
+the final replay of what changed meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db import Collection, Document
-from service.index import BitIndex, long_codes_to_words
+from service.db import Collection
+from service.index import BitIndex
+from service.index_load import load_segment, read_changes, release_free_memory
+from service.index_writer import SegmentedIndex
 from service.store import purge_tombstones
 
 logger = logging.getLogger(__name__)
+
+_RELOAD_ATTEMPTS = 3
+_COLLECTION_COLUMNS = (
+    Collection.id,
+    Collection.name,
+    Collection.bundle_id,
+    Collection.bundle_fingerprint,
+    Collection.address_bits,
+    Collection.long_bits,
+    Collection.change_seq,
+    Collection.tombstones_purged_seq,
+)
 
 
 @dataclass(frozen=True)
@@ -41,112 +62,177 @@ class CollectionIndex:
     index: BitIndex
 
 
-def _long_words(codes: list[bytes], long_bits: int) -> np.ndarray:
-    width = (long_bits + 7) // 8
-    packed = np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(len(codes), width)
-    return long_codes_to_words(packed)
+@dataclass
+class _Tracked:
+    """One collection's writable index and the change sequence it is in step with (under `lock`)."""
+
+    collection_id: int
+    name: str
+    lock: threading.Lock
+    writer: SegmentedIndex | None = None
+    change_seq: int = 0
+    merging: bool = False
 
 
 class IndexRegistry:
-    """The in-memory indexes of every collection, and the poller that keeps them current."""
+    """The in-memory indexes of every collection, the poller that keeps them current and the merger."""
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self._session_factory = session_factory
-        self._indexes: dict[str, CollectionIndex] = {}
-        self._sync_lock = threading.Lock()
+        self._published: dict[str, CollectionIndex] = {}  # replaced whole, never changed in place
+        self._tracked: dict[int, _Tracked] = {}
+        self._lock = threading.Lock()  # guards _tracked and the replacement of _published
         self._stop = threading.Event()
-        self._poller: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._merges: queue.SimpleQueue[int | None] | None = None
 
     def get(self, name: str) -> CollectionIndex | None:
         """The current index of collection `name`, if it exists."""
-        return self._indexes.get(name)
+        return self._published.get(name)
 
     def sizes(self) -> dict[str, int]:
-        """Number of documents in each collection's index."""
-        return {name: len(entry.index) for name, entry in self._indexes.items()}
+        """Number of live documents in each collection's index."""
+        return {name: len(entry.index) for name, entry in self._published.items()}
 
     def sync(self) -> None:
         """Bring every collection's index in step with the table."""
-        with self._sync_lock, self._session_factory() as session:
-            collections = session.scalars(select(Collection)).all()
-            updated: dict[str, CollectionIndex] = {}
-            for collection in collections:
-                current = self._indexes.get(collection.name)
-                if current is not None and current.collection_id == collection.id:
-                    if current.change_seq == collection.change_seq:
-                        updated[collection.name] = current
-                        continue
-                    index = self._changed_index(session, current, collection.tombstones_purged_seq)
-                else:
-                    index = None
-                if index is None:
-                    index = self._load(session, collection.id, collection.address_bits, collection.long_bits)
-                updated[collection.name] = CollectionIndex(
-                    collection_id=collection.id,
-                    name=collection.name,
-                    bundle_id=collection.bundle_id,
-                    bundle_fingerprint=collection.bundle_fingerprint,
-                    address_bits=collection.address_bits,
-                    long_bits=collection.long_bits,
-                    change_seq=collection.change_seq,
-                    index=index,
-                )
-            self._indexes = updated
+        with self._session_factory() as session:
+            rows = session.execute(select(*_COLLECTION_COLUMNS)).all()
+            for row in rows:
+                self._sync_one(session, row)
+        self._forget_all_but({row.id for row in rows})
 
-    @staticmethod
-    def _load(session: Session, collection_id: int, address_bits: int, long_bits: int) -> BitIndex:
-        rows = session.execute(
-            select(Document.id, Document.external_id, Document.address, Document.long_code).where(
-                Document.collection_id == collection_id, Document.deleted.is_(False)
-            )
-        ).all()
-        if not rows:
-            return BitIndex.empty(address_bits, long_bits)
-        row_ids, external_ids, addresses, codes = zip(*rows, strict=True)
-        return BitIndex(address_bits, row_ids, external_ids, addresses, _long_words(codes, long_bits))
+    def sync_collection(self, name: str) -> None:
+        """Bring one collection's index in step with the table (or drop it if the collection is gone)."""
+        with self._session_factory() as session:
+            row = session.execute(select(*_COLLECTION_COLUMNS).where(Collection.name == name)).first()
+            if row is not None:
+                self._sync_one(session, row)
+        if row is None:
+            with self._lock:
+                self._published = {key: value for key, value in self._published.items() if key != name}
+                self._tracked = {key: value for key, value in self._tracked.items() if value.name != name}
 
-    @classmethod
-    def _changed_index(cls, session: Session, current: CollectionIndex, purged_seq: int) -> BitIndex | None:
-        """`current` with the rows changed since it was built, or None when it must be reloaded.
-
-        Reload when tombstones newer than `current` were purged (see `purge_tombstones`): some of its
-        documents may have been deleted without a trace left to read. The watermark is read again
-        after the changes, as a purge may have committed between the two reads.
-        """
-        if purged_seq > current.change_seq:
-            return None
-        index = cls._apply_changes(session, current)
-        watermark = select(Collection.tombstones_purged_seq).where(Collection.id == current.collection_id)
-        if (session.scalar(watermark) or 0) > current.change_seq:
-            return None
-        return index
-
-    @staticmethod
-    def _apply_changes(session: Session, current: CollectionIndex) -> BitIndex:
-        # Rows newer than the change_seq read above may show up too; applying them twice is harmless.
-        rows = session.execute(
-            select(
-                Document.id, Document.external_id, Document.address, Document.long_code, Document.deleted
-            ).where(Document.collection_id == current.collection_id, Document.change_seq > current.change_seq)
-        ).all()
-        live = [row for row in rows if not row.deleted]
-        return current.index.with_changes(
-            [row.id for row in rows if row.deleted],
-            [row.id for row in live],
-            [row.external_id for row in live],
-            [row.address for row in live],
-            _long_words([row.long_code for row in live], current.long_bits),
-        )
-
-    def sync_after_write(self) -> None:
-        """Catch up right after this process committed a write, so its client reads it at once.
-
-        The write is already committed, so a failure here must not fail the request: the poller retries.
-        """
+    def sync_after_write(self, name: str | None = None) -> None:
+        """Catch up right after this process committed a write (to collection `name`, or to the list of
+        collections), so its client reads it at once. The write is already committed, so a failure
+        here must not fail the request: the poller retries."""
         try:
-            self.sync()
+            if name is None:
+                self.sync()
+            else:
+                self.sync_collection(name)
         except SQLAlchemyError:
             logger.warning("index sync after a write failed; the poller will retry", exc_info=True)
+
+    def _track(self, row: Any) -> _Tracked:
+        with self._lock:
+            tracked = self._tracked.get(row.id)
+            if tracked is None:
+                tracked = _Tracked(row.id, row.name, threading.Lock())
+                self._tracked = {**self._tracked, row.id: tracked}
+            return tracked
+
+    def _forget_all_but(self, collection_ids: set[int]) -> None:
+        with self._lock:
+            self._tracked = {key: value for key, value in self._tracked.items() if key in collection_ids}
+            names = {tracked.name for tracked in self._tracked.values()}
+            self._published = {key: value for key, value in self._published.items() if key in names}
+
+    def _sync_one(self, session: Session, row: Any) -> None:
+        tracked = self._track(row)
+        with tracked.lock:
+            writer = tracked.writer
+            if writer is not None and row.tombstones_purged_seq <= tracked.change_seq:
+                if row.change_seq == tracked.change_seq:
+                    return
+                change_seq = self._catch_up(session, row, writer, tracked.change_seq)
+            else:
+                change_seq = None
+            if change_seq is None:
+                # New to this process, or behind a purge of tombstones: some of its documents may have
+                # been deleted without a trace left to read.
+                writer, change_seq = self._load(session, row)
+            tracked.writer, tracked.change_seq = writer, change_seq
+            self._publish(row, tracked)
+            if writer.needs_merge():
+                self._schedule_merge(tracked)
+
+    @staticmethod
+    def _catch_up(session: Session, row: Any, writer: SegmentedIndex, change_seq: int) -> int | None:
+        """Apply the rows changed after `change_seq`; the sequence now reached, or None when a purge
+        may have removed a tombstone that was not read (the watermark is read after the changes, as a
+        purge may have committed between the two reads)."""
+        changes, newest = read_changes(session, row.id, change_seq, row.long_bits)
+        watermark = select(Collection.tombstones_purged_seq).where(Collection.id == row.id)
+        if (session.scalar(watermark) or 0) > change_seq:
+            return None
+        writer.apply(changes)
+        # Writers to one collection commit in sequence order (see service.db), so every row up to the
+        # newest one read was visible to that read.
+        return max(newest, row.change_seq)
+
+    def _load(self, session: Session, row: Any) -> tuple[SegmentedIndex, int]:
+        for _ in range(_RELOAD_ATTEMPTS):
+            # Every row committed up to row.change_seq is live in the load or a tombstone it skips;
+            # rows committed after it may be in the load too, and taking them again is harmless.
+            writer = SegmentedIndex(load_segment(session, row.id, row.name, row.address_bits, row.long_bits))
+            change_seq = self._catch_up(session, row, writer, row.change_seq)
+            if change_seq is not None:
+                return writer, change_seq
+            row = session.execute(select(*_COLLECTION_COLUMNS).where(Collection.id == row.id)).one()
+        raise RuntimeError(f"collection {row.name!r} kept being purged while it loaded")
+
+    def _publish(self, row: Any, tracked: _Tracked) -> None:
+        assert tracked.writer is not None
+        entry = CollectionIndex(
+            collection_id=row.id,
+            name=row.name,
+            bundle_id=row.bundle_id,
+            bundle_fingerprint=row.bundle_fingerprint,
+            address_bits=row.address_bits,
+            long_bits=row.long_bits,
+            change_seq=tracked.change_seq,
+            index=tracked.writer.snapshot,
+        )
+        with self._lock:
+            if self._tracked.get(row.id) is tracked:  # not deleted meanwhile
+                self._published = {**self._published, row.name: entry}
+
+    def _schedule_merge(self, tracked: _Tracked) -> None:
+        if self._merges is not None and not tracked.merging:
+            tracked.merging = True
+            self._merges.put(tracked.collection_id)
+
+    def merge(self, collection_id: int) -> None:
+        """Fold a collection's delta and dead documents into a new base. The O(n) build runs on a
+        published version without any lock; only the replay of what changed meanwhile holds the
+        collection's lock (O(changes), plus a scan of the death stamps)."""
+        tracked = self._tracked.get(collection_id)
+        if tracked is None or tracked.writer is None:
+            return
+        writer = tracked.writer
+        since = writer.snapshot
+        started = time.monotonic()
+        base = SegmentedIndex.merge(since)
+        with tracked.lock:
+            if tracked.writer is writer:  # else it was reloaded meanwhile: drop this merge
+                tracked.writer = writer.rebased(base, since)
+                entry = self._published.get(tracked.name)
+                if entry is not None:
+                    fresh = replace(entry, index=tracked.writer.snapshot)
+                    with self._lock:
+                        if self._tracked.get(collection_id) is tracked:
+                            self._published = {**self._published, tracked.name: fresh}
+            tracked.merging = False
+        del base, since, writer
+        release_free_memory()
+        logger.info(
+            "merged the index of collection %r: %d documents in %.2f s",
+            tracked.name,
+            len(tracked.writer.snapshot) if tracked.writer else 0,
+            time.monotonic() - started,
+        )
 
     def purge_tombstones(self, retention_seconds: float) -> int:
         """Delete tombstones older than `retention_seconds` (every index has long seen them)."""
@@ -159,23 +245,31 @@ class IndexRegistry:
         return purged
 
     def start_polling(self, interval_seconds: float, tombstone_retention_seconds: float) -> None:
-        """Sync in a background thread every `interval_seconds` until `stop_polling()`, and purge
-        tombstones older than `tombstone_retention_seconds` every quarter of that period."""
+        """Sync in a background thread every `interval_seconds` until `stop_polling()`, purge tombstones
+        older than `tombstone_retention_seconds` every quarter of that period, and merge in another."""
         self._stop.clear()
-        self._poller = threading.Thread(
-            target=self._poll,
-            args=(interval_seconds, tombstone_retention_seconds),
-            name="semhash-index-sync",
-            daemon=True,
-        )
-        self._poller.start()
+        self._merges = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(
+                target=self._poll,
+                args=(interval_seconds, tombstone_retention_seconds),
+                name="semhash-index-sync",
+                daemon=True,
+            ),
+            threading.Thread(target=self._merge_loop, name="semhash-index-merge", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop_polling(self) -> None:
-        """Stop the background thread and wait for it."""
+        """Stop the background threads and wait for them."""
         self._stop.set()
-        if self._poller is not None:
-            self._poller.join()
-            self._poller = None
+        if self._merges is not None:
+            self._merges.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
+        self._merges = None
 
     def _poll(self, interval_seconds: float, tombstone_retention_seconds: float) -> None:
         next_purge = time.monotonic()
@@ -188,3 +282,15 @@ class IndexRegistry:
             except SQLAlchemyError:
                 # A database outage must not kill the poller: keep serving the last index and retry.
                 logger.warning("index sync failed; retrying in %.1f s", interval_seconds, exc_info=True)
+
+    def _merge_loop(self) -> None:
+        merges = self._merges
+        assert merges is not None
+        while (collection_id := merges.get()) is not None:
+            try:
+                self.merge(collection_id)
+            except Exception:  # a failed merge leaves the current index serving; the next write retries
+                logger.exception("merging the index of collection %d failed", collection_id)
+                tracked = self._tracked.get(collection_id)
+                if tracked is not None:
+                    tracked.merging = False

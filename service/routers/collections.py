@@ -44,7 +44,7 @@ def create(
         )
     collection = create_collection(session, body.name, bundle)
     session.commit()
-    registry.sync_after_write()
+    registry.sync_after_write(collection.name)
     return _public(collection, 0)
 
 
@@ -67,4 +67,4 @@ def delete(collection: CollectionDep, session: SessionDep, registry: RegistryDep
     """Delete a collection and all its documents."""
     delete_collection(session, collection)
     session.commit()
-    registry.sync_after_write()
+    registry.sync_after_write(collection.name)

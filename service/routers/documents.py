@@ -51,7 +51,7 @@ def upsert(
         locations = [("body", "documents", index, "text") for index in err.indices]
         raise InvalidInputError("text is empty or has no word of the model's vocabulary", locations) from err
     session.commit()
-    registry.sync_after_write()
+    registry.sync_after_write(collection.name)
     return UpsertResult(upserted=upserted)
 
 
@@ -80,4 +80,4 @@ def delete(
     """Delete one document."""
     delete_document(session, collection, document_id)
     session.commit()
-    registry.sync_after_write()
+    registry.sync_after_write(collection.name)

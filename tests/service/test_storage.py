@@ -17,6 +17,7 @@ from sqlalchemy import Engine, func, inspect, select, update
 from sqlalchemy.exc import DBAPIError
 
 from service.db import Base, Collection, Document, make_engine, make_session_factory
+from service.errors import NotFoundError
 from service.index_sync import IndexRegistry
 from service.indexer import IncomingDocument, write_encoded
 from service.migrate import DatabaseNotAtHeadError, alembic_config, ensure_at_head, upgrade_to_head
@@ -165,7 +166,7 @@ def test_bit_index_and_sql_return_the_same_ball(
     assert entry is not None
     shortlist = entry.index.lookup(query, radius, 10_000)
     from_index = sorted(
-        zip(entry.index.external_ids[shortlist.positions], shortlist.distances.tolist(), strict=True)
+        zip(entry.index.external_ids_at(shortlist.positions), shortlist.distances.tolist(), strict=True)
     )
     with make_session_factory(engine)() as session:
         from_sql = sorted(
@@ -173,6 +174,55 @@ def test_bit_index_and_sql_return_the_same_ball(
             for match in sql_ball(session, collection, query, radius, 10_000)
         )
     assert from_index == from_sql
+
+
+_steps = st.one_of(
+    st.dictionaries(st.integers(0, 15), st.integers(0, 63), min_size=1, max_size=5).map(
+        lambda b: ("write", b)
+    ),
+    st.lists(st.integers(0, 15), min_size=1, max_size=3).map(lambda ids: ("delete", ids)),
+    st.just(("merge", None)),
+)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(script=st.lists(_steps, max_size=12))
+def test_indexes_kept_in_step_by_their_changes_agree_with_sql(engine: Engine, script: list) -> None:
+    collection = add_collection(engine, 6)
+    sessions = make_session_factory(engine)
+    eager = IndexRegistry(sessions)  # syncs after each write (and merges), as the writing process does
+    behind = IndexRegistry(sessions)  # syncs once at the end, as a process whose poller fell behind
+    eager.sync()
+    behind.sync()
+    for step, argument in script:
+        if step == "write":
+            write(engine, collection, [f"d{key}" for key in argument], list(argument.values()))
+        elif step == "delete":
+            for key in argument:
+                with sessions() as session:
+                    try:
+                        delete_document(session, collection, f"d{key}")
+                        session.commit()
+                    except NotFoundError:
+                        session.rollback()
+        else:
+            eager.merge(collection.id)
+        eager.sync_collection(collection.name)
+    behind.sync()
+    for registry in (eager, behind):
+        entry = registry.get(collection.name)
+        assert entry is not None
+        for query in range(0, 64, 9):
+            for radius in range(3):
+                shortlist = entry.index.lookup(query, radius, 10_000)
+                ids = entry.index.external_ids_at(shortlist.positions)
+                found = zip(ids, shortlist.distances.tolist(), strict=True)
+                with sessions() as session:
+                    expected = [
+                        (m.external_id, m.distance)
+                        for m in sql_ball(session, collection, query, radius, 10_000)
+                    ]
+                assert sorted(found) == sorted(expected)
 
 
 def wait_until(condition, timeout: float = 2.0) -> float:
@@ -198,7 +248,7 @@ def test_index_follows_writes_from_another_process_within_two_seconds(migrated_u
             entry = registry.get(collection.name)
             if entry is None:
                 return set()
-            return set(entry.index.external_ids[entry.index.lookup(address, 0, 100).positions].tolist())
+            return set(entry.index.external_ids_at(entry.index.lookup(address, 0, 100).positions))
 
         write(writer_engine, collection, ["x", "y"], [5, 5])
         wait_until(lambda: ids_at(5) == {"x", "y"})
@@ -264,7 +314,7 @@ def test_an_index_behind_a_purge_reloads_instead_of_missing_the_delete(migrated_
         # The tombstone of "a" is gone before this index saw it: only the watermark tells.
         registry.sync()
         entry = registry.get(collection.name)
-        assert entry is not None and entry.index.external_ids.tolist() == ["b"]
+        assert entry is not None and entry.index.external_ids_at(entry.index.live_positions()) == ["b"]
     finally:
         server_engine.dispose()
         writer_engine.dispose()
