@@ -19,6 +19,7 @@ Recipe (Salakhutdinov & Hinton, "Semantic hashing", 2009; seed slides 66-72, 78)
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ from models.rbm import RBM, BernoulliRBM, ConstrainedPoissonRBM
 from training.backprop import BackpropSchedule, fine_tune
 from training.corpus import Corpus
 from training.pretrain import CDSchedule
-from training.retrieval import hamming_relevant_at, label_ids
+from training.retrieval import Relevance, hamming_relevant_at
 from training.seed import set_seed
 from training.stack import fingerprint, pretrain_stack, train_or_resume
 from training.text_bundle import TextBundle, check_code_sizes, write_text_bundle
@@ -45,6 +46,10 @@ from training.text_features import WordIndex, cap_lengths, count_matrix, fit_voc
 log = logging.getLogger(__name__)
 
 NOISE_MODES = ("fixed", "fresh")
+# Shares of a --max-minutes budget: shared pretraining, then the address and the long encoder (code
+# RBM + fine-tuning), roughly as the `full` profile spends its time on 20 Newsgroups.
+PHASE_NAMES = ("shared", "address", "long")
+PHASE_SHARES = (0.55, 0.15, 0.30)
 WIDE_CODE_BITS = 24  # wider codes may take their own noise std (`TextProfile.wide_code_noise_std`)
 
 
@@ -125,8 +130,11 @@ class TextData:
     idf: np.ndarray  # (V,)
     fit: Tensor  # (n_fit, V) float32 counts
     validation: Tensor  # (n_val, V)
-    fit_labels: np.ndarray | None  # (n_fit,) int label ids, or None for unlabelled corpora
-    validation_labels: np.ndarray | None
+    # which fit documents are relevant to each validation document (shared label); None: unlabelled
+    relevance: Relevance | None
+    # sha256 of the vocabulary and the exact (capped) counts: stands for the data in checkpoint keys.
+    # Hashing bytes, not a float sum, so the key does not depend on the thread count.
+    digest: str = ""
 
 
 def prepare_data(corpus: Corpus, profile: TextProfile, seed: int) -> TextData:
@@ -142,15 +150,17 @@ def prepare_data(corpus: Corpus, profile: TextProfile, seed: int) -> TextData:
         raise ValueError(f"{corpus.source or 'corpus'}: too few non-empty documents ({len(order)}) to train")
     val_rows, fit_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
     dense = torch.from_numpy(counts.toarray())
-    labels = label_ids(corpus.labels)[0] if corpus.labels is not None else None
-    return TextData(
-        vocabulary,
-        idf,
-        dense[fit_rows],
-        dense[val_rows],
-        None if labels is None else labels[fit_rows],
-        None if labels is None else labels[val_rows],
+    label_sets = corpus.relevance_labels()
+    relevance = (
+        None
+        if label_sets is None
+        else Relevance.from_labels([label_sets[i] for i in val_rows], [label_sets[i] for i in fit_rows])
     )
+    digest = hashlib.sha256("\n".join(vocabulary).encode())
+    fit_counts = counts[fit_rows]
+    for array in (fit_counts.indptr, fit_counts.indices, fit_counts.data, val_rows):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return TextData(vocabulary, idf, dense[fit_rows], dense[val_rows], relevance, digest.hexdigest())
 
 
 def shared_layers(data: TextData, profile: TextProfile) -> list[RBM]:
@@ -168,6 +178,7 @@ def pretrain_shared(
     checkpoint_dir: Path | None,
     seed: int,
     progress: bool,
+    deadline: float | None = None,
 ) -> tuple[list[RBM], str, list[list[dict[str, float]]]]:
     """Greedy CD training of the shared layers; returns (rbms, checkpoint key, per-layer histories)."""
     rbms = shared_layers(data, profile)
@@ -175,8 +186,8 @@ def pretrain_shared(
     pretraining = {
         k: asdict(profile)[k] for k in ("vocab_size", "hidden", "scale_hidden_bias", "bottom", "upper")
     }
-    # the data's sum and size stand for the corpus, the vocabulary and the length cap
-    key = fingerprint({**pretraining, "seed": seed, "data": float(data.fit.sum()), "n": data.fit.shape[0]})
+    # the digest stands for the corpus, the vocabulary, the length cap and the validation split
+    key = fingerprint({**pretraining, "seed": seed, "data": data.digest})
     histories = pretrain_stack(
         rbms,
         data.fit,
@@ -187,6 +198,7 @@ def pretrain_shared(
         generator=torch.Generator().manual_seed(seed),
         progress=progress,
         prefix="shared",
+        deadline=deadline,
     )
     return rbms, key, histories
 
@@ -194,15 +206,11 @@ def pretrain_shared(
 def validation_score(model: DeepAutoencoder, data: TextData, profile: TextProfile) -> float:
     """Lower is better: -precision@K of validation queries against fit documents, else validation loss."""
     with torch.no_grad():
-        if data.fit_labels is None or data.validation_labels is None:
+        if data.relevance is None:
             return float(model.reconstruction_loss(data.validation))
         k = min(profile.precision_at, data.fit.shape[0])
         relevant = hamming_relevant_at(
-            model.codes(data.validation).numpy(),
-            model.codes(data.fit).numpy(),
-            data.validation_labels,
-            data.fit_labels,
-            [k],
+            model.codes(data.validation).numpy(), model.codes(data.fit).numpy(), data.relevance, [k]
         )
     return -float(relevant.mean() / k)
 
@@ -218,6 +226,7 @@ def train_code_encoder(
     seed: int,
     progress: bool,
     name: str,
+    deadline: float | None = None,
 ) -> tuple[DeepAutoencoder, dict[str, Any]]:
     """Pretrain a `bits`-unit code RBM on top of `shared`, unroll, fine-tune; returns (model, report)."""
     if profile.noise not in NOISE_MODES:
@@ -235,6 +244,7 @@ def train_code_encoder(
         validation=data.validation,
         generator=generator,
         progress=progress,
+        deadline=deadline,
     )
     model = DeepAutoencoder.from_rbms([*shared, top])
     pretrained_score = validation_score(model, data, profile)
@@ -261,6 +271,7 @@ def train_code_encoder(
         generator=generator,
         description=f"{name} {bits}-bit fine-tune",
         progress=progress,
+        deadline=deadline,
     )
     best_score = min(record["validation"] for record in history)
     if pretrained_score <= best_score:  # the un-fine-tuned stack wins: epoch 0
@@ -270,7 +281,7 @@ def train_code_encoder(
         "bits": bits,
         "selected_epoch": best_epoch,
         "validation_score": best_score,
-        "validation_metric": "neg_precision" if data.fit_labels is not None else "reconstruction_loss",
+        "validation_metric": "neg_precision" if data.relevance is not None else "reconstruction_loss",
         "pretrained_validation_score": pretrained_score,
         "code_rbm": top_history,
         "fine_tune": history,
@@ -298,13 +309,16 @@ def train_text_bundle(
     noise: str | None = None,
     name: str | None = None,
     progress: bool = False,
+    max_minutes: float | None = None,
 ) -> TextBundle:
     """Train the address and long encoders on `documents` and write the bundle to `out_dir`.
 
     `documents`: a `Corpus` (labels, when present, choose the fine-tuning epoch) or plain texts.
     `profile`: "tiny" (a few hundred short documents in seconds, for tests), "quick", "full", or a
     `TextProfile`. `noise` overrides the profile's noise mode ("fixed" or "fresh"). `name` (default
-    "text") prefixes the bundle id.
+    "text") prefixes the bundle id. `max_minutes`: a time budget split over the phases by
+    PHASE_SHARES (a phase that ends early leaves its time to the next); each phase stops after the
+    epoch that crosses its share and keeps its best weights, so the bundle is written about on time.
     """
     check_code_sizes(address_bits, long_bits)
     corpus = (
@@ -316,12 +330,19 @@ def train_text_bundle(
     if noise is not None:
         settings = replace(settings, noise=noise)
     out = Path(out_dir)
-    started = time.perf_counter()
+    started, clock_start = time.perf_counter(), time.monotonic()
+
+    def deadline(phase: str) -> float | None:
+        if max_minutes is None:
+            return None
+        share = sum(PHASE_SHARES[: PHASE_NAMES.index(phase) + 1])
+        return clock_start + 60 * max_minutes * share
+
     set_seed(seed)
     data = prepare_data(corpus, settings, seed)
     checkpoints = out / "checkpoints"
     shared, key, shared_history = pretrain_shared(
-        data, settings, checkpoint_dir=checkpoints, seed=seed, progress=progress
+        data, settings, checkpoint_dir=checkpoints, seed=seed, progress=progress, deadline=deadline("shared")
     )
     weights: dict[str, np.ndarray] = {}
     reports: dict[str, Any] = {}
@@ -337,6 +358,7 @@ def train_text_bundle(
             seed=seed,
             progress=progress,
             name=code,
+            deadline=deadline(code),
         )
         weights |= encoder_weights(model, code)
         encoders[code] = model.layer_sizes
@@ -359,6 +381,11 @@ def train_text_bundle(
         "seed": seed,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    metrics = {"train_seconds": seconds, "shared_pretraining": shared_history, **reports}
+    metrics = {
+        "train_seconds": seconds,
+        "max_minutes": max_minutes,
+        "shared_pretraining": shared_history,
+        **reports,
+    }
     log.info("trained text bundle in %.1f s -> %s", seconds, out)
     return write_text_bundle(out, config, data.vocabulary, data.idf, weights, metrics)
