@@ -116,9 +116,8 @@ def test_multi_label_and_unlabelled_corpora_train_and_evaluate(tmp_path: Path) -
     multi = tmp_path / "multi.jsonl"
     multi.write_text("".join(json.dumps(row) + "\n" for row in multi_label(corpus)))
     plain = tmp_path / "plain.jsonl"
-    plain.write_text(
-        "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(corpus.ids, corpus.texts, strict=True))
-    )
+    rows = [{"id": i, "text": t} for i, t in zip(corpus.ids, corpus.texts, strict=True)]
+    plain.write_text("".join(json.dumps(row) + "\n" for row in rows))
     runner = CliRunner()
     for source, relevance in ((multi, "shared label"), (plain, "tfidf_full top-100 neighbours")):
         out = tmp_path / f"bundle-{source.stem}"
