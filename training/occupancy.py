@@ -94,3 +94,14 @@ def _choose(n: int, k: int) -> int:
     from math import comb
 
     return comb(n, k)
+
+
+def query_ball_fraction(queries: np.ndarray, database: np.ndarray, radius: int = 3) -> float:
+    """Mean share of the database within Hamming `radius` of each query: (q, b), (n, b) bool codes."""
+    from training.retrieval import CHUNK, hamming_distances
+
+    inside = sum(
+        int((hamming_distances(queries[start : start + CHUNK], database) <= radius).sum())
+        for start in range(0, len(queries), CHUNK)
+    )
+    return inside / max(1, len(queries) * len(database))

@@ -36,6 +36,7 @@ from models.autoencoder import DeepAutoencoder
 from models.rbm import RBM, BernoulliRBM, ConstrainedPoissonRBM
 from training.backprop import BackpropSchedule, fine_tune
 from training.corpus import Corpus
+from training.occupancy import query_ball_fraction
 from training.pretrain import CDSchedule
 from training.retrieval import Relevance, hamming_relevant_at
 from training.seed import set_seed
@@ -82,6 +83,16 @@ class TextProfile:
     # (denoising). Without it fine-tuning overfits after 1-2 epochs; on the `full` stack, 128 bits,
     # validation precision@100: 0.448 (none), 0.460 (0.2), 0.485 (0.5), 0.500 (0.7), 0.494 (0.8).
     word_dropout: float = 0.0
+    # Weight of `balance_penalty` (each bit on for half the documents, bits uncorrelated) added to the
+    # fine-tuning loss: spreads documents over the addresses, so a Hamming ball holds fewer of them.
+    balance_weight: float = 0.0
+    # Address codes (<= WIDE_CODE_BITS): an epoch whose radius-3 ball around validation documents
+    # holds more than this share of the fit documents is chosen only when no epoch holds less
+    # (among those, the one holding least). None: precision alone chooses.
+    max_touched: float | None = None
+    # Reconstruct the idf-weighted word distribution (v_i idf_i / sum_j v_j idf_j) instead of v / N:
+    # frequent, uninformative words then weigh less in what the code must explain.
+    idf_target: bool = False
     validation_fraction: float = 0.1  # share of the training documents held out for early stopping
     precision_at: int = 100  # validation score: precision at this many retrieved documents
 
@@ -203,16 +214,43 @@ def pretrain_shared(
     return rbms, key, histories
 
 
+INFEASIBLE = 1e3  # added to the score of an epoch whose address ball is too crowded (max_touched)
+
+
 def validation_score(model: DeepAutoencoder, data: TextData, profile: TextProfile) -> float:
-    """Lower is better: -precision@K of validation queries against fit documents, else validation loss."""
+    """Lower is better: -precision@K of validation queries against fit documents, else validation loss;
+    plus INFEASIBLE * (1 + share touched) for an address code whose radius-3 ball is too crowded."""
     with torch.no_grad():
+        validation, fit = model.codes(data.validation).numpy(), model.codes(data.fit).numpy()
         if data.relevance is None:
-            return float(model.reconstruction_loss(data.validation))
-        k = min(profile.precision_at, data.fit.shape[0])
-        relevant = hamming_relevant_at(
-            model.codes(data.validation).numpy(), model.codes(data.fit).numpy(), data.relevance, [k]
-        )
-    return -float(relevant.mean() / k)
+            score = float(model.reconstruction_loss(data.validation))
+        else:
+            k = min(profile.precision_at, data.fit.shape[0])
+            score = -float(hamming_relevant_at(validation, fit, data.relevance, [k]).mean() / k)
+    if profile.max_touched is not None and model.code_bits <= WIDE_CODE_BITS:
+        touched = query_ball_fraction(validation, fit, radius=3)
+        log.info("%d-bit validation score %.4f, radius-3 ball %.2f%%", model.code_bits, score, 100 * touched)
+        if touched > profile.max_touched:
+            score += INFEASIBLE * (1 + touched)
+    return score
+
+
+def balance_penalty(y: Tensor) -> Tensor:
+    """Address balance of (B, bits) code activations y, a scalar in [0, 2]:
+
+        4 mean_j (mean_b y_bj - 1/2)^2  +  mean_{j != k} corr_b(y_j, y_k)^2
+
+    (each bit on for half the documents; bits uncorrelated, so that the 2^bits addresses are used
+    evenly instead of the documents crowding into a few).
+    """
+    bits = y.shape[1]
+    mean = y.mean(dim=0)
+    centred = y - mean
+    cov = centred.T @ centred / y.shape[0]  # (bits, bits)
+    std = cov.diagonal().clamp_min(1e-6).sqrt()
+    corr = cov / (std[:, None] * std[None, :])
+    off_diagonal = corr - torch.diag(corr.diagonal())
+    return 4 * ((mean - 0.5) ** 2).mean() + (off_diagonal**2).sum() / max(1, bits * (bits - 1))
 
 
 def train_code_encoder(
@@ -253,13 +291,21 @@ def train_code_encoder(
     noise_std = profile.noise_std_for(bits)
     fixed_noise = torch.randn(data.fit.shape[0], bits, generator=generator) * noise_std
 
+    idf = torch.from_numpy(data.idf.astype(np.float32))
+
     def loss_fn(net: DeepAutoencoder, counts: Tensor, noise: Tensor | None) -> Tensor:
         if noise is None:  # fresh noise for this minibatch
             noise = torch.randn(counts.shape[0], bits, generator=generator) * noise_std
-        if profile.word_dropout == 0:
-            return net.reconstruction_loss(counts, noise)
-        keep = torch.rand(counts.shape, generator=generator) >= profile.word_dropout
-        return net.reconstruction_loss(counts * keep, noise, target=counts)
+        inputs = counts
+        if profile.word_dropout > 0:
+            inputs = counts * (torch.rand(counts.shape, generator=generator) >= profile.word_dropout)
+        target = counts * idf if profile.idf_target else counts
+        y = net.encode(inputs, noise)
+        log_p = net.decode_log_probs(y)
+        loss = -((target / target.sum(dim=1, keepdim=True).clamp_min(1e-6)) * log_p).sum(dim=1).mean()
+        if profile.balance_weight > 0:
+            loss = loss + profile.balance_weight * balance_penalty(y)
+        return loss
 
     history, best_epoch = fine_tune(
         model,
