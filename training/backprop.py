@@ -81,6 +81,7 @@ def fine_tune(
     best_score, best_epoch, best_state = math.inf, schedule.epochs, None
     step = 0
     for epoch in range(1, schedule.epochs + 1):
+        epoch_started = time.perf_counter()
         model.train()
         order = torch.randperm(n, generator=generator)
         total, count = 0.0, 0
@@ -113,6 +114,7 @@ def fine_tune(
             if score < best_score:
                 best_score, best_epoch = score, epoch
                 best_state = copy.deepcopy(model.state_dict())
+        record["seconds"] = time.perf_counter() - epoch_started
         history.append(record)
         log.info("%s %s", description, " ".join(f"{k}={v:.5g}" for k, v in record.items()))
         if schedule.patience is not None and validate is not None and epoch - best_epoch >= schedule.patience:

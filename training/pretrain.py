@@ -71,6 +71,7 @@ def train_rbm(
     history: list[dict[str, float]] = []
     n = data.shape[0]
     for epoch in range(schedule.epochs):
+        epoch_started = time.perf_counter()
         momentum = 0.5 if epoch < schedule.initial_momentum_epochs else schedule.momentum
         for group in optimizer.param_groups:
             group["momentum"] = momentum
@@ -95,6 +96,7 @@ def train_rbm(
         record = {"epoch": epoch + 1, "reconstruction_error": total_error / max(1, (batches + 19) // 20)}
         if validation is not None:
             record["free_energy_gap"] = free_energy_gap(rbm, data, validation, prepare)
+        record["seconds"] = time.perf_counter() - epoch_started  # kept in checkpoints: resumed runs know it
         history.append(record)
         log.info("%s %s", description, " ".join(f"{k}={v:.4g}" for k, v in record.items()))
         if deadline is not None and time.monotonic() > deadline and epoch + 1 < schedule.epochs:

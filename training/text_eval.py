@@ -229,12 +229,13 @@ def evaluate_text_bundle(
     plots_dir: Path | None = None,
     seed: int = 0,
     corpus_name: str | None = None,
+    baselines: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """All metrics of the module docstring for the bundle's address and long codes.
 
     Documents without any vocabulary word have no code (EmptyDocumentError at encoding time), so they
     are left out of both sides and counted in the result. `corpus_name` titles the plots (default:
-    the database's source).
+    the database's source). `baselines`: results of `baseline_metrics` on the same documents, reused.
     """
     database_counts, query_counts = bundle.counts(database.texts), bundle.counts(queries.texts)
     keep_database = np.flatnonzero(np.asarray(database_counts.sum(axis=1)).ravel() > 0)
@@ -249,7 +250,7 @@ def evaluate_text_bundle(
         for code in CODES
     }
     results = evaluate_activations(
-        activations["address"], activations["long"], split, full, baseline_bits, seed
+        activations["address"], activations["long"], split, full, baseline_bits, seed, baselines
     )
     results = {
         "bundle": bundle.bundle_id,

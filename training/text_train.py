@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -94,7 +95,28 @@ class TextProfile:
     # frequent, uninformative words then weigh less in what the code must explain.
     idf_target: bool = False
     validation_fraction: float = 0.1  # share of the training documents held out for early stopping
+    # Corpora with more fit documents than this train on the same number of document passes as one of
+    # this size (epochs x reference / n) on batches sqrt(n / reference) times larger, so training time
+    # stays about flat as the corpus grows (`scaled`). None: the schedules as written.
+    reference_documents: int | None = 12_000
     precision_at: int = 100  # validation score: precision at this many retrieved documents
+
+    def scaled(self, documents: int) -> TextProfile:
+        """This profile for a corpus of `documents` fit documents (see `reference_documents`)."""
+        if self.reference_documents is None or documents <= self.reference_documents:
+            return self
+        passes, batch = self.reference_documents / documents, math.sqrt(documents / self.reference_documents)
+
+        def scale(schedule: Any) -> Any:
+            return replace(
+                schedule,
+                epochs=max(1, round(schedule.epochs * passes)),
+                batch_size=round(schedule.batch_size * batch),
+            )
+
+        return replace(
+            self, bottom=scale(self.bottom), upper=scale(self.upper), finetune=scale(self.finetune)
+        )
 
     def noise_std_for(self, bits: int) -> float:
         """The code noise std of a `bits`-wide code."""
@@ -113,11 +135,14 @@ PROFILES: dict[str, TextProfile] = {
         validation_fraction=0.2,
         precision_at=10,
     ),
+    # The `full` recipe on a third of its pretraining and half its fine-tuning epochs.
     "quick": TextProfile(
         hidden=(500, 500),
-        bottom=CDSchedule(epochs=10, learning_rate=0.002),
-        upper=CDSchedule(epochs=5),
-        finetune=BackpropSchedule(epochs=3, optimizer="adam", learning_rate=1e-3, patience=2),
+        bottom=CDSchedule(epochs=30, learning_rate=0.002),
+        upper=CDSchedule(epochs=20),
+        finetune=BackpropSchedule(epochs=20, optimizer="adam", learning_rate=1e-3, patience=3),
+        wide_code_noise_std=16.0,
+        word_dropout=0.7,
     ),
     "full": TextProfile(
         hidden=(500, 500),
@@ -386,6 +411,7 @@ def train_text_bundle(
 
     set_seed(seed)
     data = prepare_data(corpus, settings, seed)
+    settings = settings.scaled(data.fit.shape[0])
     checkpoints = out / "checkpoints"
     shared, key, shared_history = pretrain_shared(
         data, settings, checkpoint_dir=checkpoints, seed=seed, progress=progress, deadline=deadline("shared")
@@ -427,8 +453,11 @@ def train_text_bundle(
         "seed": seed,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    histories = [*shared_history] + [reports[c][k] for c in reports for k in ("code_rbm", "fine_tune")]
     metrics = {
         "train_seconds": seconds,
+        # seconds of every epoch behind the bundle, including layers resumed from checkpoints
+        "compute_seconds": sum(record.get("seconds", 0.0) for history in histories for record in history),
         "max_minutes": max_minutes,
         "shared_pretraining": shared_history,
         **reports,
