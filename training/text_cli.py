@@ -48,7 +48,11 @@ def register_text_commands(train_app: typer.Typer, evaluate_app: typer.Typer) ->
         out: Path = typer.Option(..., "--out", help="Bundle directory to write (checkpoints go inside)."),
         address_bits: int = typer.Option(20, "--address-bits", help="Bits of the address code (1-32)."),
         long_bits: int = typer.Option(128, "--long-bits", help="Bits of the long code (multiple of 8)."),
-        profile: str = typer.Option("quick", "--profile", help="tiny (seconds), quick (~1 min) or full."),
+        profile: str = typer.Option(
+            "quick",
+            "--profile",
+            help="tiny (seconds, tests), quick (a few minutes) or full; epochs scale with the corpus.",
+        ),
         noise: str | None = typer.Option(
             None, "--noise", help="Code noise: fixed or fresh (profile default)."
         ),
