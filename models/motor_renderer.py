@@ -215,6 +215,13 @@ def blurred_hats(coord: Array, table: Array) -> Array:
     return out
 
 
+def to_pixels(points: Array, config: RendererConfig) -> Array:
+    """Pen positions (..., 2) (x, y in pen units, y up) -> pixel coordinates (..., 2) (col, row)."""
+    xp = array_namespace(points)
+    centre = (SIDE - 1) / 2
+    return xp.stack([centre + config.scale * points[..., 0], centre - config.scale * points[..., 1]], axis=-1)
+
+
 def render(program: Array, config: RendererConfig = RendererConfig()) -> Drawing:
     """Draw a batch of motor programs (B, 70) -> images (B, 784) (the module docstring has the math)."""
     xp = array_namespace(program)
@@ -223,42 +230,12 @@ def render(program: Array, config: RendererConfig = RendererConfig()) -> Drawing
     stiffness, log_ink, log_width = split_program(program)
     path = integrate(stiffness, config)
     points, length = resample(path, config.n_points)
-    centre = (SIDE - 1) / 2
-    col = centre + config.scale * points[..., 0]  # (B, n)
-    row = centre - config.scale * points[..., 1]
+    pixels = to_pixels(points, config)
+    col, row = pixels[..., 0], pixels[..., 1]  # (B, n)
     ink = config.ink * xp.exp(log_ink) * config.scale * length / config.n_points  # (B,) per point
     table = kernel_table(config.width * xp.exp(log_width))
     across = blurred_hats(col, table) * ink[:, None, None]  # diag(w) Hx G^T   (B, n, 28)
     down = blurred_hats(row, table)  # Hy G^T
     image = xp.matmul(xp.matrix_transpose(down), across)  # (B, 28, 28)
     image = 1.0 - relu(1.0 - image)  # min(image, 1)
-    pixels = xp.stack([col, row], axis=-1)
     return Drawing(xp.reshape(image, (program.shape[0], SIDE * SIDE)), path, pixels)
-
-
-# ----- codes: the same program in coordinates that suit learning -----------------------------------
-# A code is (17 x 2 equilibria, 17 x 2 log pair stiffnesses, log ink, log width): a bijection with
-# programs of positive stiffnesses, in units where noise means the same thing everywhere (a shift of
-# the planned path, a relative change of stiffness). The nets read and write codes; the API returns
-# programs (the stiffnesses themselves).
-N_EQ = N_STEPS * 2
-
-
-def program_from_code(code: Array) -> Array:
-    """Codes (B, 70) -> programs (B, 70):  k_R = e^{l_x} (1 + x) / 2, k_L = e^{l_x} (1 - x) / 2, ..."""
-    xp = array_namespace(code)
-    b = code.shape[0]
-    eq = xp.reshape(code[:, :N_EQ], (b, N_STEPS, 2))
-    total = xp.exp(xp.reshape(code[:, N_EQ : 2 * N_EQ], (b, N_STEPS, 2)))
-    springs = xp.reshape(stiffness_from_equilibria(eq, total), (b, N_STIFFNESS))
-    return xp.concat([springs, code[:, N_STIFFNESS:]], axis=1)
-
-
-def code_from_program(program: Array, eps: float = 1e-6) -> Array:
-    """Programs (B, 70) -> codes (B, 70); inverse of `program_from_code` where every pair pulls."""
-    xp = array_namespace(program)
-    b = program.shape[0]
-    stiffness, _, _ = split_program(program)
-    eq, total = equilibria(stiffness, eps)
-    flat = [xp.reshape(eq, (b, N_EQ)), xp.reshape(xp.log(total + eps), (b, N_EQ)), program[:, N_STIFFNESS:]]
-    return xp.concat(flat, axis=1)
