@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace, device, is_torch_array
 
 N_STEPS = 17  # time steps of the motor program
 N_SPRINGS = 4  # left, right, down, up
@@ -201,18 +201,24 @@ def blurred_hats(coord: Array, table: Array) -> Array:
     xp = array_namespace(coord)
     base = xp.clip(xp.floor(coord), min=-2.0, max=float(SIDE))  # constant w.r.t. coord
     frac = coord - base
-    # g(c - tap) for c = 0..27 is a contiguous window of the table, starting at offset -tap: cut the
-    # table into its windows once, then pick one window per point (two plain integer indexings that
-    # numpy and torch read alike; far faster than gathering 28 single values per point).
-    windows = table[:, _WINDOWS]  # (B, n_windows, 28)
-    rows = _const(np.arange(coord.shape[0]), coord)[:, None]
-    rows = xp.astype(rows, xp.int64)
     out = 0.0
     for tap, weight in ((base, 1.0 - frac), (base + 1.0, frac)):
         valid = xp.astype((tap >= 0.0) & (tap <= SIDE - 1.0), coord.dtype)
-        g = windows[rows, xp.astype(-tap, xp.int64) - _D_MIN]  # (B, n, 28)
+        g = _windows(table, xp.astype(-tap, xp.int64) - _D_MIN)  # (B, n, 28)
         out = out + g * (weight * valid)[:, :, None]
     return out
+
+
+def _windows(table: Array, start: Array) -> Array:
+    """table[b, start[b, j] + c] for c = 0..27: g(c - tap) is a contiguous window of the kernel table.
+    (B, W), (B, n) -> (B, n, 28). Each library's fastest way (measured): torch gathers, numpy cuts the
+    table into its windows and picks one per point."""
+    if is_torch_array(table):
+        import torch  # only reached with torch arrays: serving never imports it
+
+        index = start[:, :, None] + torch.arange(SIDE, device=start.device)
+        return torch.gather(table, 1, index.reshape(start.shape[0], -1)).reshape(*start.shape, SIDE)
+    return table[:, _WINDOWS][np.arange(table.shape[0])[:, None], start]
 
 
 def to_pixels(points: Array, config: RendererConfig) -> Array:
