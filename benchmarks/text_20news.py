@@ -30,15 +30,8 @@ import scipy.sparse as sp
 import torch
 
 from training.corpus import Corpus, load_corpus
-from training.text_eval import (
-    Split,
-    baseline_metrics,
-    code_metrics,
-    full_vocabulary_tfidf,
-    make_split,
-    shortlist_metrics,
-    summarise,
-)
+from training.text_baselines import FullVocabulary, baseline_metrics, full_vocabulary
+from training.text_eval import Split, code_metrics, make_split, shortlist_metrics, summarise
 from training.text_features import WordIndex, cap_lengths, count_matrix, fit_vocabulary, tfidf
 from training.text_plots import plot_document_map, plot_pr_curves
 from training.text_train import (
@@ -64,15 +57,16 @@ def activations(model: torch.nn.Module, counts: torch.Tensor) -> np.ndarray:
 
 def load_split(
     corpus: str, profile: TextProfile
-) -> tuple[Corpus, Corpus, Split, sp.csr_matrix, sp.csr_matrix]:
+) -> tuple[Corpus, Corpus, Split, sp.csr_matrix, sp.csr_matrix, FullVocabulary]:
     """(train, test, split with vocabulary TF-IDF, train counts, test counts); the vocabulary is fitted on
     all training documents, as `prepare_data` does, so it is the same for every seed."""
     train, test = load_corpus(corpus, "train"), load_corpus(corpus, "test")
     vocabulary, idf = fit_vocabulary(train.texts, profile.vocab_size)
     index = WordIndex(vocabulary)
     database_counts, query_counts = count_matrix(train.texts, index), count_matrix(test.texts, index)
-    split = make_split(train, test, tfidf(database_counts, idf), tfidf(query_counts, idf))
-    return train, test, split, database_counts, query_counts
+    full = full_vocabulary(train.texts, test.texts)
+    split = make_split(train, test, tfidf(database_counts, idf), tfidf(query_counts, idf), full)
+    return train, test, split, database_counts, query_counts, full
 
 
 def run_seed(
@@ -85,8 +79,7 @@ def run_seed(
     checkpoints: Path | None = None,
 ) -> dict[str, Any]:
     """Train every code size for one seed, evaluate it on the test split, plot the map of its 128-bit code."""
-    train, test, split, database_counts, query_counts = load_split(corpus, profile)
-    full = full_vocabulary_tfidf(train, test)
+    train, test, split, database_counts, query_counts, full = load_split(corpus, profile)
     started = time.perf_counter()
     data: TextData = prepare_data(train, profile, seed)
     database = torch.from_numpy(cap_lengths(database_counts, profile.max_length).toarray())
@@ -122,7 +115,10 @@ def run_seed(
         acts[ADDRESS_BITS][0] > 0.5,
         acts[ADDRESS_BITS][1] > 0.5,
         split,
-        {"tfidf_vocab": (split.database_tfidf, split.query_tfidf), "tfidf_full": full},
+        {
+            "tfidf_vocab": (split.database_tfidf, split.query_tfidf),
+            "tfidf_full": (full.database_tfidf, full.query_tfidf),
+        },
     )
     noise_comparison = {}
     if first_seed and compare_noise:
@@ -147,8 +143,8 @@ def run_seed(
     if first_seed:  # one map is enough
         plot_document_map(
             acts[128][1],
-            split.query_labels,
-            split.label_names,
+            split.map_labels,
+            split.map_label_names,
             out / "text_20news_map.png",
             f"t-SNE of 128-bit code activations of test documents (seed {seed})",
         )
@@ -167,8 +163,10 @@ def run_seed(
 
 
 def run_baselines(profile: TextProfile, corpus: str, out: Path, seed: int) -> dict[str, Any]:
-    train, test, split, _, _ = load_split(corpus, profile)
-    baselines = baseline_metrics(split, full_vocabulary_tfidf(train, test), SIZES, seed=seed)
+    _, _, split, _, _, full = load_split(corpus, profile)
+    baselines = baseline_metrics(
+        split.relevance, (split.database_tfidf, split.query_tfidf), full, SIZES, seed=seed
+    )
     (out / "text_20news_baselines.json").write_text(json.dumps(baselines, indent=2) + "\n")
     return baselines
 

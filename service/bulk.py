@@ -82,7 +82,8 @@ def _batches(records: Iterable[Record], batch_size: int) -> Iterator[list[Record
     batch: list[Record] = []
     seen: dict[str, Record] = {}
     for record in records:
-        if "\x00" in record.text or (record.label is not None and "\x00" in record.label):
+        labels = (record.label or "") + "".join(record.labels or ())
+        if "\x00" in record.text or "\x00" in labels:
             raise CorpusError(f"{record.where}: the text or label {NUL_MESSAGE}")
         if not _VALID_ID.fullmatch(record.id):
             raise CorpusError(f"{record.where}: document id {record.id!r} is not {DOCUMENT_ID_RULE}")
@@ -169,6 +170,8 @@ def _encoded(
 
 
 def _incoming(record: Record) -> IncomingDocument:
+    if record.labels is not None:  # a multi-label corpus
+        return IncomingDocument(record.id, record.text, {"labels": list(record.labels)})
     return IncomingDocument(record.id, record.text, None if record.label is None else {"label": record.label})
 
 

@@ -6,10 +6,10 @@ one address is two array reads; above that the sorted addresses are binary-searc
 of every radius are precomputed in order of popcount, so the shortlist comes out ordered by address
 distance and the lookup stops as soon as `limit` documents are found.
 
-The probe loop is compiled with numba (`hamming_ball`): a lookup visits a few hundred addresses and
-copies a few hundred positions, which is microseconds of work, and as vectorised numpy it cost a dozen
-array calls whose fixed overheads were most of the time (23 us against 5 us compiled at radius 2 on
-1,000,000 documents; `benchmarks/search.py`).
+The probe loops are compiled with numba (`hamming_ball`, `probe_cells`): a lookup visits a few
+hundred addresses and copies a few hundred positions, which is microseconds of work, and as
+vectorised numpy it cost a dozen array calls whose fixed overheads were most of the time (23 us
+against 5 us compiled at radius 2 on 1,000,000 documents; `benchmarks/search.py`).
 """
 
 from __future__ import annotations
@@ -116,6 +116,34 @@ def hamming_ball(
     return positions, distances, probed
 
 
+@numba.njit(
+    "Tuple((int64[::1], int64[::1], int64))(int64[::1], int64[::1], int64[::1], int64)",
+    cache=True,
+    nogil=True,
+)
+def probe_cells(
+    offsets: np.ndarray, sorted_addresses: np.ndarray, probes: np.ndarray, limit: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Positions of the first `limit` documents at addresses probes[0], probes[1], ... in that order.
+
+    offsets and sorted_addresses as in `hamming_ball`; probes: (m,) int64 addresses. Returns positions
+    (k,) int64, the index into `probes` of the probe that found each (k,) int64, with k <= limit, and
+    how many probes were looked up. One pass into arrays of `limit` (callers probe few addresses).
+    """
+    positions = np.empty(limit, dtype=np.int64)
+    which = np.empty(limit, dtype=np.int64)
+    found = 0
+    for i in range(probes.shape[0]):
+        first, stop = _run(offsets, sorted_addresses, probes[i])
+        for position in range(first, stop):
+            positions[found] = position
+            which[found] = i
+            found += 1
+            if found == limit:
+                return positions, which, i + 1
+    return positions[:found], which[:found], probes.shape[0]
+
+
 @dataclass(slots=True)  # not frozen: built once per query, and a frozen __init__ is slower
 class Shortlist:
     """The result of one Hamming-ball lookup."""
@@ -123,6 +151,15 @@ class Shortlist:
     positions: np.ndarray  # (k,) int64 positions into the index, ordered by address distance
     distances: np.ndarray  # (k,) uint8 Hamming distance of each document's address to the query
     probed: int  # how many addresses were looked up
+
+
+@dataclass(slots=True)
+class Probes:
+    """The result of looking up an ordered list of addresses (`BitIndex.probe`)."""
+
+    positions: np.ndarray  # (k,) int64 positions into the index, in probe order
+    probe_indices: np.ndarray  # (k,) int64: addresses[probe_indices[j]] is where positions[j] was found
+    probed: int  # how many of the addresses were looked up (a prefix of the list)
 
 
 class BitIndex:
@@ -218,9 +255,38 @@ class BitIndex:
         )
         return Shortlist(positions=positions, distances=distances, probed=int(probed))
 
+    def probe(self, addresses: Sequence[int] | np.ndarray, limit: int) -> Probes:
+        """The documents stored at `addresses[0]`, `addresses[1]`, ... in that order, until `limit` are
+        found: the lookup behind multi-probe search, which orders its probes by likelihood itself."""
+        probes = np.ascontiguousarray(addresses, dtype=np.int64)
+        if probes.ndim != 1:
+            raise ValueError(f"addresses must be a 1-D list, got shape {probes.shape}")
+        if probes.size and (int(probes.min()) < 0 or int(probes.max()) >> self.address_bits):
+            raise ValueError(f"every address must be in 0..2**{self.address_bits}-1")
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        positions, which, probed = probe_cells(self._offsets, self._sorted_addresses, probes, limit)
+        return Probes(positions=positions, probe_indices=which, probed=int(probed))
+
+    def row_ids_at(self, positions: np.ndarray) -> np.ndarray:
+        """(k,) int64 SQL row ids of the documents at `positions`."""
+        return self.row_ids[positions]
+
+    def external_ids_at(self, positions: np.ndarray) -> list[str]:
+        """The external ids of the documents at `positions`, in that order."""
+        return self.external_ids[positions].tolist()
+
+    def addresses_at(self, positions: np.ndarray) -> np.ndarray:
+        """(k,) uint64 addresses of the documents at `positions`."""
+        return self.addresses[positions]
+
+    def long_words_at(self, positions: np.ndarray) -> np.ndarray:
+        """(k, words) uint64 long codes of the documents at `positions`."""
+        return self.long_words[positions]
+
     def long_code_distances(self, positions: np.ndarray, query_words: np.ndarray) -> np.ndarray:
         """Hamming distances between the long codes at `positions` and one query code (as uint64 words)."""
-        return np.bitwise_count(self.long_words[positions] ^ query_words).sum(axis=1, dtype=np.int64)
+        return np.bitwise_count(self.long_words_at(positions) ^ query_words).sum(axis=1, dtype=np.int64)
 
     def brute_force_ball(self, address: int, radius: int) -> np.ndarray:
         """Positions of every document within `radius`, by scanning all addresses (a reference path)."""

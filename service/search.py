@@ -81,7 +81,7 @@ def search(
     elif rerank == "tfidf":
         assert query.text is not None, "the API only allows a TF-IDF rerank for text queries"
         with session_factory() as session:
-            similarities = _tfidf_scores(session, bundle, index.row_ids[positions], query.text)
+            similarities = _tfidf_scores(session, bundle, index.row_ids_at(positions), query.text)
         order = np.argsort(-similarities, kind="stable")
         scores = similarities[order]
     else:
@@ -91,7 +91,7 @@ def search(
     hits = [
         SearchHit(external_id=external_id, distance=int(distance), score=float(score))
         for external_id, distance, score in zip(
-            index.external_ids[positions[order]].tolist(),
+            index.external_ids_at(positions[order]),
             distances[order].tolist(),
             scores.tolist(),
             strict=True,

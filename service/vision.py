@@ -23,13 +23,14 @@ from service.errors import InvalidInputError, ModelNotLoadedError, ServiceError
 from service.imaging import ImageInputError, image_to_mnist, pixels_to_array
 from service.settings import Settings
 from training.bundle_io import BundleError
+from training.motor_bundle import MotorBundle
 from training.sparse_bundle import SparseBundle
 from training.vision_bundle import DigitBundle, ImageBundle
 
 logger = logging.getLogger(__name__)
 
 Pixels = list[float] | list[list[float]]
-Bundle = TypeVar("Bundle", DigitBundle, ImageBundle, SparseBundle)
+Bundle = TypeVar("Bundle", DigitBundle, ImageBundle, MotorBundle, SparseBundle)
 
 
 class PixelsRequest(BaseModel):
@@ -132,6 +133,13 @@ def get_sparse_bundle(request: Request) -> SparseBundle:
 DigitBundleDep = Annotated[DigitBundle, Depends(get_digit_bundle)]
 ImageBundleDep = Annotated[ImageBundle, Depends(get_image_bundle)]
 SparseBundleDep = Annotated[SparseBundle, Depends(get_sparse_bundle)]
+
+
+def get_motor_bundle(request: Request) -> MotorBundle:
+    return _bundle(request, "motor_bundle", "motor")
+
+
+MotorBundleDep = Annotated[MotorBundle, Depends(get_motor_bundle)]
 
 
 # ----- inputs ------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 
 from training.retrieval import (
+    Relevance,
     cosine_relevant_at,
     hamming_distances,
     hamming_relevant_at,
@@ -14,6 +15,10 @@ from training.retrieval import (
     precision_recall,
 )
 from training.text_eval import capped_ball
+
+
+def same_label(query_labels: np.ndarray, database_labels: np.ndarray) -> Relevance:
+    return Relevance.from_labels([(str(x),) for x in query_labels], [(str(x),) for x in database_labels])
 
 
 def test_hamming_distances_brute_force() -> None:
@@ -36,14 +41,14 @@ def test_tied_ranking_is_the_average_over_all_orderings_of_ties() -> None:
     for order in orders:  # every ordering consistent with the distances, equally likely
         cum = np.cumsum(relevant[list(order)])
         totals += [cum[k - 1] for k in cutoffs]
-    got = hamming_relevant_at(query, database, query_labels, database_labels, cutoffs)[0]
+    got = hamming_relevant_at(query, database, same_label(query_labels, database_labels), cutoffs)[0]
     np.testing.assert_allclose(got, totals / len(orders))
 
 
 def test_identical_codes_give_base_rate_precision() -> None:
     database = np.zeros((10, 4), dtype=bool)
     labels = np.array([0] * 3 + [1] * 7)
-    got = hamming_relevant_at(database[:1], database, np.array([0]), labels, [5, 10])
+    got = hamming_relevant_at(database[:1], database, same_label(np.array([0]), labels), [5, 10])
     np.testing.assert_allclose(got[0], [1.5, 3.0])
 
 
@@ -51,7 +56,7 @@ def test_cosine_ranking_and_precision_recall() -> None:
     database = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     labels = np.array([0, 0, 1, 1])
     queries, query_labels = np.array([[2.0, 0.1], [0.0, 3.0]]), np.array([0, 1])
-    got = cosine_relevant_at(queries, database, query_labels, labels, [1, 2, 4])
+    got = cosine_relevant_at(queries, database, same_label(query_labels, labels), [1, 2, 4])
     np.testing.assert_array_equal(got, [[1, 2, 2], [1, 2, 2]])
     curve = precision_recall(got, [1, 2, 4], np.array([2, 2]))
     assert curve["precision"] == [1.0, 1.0, 0.5] and curve["recall"] == [0.5, 1.0, 1.0]
@@ -69,3 +74,18 @@ def test_capped_shortlist_keeps_the_nearest_in_database_order() -> None:
     assert capped[0].tolist() == [False, True, False, True, True, False]  # distances 0, 0, 1
     assert not capped[1].any()  # nothing inside the ball: nothing kept
     assert capped_ball(inside, distance, 6) is inside
+
+
+def test_multi_label_relevance_is_a_shared_label() -> None:
+    relevance = Relevance.from_labels([("a", "b"), ()], [("a",), ("c",), ("b", "c"), ("a", "b")])
+    assert relevance.multi_label
+    assert relevance.block(0, 2).tolist() == [[True, False, True, True], [False, False, False, False]]
+    assert relevance.counts.tolist() == [3, 0]
+    single = Relevance.from_labels([("x",)], [("x",), ("y",)])
+    assert not single.multi_label and single.block(0, 1).tolist() == [[True, False]]
+
+
+def test_neighbour_relevance_marks_the_reference_neighbours() -> None:
+    relevance = Relevance.from_neighbours(np.array([[2, 0], [1, 3]]), 4)
+    assert relevance.block(0, 2).tolist() == [[True, False, True, False], [False, True, False, True]]
+    assert relevance.counts.tolist() == [2, 2]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,11 +48,14 @@ def fine_tune(
     generator: torch.Generator | None = None,
     description: str = "fine-tune",
     progress: bool = True,
+    deadline: float | None = None,
 ) -> tuple[list[dict[str, float]], int]:
     """Minimise `loss_fn(model, x_batch, y_batch)` over the rows of x (and y, if given).
 
     Returns (one log record per epoch, the best epoch). With `validate`, the model ends holding the
     weights of the epoch with the lowest validation score; without it, those of the last epoch.
+    `deadline` (a `time.monotonic()` value): stop after the first epoch that ends past it, keeping
+    the best epoch so far (a time budget; at least one epoch always runs).
     """
     device = next(model.parameters()).device
     params = list(model.parameters())
@@ -77,6 +81,7 @@ def fine_tune(
     best_score, best_epoch, best_state = math.inf, schedule.epochs, None
     step = 0
     for epoch in range(1, schedule.epochs + 1):
+        epoch_started = time.perf_counter()
         model.train()
         order = torch.randperm(n, generator=generator)
         total, count = 0.0, 0
@@ -109,6 +114,7 @@ def fine_tune(
             if score < best_score:
                 best_score, best_epoch = score, epoch
                 best_state = copy.deepcopy(model.state_dict())
+        record["seconds"] = time.perf_counter() - epoch_started
         history.append(record)
         log.info("%s %s", description, " ".join(f"{k}={v:.5g}" for k, v in record.items()))
         if schedule.patience is not None and validate is not None and epoch - best_epoch >= schedule.patience:
@@ -118,6 +124,9 @@ def fine_tune(
                 schedule.patience,
                 epoch,
             )
+            break
+        if deadline is not None and time.monotonic() > deadline and epoch < schedule.epochs:
+            log.info("%s: time budget spent, stopping at epoch %d (best: %d)", description, epoch, best_epoch)
             break
     if best_state is not None:
         model.load_state_dict(best_state)

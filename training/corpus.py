@@ -1,7 +1,9 @@
 """Document corpora: JSON lines, a folder of .txt files, and 20 Newsgroups (bydate).
 
-Every loader returns a `Corpus`: parallel lists of ids, texts and (optional) labels. Malformed input
-raises `CorpusError` naming the file and, for JSON lines, the line number.
+Every loader returns a `Corpus`: parallel lists of ids, texts and (optional) labels. A document has
+one label (`"label": "sci.space"`) or a set of them (`"labels": ["physics", "space"]`, a multi-label
+corpus: two documents are related when they share a label). Malformed input raises `CorpusError`
+naming the file and, for JSON lines, the line number.
 
 `load_corpus(source, split)` is the one entry point of the CLI; `stream_corpus` reads the same
 sources one document at a time, for the bulk indexing job:
@@ -18,6 +20,7 @@ sources one document at a time, for the bulk indexing job:
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -40,28 +43,50 @@ class CorpusError(ValueError):
 
 @dataclass
 class Corpus:
-    """Documents in a fixed order. `labels` is None when the source has none."""
+    """Documents in a fixed order.
+
+    `labels`: one label per document (single-label corpora), else None. `label_sets`: a tuple of labels
+    per document (multi-label corpora, possibly empty tuples), else None. At most one of them is set.
+    """
 
     ids: list[str]
     texts: list[str]
     labels: list[str] | None = None
     source: str = ""  # where it came from, for messages and configs
     meta: dict[str, str] = field(default_factory=dict)
+    label_sets: list[tuple[str, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None or self.label_sets is not None
+
+    def relevance_labels(self) -> list[tuple[str, ...]] | None:
+        """Every document's labels as a tuple (single labels as 1-tuples); None when unlabelled."""
+        if self.label_sets is not None:
+            return self.label_sets
+        return None if self.labels is None else [(label,) for label in self.labels]
+
     def records(self) -> Iterator[Record]:
         """The documents one at a time, as a streamed source would give them."""
         labels = self.labels or [None] * len(self.texts)
-        for external_id, text, label in zip(self.ids, self.texts, labels, strict=True):
-            yield Record(external_id, text, label, f"{self.source}, document {external_id}")
+        label_sets = self.label_sets or [None] * len(self.texts)
+        for external_id, text, label, label_set in zip(self.ids, self.texts, labels, label_sets, strict=True):
+            yield Record(external_id, text, label, f"{self.source}, document {external_id}", label_set)
 
     def subset(self, rows: list[int]) -> Corpus:
         """The documents at `rows`, in that order."""
         labels = None if self.labels is None else [self.labels[i] for i in rows]
+        label_sets = None if self.label_sets is None else [self.label_sets[i] for i in rows]
         return Corpus(
-            [self.ids[i] for i in rows], [self.texts[i] for i in rows], labels, self.source, self.meta
+            [self.ids[i] for i in rows],
+            [self.texts[i] for i in rows],
+            labels,
+            self.source,
+            self.meta,
+            label_sets,
         )
 
 
@@ -73,10 +98,16 @@ class Record:
     text: str
     label: str | None = None
     where: str = ""
+    labels: tuple[str, ...] | None = None  # a multi-label document's labels ("labels" in JSON lines)
+
+    @property
+    def labelled(self) -> bool:
+        return self.label is not None or self.labels is not None
 
 
 def iter_jsonl(path: Path | str) -> Iterator[Record]:
-    """Stream `{"id": str, "text": str, "label": str (optional)}` lines of a .jsonl or .jsonl.gz file.
+    """Stream `{"id": str, "text": str, "label": str | "labels": [str, ...] (optional)}` lines of a
+    .jsonl or .jsonl.gz file.
 
     Blank lines are skipped; a malformed line raises `CorpusError` when it is reached.
     """
@@ -94,21 +125,30 @@ def iter_jsonl(path: Path | str) -> Iterator[Record]:
 
 
 def _collect(records: Iterable[Record], source: str) -> Corpus:
-    """A `Corpus` from records: ids must be unique, and labels on every document or on none."""
-    ids, texts, labels = [], [], []
+    """A `Corpus` from records: ids must be unique, and labels on every document or on none.
+
+    When any document has a `labels` list the corpus is multi-label, and single `label`s count as
+    one-label sets.
+    """
+    ids, texts, kept = [], [], []
     for record in records:
         ids.append(record.id)
         texts.append(record.text)
-        labels.append(record.label)
+        kept.append(record)
     if not texts:
         raise CorpusError(f"{source} holds no documents")
     if len(set(ids)) != len(ids):
         raise CorpusError(f"{source}: document ids are not unique")
-    labelled = [label is not None for label in labels]
+    labelled = [record.labelled for record in kept]
     if any(labelled) and not all(labelled):
         first = labelled.index(not labelled[0]) + 1
         raise CorpusError(f"{source}: some documents have a label and some do not (document {first})")
-    return Corpus(ids, texts, labels if all(labelled) else None, source)  # type: ignore[arg-type]
+    if not all(labelled):
+        return Corpus(ids, texts, None, source)
+    if any(record.labels is not None for record in kept):
+        label_sets = [record.labels if record.labels is not None else (str(record.label),) for record in kept]
+        return Corpus(ids, texts, None, source, label_sets=label_sets)
+    return Corpus(ids, texts, [str(record.label) for record in kept], source)
 
 
 def load_jsonl(path: Path | str) -> Corpus:
@@ -126,10 +166,16 @@ def _parse_record(line: str, path: Path, number: int) -> Record:
     for key in ("id", "text"):
         if not isinstance(record.get(key), str):
             raise CorpusError(f"{path}, line {number}: field {key!r} must be a string")
-    label = record.get("label")
+    label, labels = record.get("label"), record.get("labels")
     if label is not None and not isinstance(label, str):
         raise CorpusError(f"{path}, line {number}: field 'label' must be a string when present")
-    return Record(record["id"], record["text"], label, f"{path}, line {number}")
+    if labels is not None:
+        if label is not None:
+            raise CorpusError(f"{path}, line {number}: give 'label' or 'labels', not both")
+        if not isinstance(labels, list) or not all(isinstance(item, str) for item in labels):
+            raise CorpusError(f"{path}, line {number}: field 'labels' must be a list of strings when present")
+        labels = tuple(dict.fromkeys(labels))  # duplicates dropped, order kept
+    return Record(record["id"], record["text"], label, f"{path}, line {number}", labels)
 
 
 def iter_text_folder(path: Path | str) -> Iterator[Record]:
@@ -264,3 +310,40 @@ def synthetic_topic_corpus(n_documents: int, *, n_topics: int = 4, seed: int = 0
         texts.append(" ".join(tokens))
         labels.append(f"topic{topic}")
     return Corpus(ids, texts, labels, f"synthetic:{n_documents}:{seed}")
+
+
+def split_by_id(corpus: Corpus, test_fraction: float) -> tuple[Corpus, Corpus]:
+    """(train, test): a document is a test document iff sha256(id) falls in the first `test_fraction`
+    of the hash range. The split depends on the ids alone, so training and evaluation agree on it
+    without sharing a seed, and adding documents never moves the others."""
+    if not 0 < test_fraction < 1:
+        raise CorpusError(f"the test fraction must be between 0 and 1, got {test_fraction}")
+    test = [
+        int(hashlib.sha256(external_id.encode()).hexdigest()[:8], 16) < test_fraction * 2**32
+        for external_id in corpus.ids
+    ]
+    train_rows = [i for i, is_test in enumerate(test) if not is_test]
+    test_rows = [i for i, is_test in enumerate(test) if is_test]
+    if not train_rows or not test_rows:
+        raise CorpusError(f"{corpus.source}: a test fraction of {test_fraction} leaves one side empty")
+    train, held_out = corpus.subset(train_rows), corpus.subset(test_rows)
+    train.source, held_out.source = f"{corpus.source}:train", f"{corpus.source}:test"
+    return train, held_out
+
+
+def load_train_test(
+    source: str | Path, *, test: str | Path | None = None, test_fraction: float | None = None
+) -> tuple[Corpus, Corpus]:
+    """The (database, query) documents of an evaluation, from the first that applies:
+
+    * `test`: a separate query corpus (any `--corpus` form), the database being `source`'s train split;
+    * `test_fraction`: `source`'s documents split by id (`split_by_id`, as `semhash train text
+      --test-fraction` holds them out);
+    * `source`'s own train and test splits (20 Newsgroups, or a folder with train/test.jsonl[.gz]).
+    """
+    if test is not None and test_fraction is not None:
+        raise CorpusError("give a separate test corpus or a test fraction, not both")
+    if test_fraction is not None:
+        return split_by_id(load_corpus(source, "train"), test_fraction)
+    database = load_corpus(source, "train")
+    return database, load_corpus(test, "train") if test is not None else load_corpus(source, "test")

@@ -9,6 +9,7 @@ is overfitting).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,8 +45,12 @@ def train_rbm(
     generator: torch.Generator | None = None,
     description: str = "rbm",
     progress: bool = True,
+    deadline: float | None = None,
 ) -> list[dict[str, float]]:
     """Fit `rbm` to the rows of `data` (n, n_visible) with CD-k; returns one log record per epoch.
+
+    `deadline` (a `time.monotonic()` value): stop after the first epoch that ends past it, so the
+    history is shorter than `schedule.epochs` (a time budget; at least one epoch always runs).
 
     `transform` maps a minibatch before it is shown to the RBM (e.g. the up-pass of the layers below,
     so the data set itself never has to be materialised layer by layer). Shuffling and Gibbs sampling
@@ -66,6 +71,7 @@ def train_rbm(
     history: list[dict[str, float]] = []
     n = data.shape[0]
     for epoch in range(schedule.epochs):
+        epoch_started = time.perf_counter()
         momentum = 0.5 if epoch < schedule.initial_momentum_epochs else schedule.momentum
         for group in optimizer.param_groups:
             group["momentum"] = momentum
@@ -90,8 +96,17 @@ def train_rbm(
         record = {"epoch": epoch + 1, "reconstruction_error": total_error / max(1, (batches + 19) // 20)}
         if validation is not None:
             record["free_energy_gap"] = free_energy_gap(rbm, data, validation, prepare)
+        record["seconds"] = time.perf_counter() - epoch_started  # kept in checkpoints: resumed runs know it
         history.append(record)
         log.info("%s %s", description, " ".join(f"{k}={v:.4g}" for k, v in record.items()))
+        if deadline is not None and time.monotonic() > deadline and epoch + 1 < schedule.epochs:
+            log.info(
+                "%s: time budget spent, stopping after epoch %d of %d",
+                description,
+                epoch + 1,
+                schedule.epochs,
+            )
+            break
     return history
 
 

@@ -59,11 +59,13 @@ def train_or_resume(
     generator: torch.Generator | None = None,
     progress: bool = True,
     features_from: int | None = None,
+    deadline: float | None = None,
 ) -> list[dict[str, float]]:
     """Train one RBM on the up-pass of `below`, or load it from `checkpoint_dir/name.pt` if `key` matches.
 
     `features_from`: when set, only columns [:features_from] of each row go through the up-pass and the
-    rest (e.g. one-hot labels) are appended unchanged.
+    rest (e.g. one-hot labels) are appended unchanged. `deadline`: see `train_rbm`; a layer cut short
+    by it is not checkpointed (a later run without the budget must not resume it as finished).
     """
     path = checkpoint_dir / f"{name}.pt" if checkpoint_dir is not None else None
     if path is not None and path.is_file():
@@ -88,8 +90,9 @@ def train_or_resume(
         generator=generator,
         description=name,
         progress=progress,
+        deadline=deadline,
     )
-    if path is not None:
+    if path is not None and len(history) == schedule.epochs:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"key": key, "state": rbm.state_dict(), "history": history}, path)
     return history
@@ -106,6 +109,7 @@ def pretrain_stack(
     generator: torch.Generator | None = None,
     progress: bool = True,
     prefix: str = "rbm",
+    deadline: float | None = None,
 ) -> list[list[dict[str, float]]]:
     """Greedy layer-wise CD training of `rbms` (bottom first); returns each layer's history."""
     histories = []
@@ -122,6 +126,7 @@ def pretrain_stack(
                 validation=validation,
                 generator=generator,
                 progress=progress,
+                deadline=deadline,
             )
         )
     return histories

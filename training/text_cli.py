@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from training.corpus import CorpusError, load_corpus
+from training.corpus import CorpusError, load_corpus, load_train_test, split_by_id
 from training.text_bundle import BundleError, TextBundle
 
 log = logging.getLogger(__name__)
@@ -48,21 +48,48 @@ def register_text_commands(train_app: typer.Typer, evaluate_app: typer.Typer) ->
         out: Path = typer.Option(..., "--out", help="Bundle directory to write (checkpoints go inside)."),
         address_bits: int = typer.Option(20, "--address-bits", help="Bits of the address code (1-32)."),
         long_bits: int = typer.Option(128, "--long-bits", help="Bits of the long code (multiple of 8)."),
-        profile: str = typer.Option("quick", "--profile", help="tiny (seconds), quick (~1 min) or full."),
+        profile: str = typer.Option(
+            "quick",
+            "--profile",
+            help="tiny (seconds, tests), quick (a few minutes) or full; epochs scale with the corpus.",
+        ),
         noise: str | None = typer.Option(
             None, "--noise", help="Code noise: fixed or fresh (profile default)."
         ),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
         name: str = typer.Option("text", "--name", help="Bundle name, the prefix of its bundle id."),
+        threads: int | None = typer.Option(
+            None,
+            "--threads",
+            min=1,
+            help="Torch CPU threads (default: torch's, one per core). Use 1 on a busy machine.",
+        ),
+        max_minutes: float | None = typer.Option(
+            None,
+            "--max-minutes",
+            min=0.1,
+            help="Time budget: each phase stops early when its share is spent, keeping its best epoch.",
+        ),
+        test_fraction: float | None = typer.Option(
+            None,
+            "--test-fraction",
+            help="Hold out this share of the documents (by id, as `evaluate text --test-fraction` does).",
+        ),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     ) -> None:
         """Pretrain an RBM stack on word counts, unroll it and fine-tune the address and long encoders."""
+        import torch
+
         from training.text_train import PROFILES, train_text_bundle  # torch: only when training
 
         if profile not in PROFILES:
             raise typer.BadParameter(f"--profile must be one of {sorted(PROFILES)}, got {profile!r}")
+        if threads is not None:
+            torch.set_num_threads(threads)
         try:
             documents = load_corpus(corpus, "train")
+            if test_fraction is not None:
+                documents = split_by_id(documents, test_fraction)[0]
             with logging_redirect_tqdm():
                 bundle = train_text_bundle(
                     documents,
@@ -74,6 +101,7 @@ def register_text_commands(train_app: typer.Typer, evaluate_app: typer.Typer) ->
                     noise=noise,
                     name=name,
                     progress=_progress(no_progress),
+                    max_minutes=max_minutes,
                 )
         except (CorpusError, ValueError) as err:
             raise _fail(err) from err
@@ -89,22 +117,37 @@ def register_text_commands(train_app: typer.Typer, evaluate_app: typer.Typer) ->
     def evaluate_text_command(
         bundle: Path = typer.Option(..., "--bundle", help="Text bundle directory."),
         corpus: str = typer.Option(
-            "20news", "--corpus", help="'20news' or a folder with train.jsonl[.gz] and test.jsonl[.gz]."
+            "20news",
+            "--corpus",
+            help="'20news', a folder with train.jsonl[.gz] and test.jsonl[.gz], or (with --test or "
+            "--test-fraction) any corpus.",
         ),
+        test: str | None = typer.Option(None, "--test", help="A separate corpus of query documents."),
+        test_fraction: float | None = typer.Option(
+            None, "--test-fraction", help="Split --corpus by id: this share are queries (as in training)."
+        ),
+        name: str | None = typer.Option(None, "--name", help="Corpus name for plot titles."),
         json_out: Path | None = typer.Option(None, "--json", help="Also write the results to this file."),
         plots: Path | None = typer.Option(None, "--plots", help="Folder for the PNG plots."),
         bits: str = typer.Option("16,32,64,128", "--bits", help="Sizes of the LSA and LSH baselines."),
         seed: int = typer.Option(0, "--seed", help="Seed of the LSH hyperplanes and the t-SNE map."),
     ) -> None:
-        """Database = train split, queries = test split, relevant = same label; codes and baselines."""
+        """Database = train split, queries = test split; relevant = a shared label (or, unlabelled, the
+        query's TF-IDF neighbours); codes, address occupancy and baselines."""
         from training.text_eval import evaluate_text_bundle
 
         sizes = _parse_bits(bits)
         try:
             loaded = TextBundle.load(bundle)
-            database, queries = load_corpus(corpus, "train"), load_corpus(corpus, "test")
+            database, queries = load_train_test(corpus, test=test, test_fraction=test_fraction)
             results = evaluate_text_bundle(
-                loaded, database, queries, baseline_bits=sizes, plots_dir=plots, seed=seed
+                loaded,
+                database,
+                queries,
+                baseline_bits=sizes,
+                plots_dir=plots,
+                seed=seed,
+                corpus_name=name or ("20 Newsgroups" if corpus == "20news" else Path(corpus).name),
             )
         except (BundleError, CorpusError) as err:
             raise _fail(err) from err
@@ -117,5 +160,6 @@ def _report(results: dict[str, Any], json_out: Path | None) -> None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(results, indent=2) + "\n")
     headline = {k: results[k] for k in ("bundle", "precision_at_100", "address_r3_fraction_touched")}
+    headline["address_occupancy"] = results["occupancy"]["address"]
     headline |= {k: results[k] for k in ("bimodal_fraction", "dead_bits", "address_shortlist")}
     typer.echo(json.dumps(headline, indent=2))

@@ -19,7 +19,9 @@ Recipe (Salakhutdinov & Hinton, "Semantic hashing", 2009; seed slides 66-72, 78)
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -35,8 +37,9 @@ from models.autoencoder import DeepAutoencoder
 from models.rbm import RBM, BernoulliRBM, ConstrainedPoissonRBM
 from training.backprop import BackpropSchedule, fine_tune
 from training.corpus import Corpus
+from training.occupancy import query_ball_fraction
 from training.pretrain import CDSchedule
-from training.retrieval import hamming_relevant_at, label_ids
+from training.retrieval import Relevance, hamming_relevant_at
 from training.seed import set_seed
 from training.stack import fingerprint, pretrain_stack, train_or_resume
 from training.text_bundle import TextBundle, check_code_sizes, write_text_bundle
@@ -45,6 +48,10 @@ from training.text_features import WordIndex, cap_lengths, count_matrix, fit_voc
 log = logging.getLogger(__name__)
 
 NOISE_MODES = ("fixed", "fresh")
+# Shares of a --max-minutes budget: shared pretraining, then the address and the long encoder (code
+# RBM + fine-tuning), roughly as the `full` profile spends its time on 20 Newsgroups.
+PHASE_NAMES = ("shared", "address", "long")
+PHASE_SHARES = (0.55, 0.15, 0.30)
 WIDE_CODE_BITS = 24  # wider codes may take their own noise std (`TextProfile.wide_code_noise_std`)
 
 
@@ -77,8 +84,39 @@ class TextProfile:
     # (denoising). Without it fine-tuning overfits after 1-2 epochs; on the `full` stack, 128 bits,
     # validation precision@100: 0.448 (none), 0.460 (0.2), 0.485 (0.5), 0.500 (0.7), 0.494 (0.8).
     word_dropout: float = 0.0
+    # Weight of `balance_penalty` (each bit on for half the documents, bits uncorrelated) added to the
+    # fine-tuning loss: spreads documents over the addresses, so a Hamming ball holds fewer of them.
+    balance_weight: float = 0.0
+    # Address codes (<= WIDE_CODE_BITS): an epoch whose radius-3 ball around validation documents
+    # holds more than this share of the fit documents is chosen only when no epoch holds less
+    # (among those, the one holding least). None: precision alone chooses.
+    max_touched: float | None = None
+    # Reconstruct the idf-weighted word distribution (v_i idf_i / sum_j v_j idf_j) instead of v / N:
+    # frequent, uninformative words then weigh less in what the code must explain.
+    idf_target: bool = False
     validation_fraction: float = 0.1  # share of the training documents held out for early stopping
+    # Corpora with more fit documents than this train on the same number of document passes as one of
+    # this size (epochs x reference / n) on batches sqrt(n / reference) times larger, so training time
+    # stays about flat as the corpus grows (`scaled`). None: the schedules as written.
+    reference_documents: int | None = 12_000
     precision_at: int = 100  # validation score: precision at this many retrieved documents
+
+    def scaled(self, documents: int) -> TextProfile:
+        """This profile for a corpus of `documents` fit documents (see `reference_documents`)."""
+        if self.reference_documents is None or documents <= self.reference_documents:
+            return self
+        passes, batch = self.reference_documents / documents, math.sqrt(documents / self.reference_documents)
+
+        def scale(schedule: Any) -> Any:
+            return replace(
+                schedule,
+                epochs=max(1, round(schedule.epochs * passes)),
+                batch_size=round(schedule.batch_size * batch),
+            )
+
+        return replace(
+            self, bottom=scale(self.bottom), upper=scale(self.upper), finetune=scale(self.finetune)
+        )
 
     def noise_std_for(self, bits: int) -> float:
         """The code noise std of a `bits`-wide code."""
@@ -97,11 +135,14 @@ PROFILES: dict[str, TextProfile] = {
         validation_fraction=0.2,
         precision_at=10,
     ),
+    # The `full` recipe on a third of its pretraining and half its fine-tuning epochs.
     "quick": TextProfile(
         hidden=(500, 500),
-        bottom=CDSchedule(epochs=10, learning_rate=0.002),
-        upper=CDSchedule(epochs=5),
-        finetune=BackpropSchedule(epochs=3, optimizer="adam", learning_rate=1e-3, patience=2),
+        bottom=CDSchedule(epochs=30, learning_rate=0.002),
+        upper=CDSchedule(epochs=20),
+        finetune=BackpropSchedule(epochs=20, optimizer="adam", learning_rate=1e-3, patience=3),
+        wide_code_noise_std=16.0,
+        word_dropout=0.7,
     ),
     "full": TextProfile(
         hidden=(500, 500),
@@ -125,8 +166,11 @@ class TextData:
     idf: np.ndarray  # (V,)
     fit: Tensor  # (n_fit, V) float32 counts
     validation: Tensor  # (n_val, V)
-    fit_labels: np.ndarray | None  # (n_fit,) int label ids, or None for unlabelled corpora
-    validation_labels: np.ndarray | None
+    # which fit documents are relevant to each validation document (shared label); None: unlabelled
+    relevance: Relevance | None
+    # sha256 of the vocabulary and the exact (capped) counts: stands for the data in checkpoint keys.
+    # Hashing bytes, not a float sum, so the key does not depend on the thread count.
+    digest: str = ""
 
 
 def prepare_data(corpus: Corpus, profile: TextProfile, seed: int) -> TextData:
@@ -142,15 +186,17 @@ def prepare_data(corpus: Corpus, profile: TextProfile, seed: int) -> TextData:
         raise ValueError(f"{corpus.source or 'corpus'}: too few non-empty documents ({len(order)}) to train")
     val_rows, fit_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
     dense = torch.from_numpy(counts.toarray())
-    labels = label_ids(corpus.labels)[0] if corpus.labels is not None else None
-    return TextData(
-        vocabulary,
-        idf,
-        dense[fit_rows],
-        dense[val_rows],
-        None if labels is None else labels[fit_rows],
-        None if labels is None else labels[val_rows],
+    label_sets = corpus.relevance_labels()
+    relevance = (
+        None
+        if label_sets is None
+        else Relevance.from_labels([label_sets[i] for i in val_rows], [label_sets[i] for i in fit_rows])
     )
+    digest = hashlib.sha256("\n".join(vocabulary).encode())
+    fit_counts = counts[fit_rows]
+    for array in (fit_counts.indptr, fit_counts.indices, fit_counts.data, val_rows):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return TextData(vocabulary, idf, dense[fit_rows], dense[val_rows], relevance, digest.hexdigest())
 
 
 def shared_layers(data: TextData, profile: TextProfile) -> list[RBM]:
@@ -168,6 +214,7 @@ def pretrain_shared(
     checkpoint_dir: Path | None,
     seed: int,
     progress: bool,
+    deadline: float | None = None,
 ) -> tuple[list[RBM], str, list[list[dict[str, float]]]]:
     """Greedy CD training of the shared layers; returns (rbms, checkpoint key, per-layer histories)."""
     rbms = shared_layers(data, profile)
@@ -175,8 +222,8 @@ def pretrain_shared(
     pretraining = {
         k: asdict(profile)[k] for k in ("vocab_size", "hidden", "scale_hidden_bias", "bottom", "upper")
     }
-    # the data's sum and size stand for the corpus, the vocabulary and the length cap
-    key = fingerprint({**pretraining, "seed": seed, "data": float(data.fit.sum()), "n": data.fit.shape[0]})
+    # the digest stands for the corpus, the vocabulary, the length cap and the validation split
+    key = fingerprint({**pretraining, "seed": seed, "data": data.digest})
     histories = pretrain_stack(
         rbms,
         data.fit,
@@ -187,24 +234,48 @@ def pretrain_shared(
         generator=torch.Generator().manual_seed(seed),
         progress=progress,
         prefix="shared",
+        deadline=deadline,
     )
     return rbms, key, histories
 
 
+INFEASIBLE = 1e3  # added to the score of an epoch whose address ball is too crowded (max_touched)
+
+
 def validation_score(model: DeepAutoencoder, data: TextData, profile: TextProfile) -> float:
-    """Lower is better: -precision@K of validation queries against fit documents, else validation loss."""
+    """Lower is better: -precision@K of validation queries against fit documents, else validation loss;
+    plus INFEASIBLE * (1 + share touched) for an address code whose radius-3 ball is too crowded."""
     with torch.no_grad():
-        if data.fit_labels is None or data.validation_labels is None:
-            return float(model.reconstruction_loss(data.validation))
-        k = min(profile.precision_at, data.fit.shape[0])
-        relevant = hamming_relevant_at(
-            model.codes(data.validation).numpy(),
-            model.codes(data.fit).numpy(),
-            data.validation_labels,
-            data.fit_labels,
-            [k],
-        )
-    return -float(relevant.mean() / k)
+        validation, fit = model.codes(data.validation).numpy(), model.codes(data.fit).numpy()
+        if data.relevance is None:
+            score = float(model.reconstruction_loss(data.validation))
+        else:
+            k = min(profile.precision_at, data.fit.shape[0])
+            score = -float(hamming_relevant_at(validation, fit, data.relevance, [k]).mean() / k)
+    if profile.max_touched is not None and model.code_bits <= WIDE_CODE_BITS:
+        touched = query_ball_fraction(validation, fit, radius=3)
+        log.info("%d-bit validation score %.4f, radius-3 ball %.2f%%", model.code_bits, score, 100 * touched)
+        if touched > profile.max_touched:
+            score += INFEASIBLE * (1 + touched)
+    return score
+
+
+def balance_penalty(y: Tensor) -> Tensor:
+    """Address balance of (B, bits) code activations y, a scalar in [0, 2]:
+
+        4 mean_j (mean_b y_bj - 1/2)^2  +  mean_{j != k} corr_b(y_j, y_k)^2
+
+    (each bit on for half the documents; bits uncorrelated, so that the 2^bits addresses are used
+    evenly instead of the documents crowding into a few).
+    """
+    bits = y.shape[1]
+    mean = y.mean(dim=0)
+    centred = y - mean
+    cov = centred.T @ centred / y.shape[0]  # (bits, bits)
+    std = cov.diagonal().clamp_min(1e-6).sqrt()
+    corr = cov / (std[:, None] * std[None, :])
+    off_diagonal = corr - torch.diag(corr.diagonal())
+    return 4 * ((mean - 0.5) ** 2).mean() + (off_diagonal**2).sum() / max(1, bits * (bits - 1))
 
 
 def train_code_encoder(
@@ -218,6 +289,7 @@ def train_code_encoder(
     seed: int,
     progress: bool,
     name: str,
+    deadline: float | None = None,
 ) -> tuple[DeepAutoencoder, dict[str, Any]]:
     """Pretrain a `bits`-unit code RBM on top of `shared`, unroll, fine-tune; returns (model, report)."""
     if profile.noise not in NOISE_MODES:
@@ -235,6 +307,7 @@ def train_code_encoder(
         validation=data.validation,
         generator=generator,
         progress=progress,
+        deadline=deadline,
     )
     model = DeepAutoencoder.from_rbms([*shared, top])
     pretrained_score = validation_score(model, data, profile)
@@ -243,13 +316,21 @@ def train_code_encoder(
     noise_std = profile.noise_std_for(bits)
     fixed_noise = torch.randn(data.fit.shape[0], bits, generator=generator) * noise_std
 
+    idf = torch.from_numpy(data.idf.astype(np.float32))
+
     def loss_fn(net: DeepAutoencoder, counts: Tensor, noise: Tensor | None) -> Tensor:
         if noise is None:  # fresh noise for this minibatch
             noise = torch.randn(counts.shape[0], bits, generator=generator) * noise_std
-        if profile.word_dropout == 0:
-            return net.reconstruction_loss(counts, noise)
-        keep = torch.rand(counts.shape, generator=generator) >= profile.word_dropout
-        return net.reconstruction_loss(counts * keep, noise, target=counts)
+        inputs = counts
+        if profile.word_dropout > 0:
+            inputs = counts * (torch.rand(counts.shape, generator=generator) >= profile.word_dropout)
+        target = counts * idf if profile.idf_target else counts
+        y = net.encode(inputs, noise)
+        log_p = net.decode_log_probs(y)
+        loss = -((target / target.sum(dim=1, keepdim=True).clamp_min(1e-6)) * log_p).sum(dim=1).mean()
+        if profile.balance_weight > 0:
+            loss = loss + profile.balance_weight * balance_penalty(y)
+        return loss
 
     history, best_epoch = fine_tune(
         model,
@@ -261,6 +342,7 @@ def train_code_encoder(
         generator=generator,
         description=f"{name} {bits}-bit fine-tune",
         progress=progress,
+        deadline=deadline,
     )
     best_score = min(record["validation"] for record in history)
     if pretrained_score <= best_score:  # the un-fine-tuned stack wins: epoch 0
@@ -270,7 +352,7 @@ def train_code_encoder(
         "bits": bits,
         "selected_epoch": best_epoch,
         "validation_score": best_score,
-        "validation_metric": "neg_precision" if data.fit_labels is not None else "reconstruction_loss",
+        "validation_metric": "neg_precision" if data.relevance is not None else "reconstruction_loss",
         "pretrained_validation_score": pretrained_score,
         "code_rbm": top_history,
         "fine_tune": history,
@@ -298,13 +380,16 @@ def train_text_bundle(
     noise: str | None = None,
     name: str | None = None,
     progress: bool = False,
+    max_minutes: float | None = None,
 ) -> TextBundle:
     """Train the address and long encoders on `documents` and write the bundle to `out_dir`.
 
     `documents`: a `Corpus` (labels, when present, choose the fine-tuning epoch) or plain texts.
     `profile`: "tiny" (a few hundred short documents in seconds, for tests), "quick", "full", or a
     `TextProfile`. `noise` overrides the profile's noise mode ("fixed" or "fresh"). `name` (default
-    "text") prefixes the bundle id.
+    "text") prefixes the bundle id. `max_minutes`: a time budget split over the phases by
+    PHASE_SHARES (a phase that ends early leaves its time to the next); each phase stops after the
+    epoch that crosses its share and keeps its best weights, so the bundle is written about on time.
     """
     check_code_sizes(address_bits, long_bits)
     corpus = (
@@ -316,12 +401,20 @@ def train_text_bundle(
     if noise is not None:
         settings = replace(settings, noise=noise)
     out = Path(out_dir)
-    started = time.perf_counter()
+    started, clock_start = time.perf_counter(), time.monotonic()
+
+    def deadline(phase: str) -> float | None:
+        if max_minutes is None:
+            return None
+        share = sum(PHASE_SHARES[: PHASE_NAMES.index(phase) + 1])
+        return clock_start + 60 * max_minutes * share
+
     set_seed(seed)
     data = prepare_data(corpus, settings, seed)
+    settings = settings.scaled(data.fit.shape[0])
     checkpoints = out / "checkpoints"
     shared, key, shared_history = pretrain_shared(
-        data, settings, checkpoint_dir=checkpoints, seed=seed, progress=progress
+        data, settings, checkpoint_dir=checkpoints, seed=seed, progress=progress, deadline=deadline("shared")
     )
     weights: dict[str, np.ndarray] = {}
     reports: dict[str, Any] = {}
@@ -337,6 +430,7 @@ def train_text_bundle(
             seed=seed,
             progress=progress,
             name=code,
+            deadline=deadline(code),
         )
         weights |= encoder_weights(model, code)
         encoders[code] = model.layer_sizes
@@ -359,6 +453,14 @@ def train_text_bundle(
         "seed": seed,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    metrics = {"train_seconds": seconds, "shared_pretraining": shared_history, **reports}
+    histories = [*shared_history] + [reports[c][k] for c in reports for k in ("code_rbm", "fine_tune")]
+    metrics = {
+        "train_seconds": seconds,
+        # seconds of every epoch behind the bundle, including layers resumed from checkpoints
+        "compute_seconds": sum(record.get("seconds", 0.0) for history in histories for record in history),
+        "max_minutes": max_minutes,
+        "shared_pretraining": shared_history,
+        **reports,
+    }
     log.info("trained text bundle in %.1f s -> %s", seconds, out)
     return write_text_bundle(out, config, data.vocabulary, data.idf, weights, metrics)

@@ -122,3 +122,39 @@ def test_long_codes_shorter_than_a_word_are_padded() -> None:
     words = long_codes_to_words(np.array([[0xFF, 0x01, 0x80]], dtype=np.uint8))
     assert words.shape == (1, 1)
     assert int(np.bitwise_count(words).sum()) == 10
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 300),
+    address_bits=st.sampled_from([6, 12, 28]),
+    probes=st.integers(0, 40),
+    limit=st.integers(1, 400),
+)
+def test_probe_returns_each_address_run_in_order_until_the_limit(
+    seed: int, n: int, address_bits: int, probes: int, limit: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    index = random_index(rng, n, address_bits)
+    # Probe addresses that hold documents as well as empty ones, some of them twice.
+    pool = np.concatenate([index.addresses, rng.integers(0, 1 << address_bits, 8, dtype=np.uint64)])
+    addresses = rng.choice(pool, probes) if probes and len(pool) else np.zeros(0, np.uint64)
+    expected = [
+        (int(position), i)
+        for i, address in enumerate(addresses.tolist())
+        for position in sorted(index.lookup(int(address), 0, 10_000).positions.tolist())
+    ]
+    got = index.probe(addresses, limit)
+    assert list(zip(got.positions.tolist(), got.probe_indices.tolist(), strict=True)) == expected[:limit]
+    assert got.probed == (len(addresses) if len(expected) < limit else expected[limit - 1][1] + 1)
+
+
+def test_probe_rejects_addresses_outside_the_address_space() -> None:
+    index = random_index(np.random.default_rng(7), 10, 8)
+    with pytest.raises(ValueError, match="address"):
+        index.probe([1, 256], 10)
+    with pytest.raises(ValueError, match="address"):
+        index.probe([-1], 10)
+    with pytest.raises(ValueError, match="limit"):
+        index.probe([1], 0)
