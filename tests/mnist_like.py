@@ -17,7 +17,9 @@ from training.backprop import BackpropSchedule
 from training.digits import DigitsConfig
 from training.images import ImagesConfig
 from training.mnist import MnistSplits
+from training.motor import MotorConfig
 from training.pretrain import CDSchedule
+from training.sparse import LISTASchedule, PSDSchedule, SparseConfig
 
 
 def mnist_like() -> MnistSplits:
@@ -53,6 +55,19 @@ def tiny_images_config() -> ImagesConfig:
     )
 
 
+def tiny_sparse_config() -> SparseConfig:
+    return SparseConfig(
+        n_atoms=48,
+        lam=0.5,
+        n_validation=300,
+        psd=PSDSchedule(epochs=2, inference_iterations=10),
+        lista=LISTASchedule(n_train=600, target_iterations=100, epochs=3),
+        fista_iterations=50,
+        address_bits=8,
+        device="cpu",
+    )
+
+
 def write_idx(path: Path, array: np.ndarray) -> None:
     """Write an uint8 array as a gzipped IDX file (magic 0x0000 08 ndim, big-endian sizes)."""
     header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
@@ -68,3 +83,23 @@ def write_mnist_folder(folder: Path, splits: MnistSplits) -> Path:
     write_idx(folder / "t10k-images-idx3-ubyte.gz", to_bytes(splits.test_x))
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", splits.test_y)
     return folder
+
+
+def tiny_motor_config() -> MotorConfig:
+    """A motor model small enough to train in seconds (tiny nets, a few steps, 60 validation digits)."""
+    return MotorConfig(
+        hidden=(32,),
+        steps=16,
+        synthetic_batch=4,
+        real_batch=4,
+        warmup_steps=6,
+        refresh_every=5,
+        pool_size=8,
+        n_class_codes=4,
+        eval_every=8,
+        checkpoint_every=5,
+        n_validation=60,
+        local_search_iterations=3,
+        local_search_steps=(0.02, 0.08),
+        device="cpu",
+    )
