@@ -25,12 +25,13 @@ from service.errors import InvalidInputError, ModelNotLoadedError, ServiceError
 from service.imaging import ImageInputError, decode_image, pixels_to_array, to_mnist
 from service.settings import Settings
 from training.bundle_io import BundleError
+from training.motor_bundle import MotorBundle
 from training.vision_bundle import DigitBundle, ImageBundle
 
 logger = logging.getLogger(__name__)
 
 Pixels = list[float] | list[list[float]]
-Bundle = TypeVar("Bundle", DigitBundle, ImageBundle)
+Bundle = TypeVar("Bundle", DigitBundle, ImageBundle, MotorBundle)
 
 
 class PixelsRequest(BaseModel):
@@ -117,6 +118,13 @@ def get_image_bundle(request: Request) -> ImageBundle:
 
 DigitBundleDep = Annotated[DigitBundle, Depends(get_digit_bundle)]
 ImageBundleDep = Annotated[ImageBundle, Depends(get_image_bundle)]
+
+
+def get_motor_bundle(request: Request) -> MotorBundle:
+    return _bundle(request, "motor_bundle", "motor")
+
+
+MotorBundleDep = Annotated[MotorBundle, Depends(get_motor_bundle)]
 
 
 # ----- inputs ------------------------------------------------------------------------------------

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 import torch
-from mnist_like import mnist_like, tiny_digits_config, tiny_images_config
+from mnist_like import mnist_like, tiny_digits_config, tiny_images_config, tiny_motor_config
 
 from training.digits import train_digits
 from training.images import train_images
 from training.mnist import MnistSplits
+from training.motor import train_motor
 
 # The tests' models are tiny: one thread is as fast, and on a shared, loaded machine a second OpenMP
 # thread that is not scheduled stalls every parallel op (measured: 32 s -> 5 s for the autoencoder tests).
@@ -39,3 +40,12 @@ def images_run(
     """(bundle directory, training metrics) of a tiny image autoencoder trained on `mnist_splits`."""
     out = tmp_path_factory.mktemp("bundles") / "images"
     return out, train_images(tiny_images_config(), mnist_splits, out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def motor_run(
+    tmp_path_factory: pytest.TempPathFactory, mnist_splits: MnistSplits
+) -> tuple[Path, dict[str, Any]]:
+    """(bundle directory, training metrics) of a tiny motor model really trained on `mnist_splits`."""
+    out = tmp_path_factory.mktemp("bundles") / "motor"
+    return out, train_motor(tiny_motor_config(), mnist_splits, out, progress=False)

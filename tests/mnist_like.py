@@ -17,6 +17,7 @@ from training.backprop import BackpropSchedule
 from training.digits import DigitsConfig
 from training.images import ImagesConfig
 from training.mnist import MnistSplits
+from training.motor import MotorConfig
 from training.pretrain import CDSchedule
 
 
@@ -68,3 +69,23 @@ def write_mnist_folder(folder: Path, splits: MnistSplits) -> Path:
     write_idx(folder / "t10k-images-idx3-ubyte.gz", to_bytes(splits.test_x))
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", splits.test_y)
     return folder
+
+
+def tiny_motor_config() -> MotorConfig:
+    """A motor model small enough to train in seconds (tiny nets, a few steps, 60 validation digits)."""
+    return MotorConfig(
+        hidden=(32,),
+        steps=16,
+        synthetic_batch=4,
+        real_batch=4,
+        warmup_steps=6,
+        refresh_every=5,
+        pool_size=8,
+        n_class_codes=4,
+        eval_every=8,
+        checkpoint_every=5,
+        n_validation=60,
+        local_search_iterations=3,
+        local_search_steps=(0.02, 0.08),
+        device="cpu",
+    )

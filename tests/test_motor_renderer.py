@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from models.motor_codes import code_from_program, program_from_code
 from models.motor_renderer import (
     N_STEPS,
     N_STIFFNESS,
     PROGRAM_SIZE,
     RendererConfig,
-    code_from_program,
     equilibria,
     integrate,
-    program_from_code,
     render,
     resample,
     split_program,

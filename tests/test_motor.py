@@ -1,0 +1,153 @@
+"""The motor model: codes and noise, the stacked nets in numpy and torch, training, resuming, the bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from mnist_like import tiny_motor_config
+
+import training.motor as motor_training
+from models.motor import ClassNets
+from models.motor_codes import NoiseConfig, perturb_codes, stack_forward
+from models.motor_renderer import N_STIFFNESS, PROGRAM_SIZE, render, to_pixels
+from training.bundle_io import WEIGHTS, BundleError
+from training.mnist import MnistSplits
+from training.motor import prototype_codes, train_motor
+from training.motor_bundle import MotorBundle
+from training.motor_prototypes import prototype_programs
+
+Run = tuple[Path, dict[str, Any]]
+
+
+def test_prototypes_draw_inside_the_field() -> None:
+    drawing = render(prototype_programs())
+    pixels = to_pixels(drawing.trajectory, motor_training.RendererConfig())
+    assert pixels.min() > 1.0 and pixels.max() < 26.0
+    assert (drawing.images.sum(axis=1) > 40).all()  # every prototype lays down a real stroke
+
+
+def test_code_noise_is_the_same_math_in_numpy_and_torch() -> None:
+    codes = prototype_codes(3).numpy().astype(np.float64)
+    draws = iter(np.random.default_rng(0).standard_normal(10_000))
+
+    def normal(shape: tuple[int, ...]) -> np.ndarray:
+        return np.array([next(draws) for _ in range(int(np.prod(shape)))]).reshape(shape)
+
+    made = [normal(s) for s in [(3,)] * 4 + [(3, 1, 2), (3, 17, 2), (3, 34), (3, 2)]]
+    replay = iter(made)
+    noisy = perturb_codes(codes, NoiseConfig(), lambda shape: next(replay))
+    replay = iter(made)
+    noisy_torch = perturb_codes(
+        torch.from_numpy(codes), NoiseConfig(), lambda s: torch.from_numpy(next(replay))
+    )
+    np.testing.assert_allclose(noisy_torch.numpy(), noisy, atol=1e-12)
+    assert np.abs(noisy - codes).max() > 0.01
+    np.testing.assert_allclose(perturb_codes(codes, NoiseConfig().scaled(0.0), normal), codes, atol=1e-12)
+
+
+def test_stacked_nets_agree_in_numpy_and_torch() -> None:
+    torch.manual_seed(0)
+    nets = ClassNets(3, (5, 4, 2))
+    x = torch.randn(3, 6, 5)
+    weights = [(w.detach().numpy(), b.detach().numpy()) for w, b in nets.layers()]
+    for sigmoid in (False, True):
+        np.testing.assert_allclose(
+            stack_forward(x.numpy(), weights, sigmoid_output=sigmoid),
+            nets(x, sigmoid_output=sigmoid).detach().numpy(),
+            atol=1e-6,
+        )
+    # class c's net only sees its own rows
+    y = nets(x).detach()
+    x[1] += 1.0
+    np.testing.assert_allclose(nets(x).detach()[[0, 2]], y[[0, 2]])
+
+
+def test_code_gradient_is_the_generative_nets_vector_jacobian_product(motor_run: Run) -> None:
+    bundle = MotorBundle.load(motor_run[0])
+    rng = np.random.default_rng(1)
+    codes = (bundle.prototypes[:, None, :] + rng.normal(0, 0.05, (10, 3, PROGRAM_SIZE))).astype(np.float32)
+    residual = rng.normal(0, 0.3, (10, 3, 784)).astype(np.float32)
+    z = torch.from_numpy((codes - bundle.prototypes[:, None, :]) / bundle.scale).requires_grad_(True)
+    layers = [(torch.from_numpy(w), torch.from_numpy(b)) for w, b in bundle.generative]
+    (stack_forward(z, layers, sigmoid_output=True) * torch.from_numpy(residual)).sum().backward()
+    assert z.grad is not None
+    np.testing.assert_allclose(bundle.code_gradient(codes, residual), z.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_tiny_training_writes_a_calibrated_bundle(motor_run: Run, mnist_splits: MnistSplits) -> None:
+    out, metrics = motor_run
+    config = tiny_motor_config()
+    bundle = MotorBundle.load(out)
+    assert bundle.kind == "motor" and bundle.bundle_id.startswith("motor-")
+    assert [h["step"] for h in metrics["history"]] == [8, 16]
+    assert metrics["local_search_step"] in config.local_search_steps
+    assert bundle.local_search.step == metrics["local_search_step"] and bundle.temperature > 0
+    assert 0.0 <= metrics["validation_error"] <= 1.0
+    assert bundle.class_codes.shape == (10, config.n_class_codes, PROGRAM_SIZE)
+    assert bundle.config["training"]["hidden"] == [32]
+
+    images = mnist_splits.test_x[:7]
+    analysis = bundle.analyse(images)
+    assert analysis.codes.shape == (7, 10, PROGRAM_SIZE) and analysis.reconstructions.shape == (7, 10, 784)
+    # local search keeps a step only when the real pixel error falls
+    assert (analysis.errors <= analysis.errors_before + 1e-4).all()
+    np.testing.assert_allclose(
+        analysis.errors, ((analysis.reconstructions - images[:, None, :]) ** 2).sum(-1), rtol=1e-4
+    )
+    no_search = bundle.analyse(images, local_search=False)
+    np.testing.assert_allclose(no_search.errors, analysis.errors_before)
+    np.testing.assert_allclose(bundle.predict_proba(images).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_trace_and_sampling(motor_run: Run, mnist_splits: MnistSplits) -> None:
+    bundle = MotorBundle.load(motor_run[0])
+    traces = bundle.trace(mnist_splits.test_x[:2])
+    for i, trace in enumerate(traces):
+        assert trace.digit == int(trace.errors.argmin())
+        assert (trace.program[:N_STIFFNESS] >= 0).all()  # stiffnesses as the renderer reads them
+        image = trace.drawing.images[0]
+        assert ((image - mnist_splits.test_x[i]) ** 2).sum() == pytest.approx(
+            trace.errors[trace.digit], rel=1e-3
+        )
+    a, b, c = (bundle.sample_code(3, seed) for seed in (5, 5, 6))
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0
+    exact = bundle.sample_code(3, 5, noise=0.0)
+    assert any(np.allclose(exact, code) for code in bundle.class_codes[3])
+    with pytest.raises(ValueError, match="digit must be in 0..9"):
+        bundle.sample_code(10, 0)
+
+
+def test_training_resumes_from_its_checkpoint(
+    tmp_path: Path, motor_run: Run, mnist_splits: MnistSplits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped after the step-10 checkpoint, a rerun continues from it and ends with the same weights."""
+    real_step = motor_training.train_step
+
+    def interrupted(*args: Any) -> dict[str, float]:
+        if args[4] == 12:  # the step number
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    monkeypatch.setattr(motor_training, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_motor(tiny_motor_config(), mnist_splits, tmp_path, progress=False)
+    monkeypatch.setattr(motor_training, "train_step", real_step)
+    metrics = train_motor(tiny_motor_config(), mnist_splits, tmp_path, progress=False)
+    assert metrics["history"] == motor_run[1]["history"]
+    resumed, uninterrupted = MotorBundle.load(tmp_path), MotorBundle.load(motor_run[0])
+    for name, array in uninterrupted.weights.items():
+        np.testing.assert_allclose(resumed.weights[name], array, err_msg=name)
+
+
+def test_a_damaged_bundle_is_refused(tmp_path: Path, motor_run: Run) -> None:
+    for name in ("config.json", WEIGHTS, "metrics.json"):
+        (tmp_path / name).write_bytes((motor_run[0] / name).read_bytes())
+    config = (tmp_path / "config.json").read_text().replace('"n_class_codes": 4', '"n_class_codes": 5')
+    (tmp_path / "config.json").write_text(config)
+    with pytest.raises(BundleError, match="class_codes"):
+        MotorBundle.load(tmp_path)

@@ -1,0 +1,76 @@
+"""`semhash train motor` and `semhash evaluate motor`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from training.mnist import load_mnist
+from training.vision_cli import (
+    DataOpt,
+    DeviceOpt,
+    DownloadOpt,
+    JsonOpt,
+    NoProgressOpt,
+    SeedOpt,
+    ThreadsOpt,
+    _report,
+    _set_threads,
+    _train_and_report,
+)
+
+
+def register_motor_commands(train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
+    """Attach the motor-program commands to `semhash train` and `semhash evaluate`."""
+
+    @train_app.command("motor")
+    def train_motor_command(
+        out: Path = typer.Option(..., "--out", help="Bundle directory to write (checkpoints go inside)."),
+        data: Path | None = DataOpt,
+        profile: str = typer.Option("quick", "--profile", help="quick (minutes) or full."),
+        seed: int = SeedOpt,
+        device: str = DeviceOpt,
+        no_progress: bool = NoProgressOpt,
+        download: bool = DownloadOpt,
+        threads: int = ThreadsOpt,
+    ) -> None:
+        """Train the motor-program digit model: per-class recognition and generative nets (seed 000).
+
+        Interrupted runs resume from OUT/checkpoints when started again with the same options.
+        """
+        from training.motor import PROFILES, train_motor
+
+        _train_and_report(
+            train_motor,
+            PROFILES,
+            "validation_error",
+            out,
+            data,
+            profile,
+            seed,
+            device,
+            no_progress,
+            download,
+            threads,
+        )
+
+    @evaluate_app.command("motor")
+    def evaluate_motor_command(
+        bundle: Path = typer.Option(..., "--bundle", help="Motor bundle directory."),
+        data: Path | None = DataOpt,
+        json_out: Path | None = JsonOpt,
+        limit: int | None = typer.Option(None, "--limit", help="Score only the first N test digits."),
+        download: bool = DownloadOpt,
+        threads: int = ThreadsOpt,
+    ) -> None:
+        """MNIST test error by reconstruction before and after local search, pixel errors, confusion."""
+        from training.motor_bundle import MotorBundle
+        from training.motor_eval import evaluate_motor
+
+        _set_threads(threads)
+        data_splits = load_mnist(data, download=download)
+        _report(
+            evaluate_motor(MotorBundle.load(bundle), data_splits.test_x[:limit], data_splits.test_y[:limit]),
+            json_out,
+        )
