@@ -146,8 +146,8 @@ def _render(bundle: MotorBundle, request: RenderRequest) -> RenderedDigit:
 
 @router.post("/trace", openapi_extra=OPENAPI_BODY)
 async def trace(
+    bundle: MotorBundleDep,  # first: without the model, answer 503 before reading the images
     images: DigitsDep,
-    bundle: MotorBundleDep,
     local_search: bool = Query(True, description="Refine each class's program by local search."),
 ) -> DigitTraces:
     """How each digit was drawn: the best class's motor program, pen trajectory, reconstruction, errors."""
