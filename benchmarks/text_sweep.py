@@ -16,7 +16,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--corpus", default="20news")
     parser.add_argument("--profile", default="full")
     parser.add_argument("--stack", type=Path, help="folder with shared<l>.pt checkpoints to start from")
+    parser.add_argument("--checkpoints", type=Path, help="cache the code RBMs here (keyed by the stack)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -64,11 +65,12 @@ def main() -> None:
     profile = build(PROFILES[args.profile], overrides)
     started = time.perf_counter()
     data = prepare_data(load_corpus(args.corpus, "train"), profile, args.seed)
+    profile = profile.scaled(data.fit.shape[0])  # as train_text_bundle does
     if args.stack is not None:
         shared = shared_layers(data, profile)
         for layer, rbm in enumerate(shared):
             rbm.load_state_dict(torch.load(args.stack / f"shared{layer}.pt", weights_only=True)["state"])
-        key = f"stack:{args.stack}"
+        key = f"stack:{args.stack.resolve()}:{json.dumps(asdict(profile.upper), sort_keys=True)}"
     else:
         shared, key, _ = pretrain_shared(data, profile, checkpoint_dir=None, seed=args.seed, progress=False)
     pretrain_seconds = time.perf_counter() - started
@@ -79,7 +81,7 @@ def main() -> None:
             bits,
             data,
             profile,
-            checkpoint_dir=None,
+            checkpoint_dir=args.checkpoints,
             key=key,
             seed=args.seed,
             progress=False,

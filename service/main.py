@@ -17,9 +17,19 @@ from service.index_sync import IndexRegistry
 from service.middleware import BodySizeLimitMiddleware, IndexSizeCollector, MetricsMiddleware, RequestMetrics
 from service.migrate import ensure_at_head
 from service.request_log import RequestLogMiddleware, configure_logging
-from service.routers import collections, digits, documents, hash, health, images, motor, search
+from service.routers import (
+    collections,
+    digits,
+    documents,
+    hash,
+    health,
+    image_collections,
+    images,
+    motor,
+    search,
+)
 from service.settings import Settings, get_settings
-from service.vision import load_optional_bundle
+from service.vision import load_optional_bundle, load_sparse_bundle
 from training.motor_bundle import MotorBundle
 from training.text_bundle import BundleError, TextBundle
 from training.vision_bundle import DigitBundle, ImageBundle
@@ -60,10 +70,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.motor_bundle, app.state.motor_bundle_error = load_optional_bundle(
             MotorBundle, settings.models_dir / "motor"
         )
+        app.state.sparse_bundle, app.state.sparse_bundle_error = load_sparse_bundle(
+            settings.models_dir / "sparse"
+        )
         loaded = {
             "text": app.state.text_bundle,
             "digits": app.state.digit_bundle,
             "images": app.state.image_bundle,
+            "sparse": app.state.sparse_bundle,
             "motor": app.state.motor_bundle,
         }
         app.state.models = {kind: bundle for kind, bundle in loaded.items() if bundle is not None}
@@ -98,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = CollectorRegistry()
     app.state.metrics_registry.register(IndexSizeCollector(lambda: _index_sizes(app)))
     register_error_handlers(app)
-    routers = (hash, collections, documents, search, digits, motor, images, health)
+    routers = (hash, collections, documents, search, digits, motor, images, image_collections, health)
     for router in (module.router for module in routers):
         app.include_router(router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError, NoResultFound
@@ -14,8 +14,19 @@ from service.db import Collection, Document
 from service.errors import ConflictError, NotFoundError
 from service.index import xor_masks
 
-if TYPE_CHECKING:
-    from training.text_bundle import TextBundle
+
+class CodingBundle(Protocol):
+    """What a collection records of the model that codes its documents (a text or sparse bundle)."""
+
+    @property
+    def bundle_id(self) -> str: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def address_bits(self) -> int: ...
+    @property
+    def long_bits(self) -> int: ...
+
 
 # Keep each IN list well under SQLite's limit on bound parameters (32766).
 _IN_CHUNK = 10_000
@@ -45,7 +56,7 @@ def next_change_seq(session: Session, collection_id: int) -> int:
         raise NotFoundError(f"collection {collection_id} was deleted meanwhile") from err
 
 
-def create_collection(session: Session, name: str, bundle: TextBundle) -> Collection:
+def create_collection(session: Session, name: str, bundle: CodingBundle) -> Collection:
     """Add a collection hashed by `bundle`; 409 if the name is taken."""
     collection = Collection(
         name=name,

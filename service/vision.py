@@ -26,12 +26,13 @@ from service.imaging import ImageInputError, decode_image, pixels_to_array, to_m
 from service.settings import Settings
 from training.bundle_io import BundleError
 from training.motor_bundle import MotorBundle
+from training.sparse_bundle import SparseBundle
 from training.vision_bundle import DigitBundle, ImageBundle
 
 logger = logging.getLogger(__name__)
 
 Pixels = list[float] | list[list[float]]
-Bundle = TypeVar("Bundle", DigitBundle, ImageBundle, MotorBundle)
+Bundle = TypeVar("Bundle", DigitBundle, ImageBundle, MotorBundle, SparseBundle)
 
 
 class PixelsRequest(BaseModel):
@@ -97,6 +98,19 @@ def load_optional_bundle(cls: type[Bundle], path: Path) -> tuple[Bundle | None, 
     return bundle, None
 
 
+def load_sparse_bundle(path: Path) -> tuple[SparseBundle | None, str | None]:
+    """The sparse coder for the images routes: it must code whole 28x28 images (not patches)."""
+    bundle, error = load_optional_bundle(SparseBundle, path)
+    if bundle is not None and bundle.input_shape != (28, 28):
+        error = (
+            f"{path} codes {bundle.input_shape[0]}x{bundle.input_shape[1]} patches; the images routes need "
+            "a sparse bundle trained on whole 28x28 images (`semhash train sparse --profile full`)"
+        )
+        logger.error("not serving sparse: %s", error)
+        return None, error
+    return bundle, error
+
+
 def _bundle(request: Request, attribute: str, kind: str) -> Any:
     bundle = getattr(request.app.state, attribute, None)
     if bundle is None:
@@ -116,8 +130,13 @@ def get_image_bundle(request: Request) -> ImageBundle:
     return _bundle(request, "image_bundle", "images")
 
 
+def get_sparse_bundle(request: Request) -> SparseBundle:
+    return _bundle(request, "sparse_bundle", "sparse")
+
+
 DigitBundleDep = Annotated[DigitBundle, Depends(get_digit_bundle)]
 ImageBundleDep = Annotated[ImageBundle, Depends(get_image_bundle)]
+SparseBundleDep = Annotated[SparseBundle, Depends(get_sparse_bundle)]
 
 
 def get_motor_bundle(request: Request) -> MotorBundle:

@@ -7,12 +7,19 @@ from typing import Any
 
 import pytest
 import torch
-from mnist_like import mnist_like, tiny_digits_config, tiny_images_config, tiny_motor_config
+from mnist_like import (
+    mnist_like,
+    tiny_digits_config,
+    tiny_images_config,
+    tiny_motor_config,
+    tiny_sparse_config,
+)
 
 from training.digits import train_digits
 from training.images import train_images
 from training.mnist import MnistSplits
 from training.motor import train_motor
+from training.sparse_train import train_sparse
 
 # The tests' models are tiny: one thread is as fast, and on a shared, loaded machine a second OpenMP
 # thread that is not scheduled stalls every parallel op (measured: 32 s -> 5 s for the autoencoder tests).
@@ -40,6 +47,15 @@ def images_run(
     """(bundle directory, training metrics) of a tiny image autoencoder trained on `mnist_splits`."""
     out = tmp_path_factory.mktemp("bundles") / "images"
     return out, train_images(tiny_images_config(), mnist_splits, out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def sparse_run(
+    tmp_path_factory: pytest.TempPathFactory, mnist_splits: MnistSplits
+) -> tuple[Path, dict[str, Any]]:
+    """(bundle directory, training metrics) of a tiny PSD + LISTA-3 sparse coder trained on `mnist_splits`."""
+    out = tmp_path_factory.mktemp("bundles") / "sparse"
+    return out, train_sparse(tiny_sparse_config(), mnist_splits, out, progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from training.images import ImagesConfig
 from training.mnist import MnistSplits
 from training.motor import MotorConfig
 from training.pretrain import CDSchedule
+from training.sparse import LISTASchedule, PSDSchedule, SparseConfig
 
 
 def mnist_like() -> MnistSplits:
@@ -50,6 +51,19 @@ def tiny_images_config() -> ImagesConfig:
         pretrain=CDSchedule(epochs=4, learning_rate=0.1, initial_momentum_epochs=1),
         code_layer=CDSchedule(epochs=4, learning_rate=0.001, initial_momentum_epochs=1),
         finetune=BackpropSchedule(epochs=8, optimizer="adam", learning_rate=3e-3),
+        device="cpu",
+    )
+
+
+def tiny_sparse_config() -> SparseConfig:
+    return SparseConfig(
+        n_atoms=48,
+        lam=0.5,
+        n_validation=300,
+        psd=PSDSchedule(epochs=2, inference_iterations=10),
+        lista=LISTASchedule(n_train=600, target_iterations=100, epochs=3),
+        fista_iterations=50,
+        address_bits=8,
         device="cpu",
     )
 

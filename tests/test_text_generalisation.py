@@ -3,6 +3,7 @@ time-boxed training whatever the thread count."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from itertools import combinations
@@ -156,3 +157,23 @@ def test_multi_label_and_unlabelled_corpora_train_and_evaluate(tmp_path: Path) -
     assert precision["tfidf_full"] == pytest.approx(1.0)  # unlabelled: TF-IDF is the reference
     multi_results = json.loads((tmp_path / "multi.json").read_text())
     assert multi_results["precision_at_100"]["semantic_hashing"]["16"] > 0.6
+
+
+def test_balance_penalty_is_zero_for_balanced_independent_bits_and_large_for_crowded_ones() -> None:
+    from training.text_train import balance_penalty
+
+    codes = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4)))  # every address once
+    assert float(balance_penalty(codes)) == pytest.approx(0.0, abs=1e-6)
+    crowded = torch.cat([torch.zeros(12, 4), torch.ones(4, 4)])  # two addresses, identical bits
+    assert float(balance_penalty(crowded)) > 1.0
+
+
+def test_profiles_scale_with_the_corpus() -> None:
+    full = PROFILES["full"]
+    assert full.scaled(10_000) is full  # below the reference: as written
+    big = full.scaled(48_000)
+    assert (
+        big.bottom.epochs == round(full.bottom.epochs / 4)
+        and big.bottom.batch_size == 2 * full.bottom.batch_size
+    )
+    assert big.finetune.epochs == round(full.finetune.epochs / 4)

@@ -176,18 +176,23 @@ def export_weights(model: DeepAutoencoder) -> dict[str, np.ndarray]:
     return weights
 
 
-def fit_binary_code(codes: np.ndarray, *, iterations: int = 50, seed: int = 0) -> dict[str, np.ndarray]:
-    """Centre, rotation and thresholds that turn codes (n, d) into d balanced bits.
+def fit_binary_code(
+    codes: np.ndarray, *, n_bits: int | None = None, iterations: int = 50, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Centre, rotation and thresholds that turn codes (n, d) into k = n_bits (default d) balanced bits.
 
-    bits = ((codes - code_mean) @ code_rotation > code_thresholds). The rotation is PCA followed by
-    ITQ: alternately B = sign(V R) and R = the orthogonal Procrustes solution of min |B - V R|_F
-    (from the SVD of B^T V), which lowers the quantisation loss of sign(V R).
+    bits = ((codes - code_mean) @ code_rotation > code_thresholds), code_rotation (d, k). The rotation
+    is PCA onto the top k components followed by ITQ: alternately B = sign(V R) and R = the orthogonal
+    Procrustes solution of min |B - V R|_F (from the SVD of B^T V), which lowers the quantisation loss
+    of sign(V R).
     """
     mean = codes.mean(axis=0)
     centred = (codes - mean).astype(np.float64)
-    _, pca = np.linalg.eigh(centred.T @ centred)
+    _, pca = np.linalg.eigh(centred.T @ centred)  # eigenvalues ascending: the top k are the last columns
+    if n_bits is not None:
+        pca = pca[:, pca.shape[1] - n_bits :]
     projected = centred @ pca
-    rotation = np.linalg.qr(np.random.default_rng(seed).normal(size=(codes.shape[1],) * 2))[0]
+    rotation = np.linalg.qr(np.random.default_rng(seed).normal(size=(pca.shape[1],) * 2))[0]
     for _ in range(iterations):
         bits = np.sign(projected @ rotation)
         u, _, vt = np.linalg.svd(bits.T @ projected)

@@ -150,6 +150,72 @@ def register_vision_commands(train_app: typer.Typer, evaluate_app: typer.Typer) 
             threads,
         )
 
+    @train_app.command("sparse")
+    def train_sparse_command(
+        out: Path = typer.Option(..., "--out", help="Bundle directory to write."),
+        data: Path | None = DataOpt,
+        profile: str = typer.Option(
+            "quick",
+            "--profile",
+            help="quick (256 atoms, minutes), full (1024 atoms on whole images) or patches (256 atoms "
+            "on 12x12 patches; not servable by the images routes).",
+        ),
+        seed: int = SeedOpt,
+        device: str = DeviceOpt,
+        no_progress: bool = NoProgressOpt,
+        download: bool = DownloadOpt,
+        threads: int = ThreadsOpt,
+    ) -> None:
+        """Train a PSD dictionary and encoder, then LISTA, on MNIST (the sparse image coder)."""
+        from training.sparse import PROFILES
+        from training.sparse_train import train_sparse
+
+        _train_and_report(
+            train_sparse,
+            PROFILES,
+            "validation",
+            out,
+            data,
+            profile,
+            seed,
+            device,
+            no_progress,
+            download,
+            threads,
+        )
+
+    @evaluate_app.command("sparse")
+    def evaluate_sparse_command(
+        bundle: Path = typer.Option(..., "--bundle", help="Sparse bundle directory (whole images)."),
+        autoencoder: Path | None = typer.Option(
+            None, "--autoencoder", help="An images bundle to compare with (linear classifier, retrieval)."
+        ),
+        data: Path | None = DataOpt,
+        json_out: Path | None = JsonOpt,
+        plots: Path | None = PlotsOpt,
+        download: bool = DownloadOpt,
+        curve_images: int = typer.Option(
+            2000, "--curve-images", help="Test images for the iteration curves."
+        ),
+        curve_iterations: int = typer.Option(300, "--curve-iterations", help="FISTA iterations plotted."),
+        optimal_iterations: int = typer.Option(
+            1000, "--optimal-iterations", help="FISTA iterations that define the optimal codes."
+        ),
+    ) -> None:
+        """FISTA vs LISTA by iterations, linear classifier on codes vs pixels, retrieval, plots."""
+        from training.sparse_eval import evaluate_sparse
+
+        results = evaluate_sparse(
+            bundle,
+            load_mnist(data, download=download),
+            plots,
+            autoencoder=autoencoder,
+            curve_images=curve_images,
+            curve_iterations=curve_iterations,
+            optimal_iterations=optimal_iterations,
+        )
+        _report(results, json_out)
+
     @evaluate_app.command("digits")
     def evaluate_digits_command(
         bundle: Path = typer.Option(..., "--bundle", help="Digits bundle directory."),

@@ -20,7 +20,7 @@ from service.store import create_collection, delete_collection, document_counts,
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
 
-def _public(collection: Collection, document_count: int) -> CollectionPublic:
+def public_collection(collection: Collection, document_count: int) -> CollectionPublic:
     return CollectionPublic(
         name=collection.name,
         bundle_id=collection.bundle_id,
@@ -45,21 +45,24 @@ def create(
     collection = create_collection(session, body.name, bundle)
     session.commit()
     registry.sync_after_write()
-    return _public(collection, 0)
+    return public_collection(collection, 0)
 
 
 @router.get("", dependencies=[Depends(require_read_key)])
 def list_all(session: SessionDep) -> CollectionsPublic:
     """List collections with their document counts."""
     counts = document_counts(session)
-    data = [_public(collection, counts.get(collection.id, 0)) for collection in list_collections(session)]
+    data = [
+        public_collection(collection, counts.get(collection.id, 0))
+        for collection in list_collections(session)
+    ]
     return CollectionsPublic(data=data, count=len(data))
 
 
 @router.get("/{name}", dependencies=[Depends(require_read_key)])
 def get(collection: CollectionDep, session: SessionDep) -> CollectionPublic:
     """One collection: its bundle, code sizes and document count."""
-    return _public(collection, document_counts(session).get(collection.id, 0))
+    return public_collection(collection, document_counts(session).get(collection.id, 0))
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(require_write_key)])

@@ -1,17 +1,21 @@
-"""POST /v1/images/encode: digit images to 30-D autoencoder codes, binary codes and reconstructions."""
+"""POST /v1/images/encode: digit images to autoencoder codes (default) or sparse codes (`model=sparse`)."""
 
 from __future__ import annotations
 
 import base64
+from typing import Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.deps import require_read_key
+from service.errors import InvalidInputError
 from service.imaging import array_to_png
-from service.vision import OPENAPI_BODY, ImageBundleDep, ImagesDep
+from service.sparse_codes import SparseImageCodes, encode_sparse
+from service.vision import OPENAPI_BODY, ImagesDep, get_image_bundle, get_sparse_bundle
+from training.sparse_bundle import MAX_FISTA_ITERATIONS, Encoder
 from training.vision_bundle import ImageBundle
 
 router = APIRouter(prefix="/v1/images", tags=["images"], dependencies=[Depends(require_read_key)])
@@ -31,6 +35,7 @@ class ImageCode(BaseModel):
 
 
 class ImageCodes(BaseModel):
+    model: Literal["autoencoder"] = "autoencoder"
     data: list[ImageCode]
     count: int
 
@@ -51,14 +56,40 @@ def _encode(bundle: ImageBundle, images: np.ndarray, reconstruct: bool) -> list[
     return out
 
 
-@router.post("/encode", openapi_extra=OPENAPI_BODY)
+@router.post("/encode", openapi_extra=OPENAPI_BODY, response_model=ImageCodes | SparseImageCodes)
 async def encode(
+    request: Request,
     images: ImagesDep,
-    bundle: ImageBundleDep,
+    model: Literal["autoencoder", "sparse"] = Query(
+        "autoencoder",
+        description="`autoencoder`: the 30-D deep autoencoder code. `sparse`: the sparse code over the "
+        "PSD dictionary's atoms (digit parts).",
+    ),
+    encoder: Encoder | None = Query(
+        None,
+        description="model=sparse only. `lista` (default): the learned K-step LISTA encoder; `psd`: the "
+        "one-step PSD encoder; `fista`: `iterations` steps of FISTA on the sparse-coding energy.",
+    ),
+    iterations: int | None = Query(
+        None,
+        ge=1,
+        le=MAX_FISTA_ITERATIONS,
+        description="encoder=fista only: FISTA iterations (default: the bundle's).",
+    ),
     reconstruct: bool = Query(
         False, description="Also return the reconstruction (base64 PNG) and its error."
     ),
-) -> ImageCodes:
+) -> ImageCodes | SparseImageCodes:
     """Encode one image or a batch: a PNG/JPEG upload (`file`/`files`) or JSON (`pixels`/`images`)."""
-    data = await run_in_threadpool(_encode, bundle, images, reconstruct)
-    return ImageCodes(data=data, count=len(data))
+    if model == "autoencoder":
+        for name, value in (("encoder", encoder), ("iterations", iterations)):
+            if value is not None:
+                raise InvalidInputError(f"`{name}` applies to model=sparse only", [("query", name)])
+        bundle = get_image_bundle(request)
+        data = await run_in_threadpool(_encode, bundle, images, reconstruct)
+        return ImageCodes(data=data, count=len(data))
+    chosen: Encoder = encoder or "lista"
+    if iterations is not None and chosen != "fista":
+        raise InvalidInputError("`iterations` applies to encoder=fista only", [("query", "iterations")])
+    sparse = get_sparse_bundle(request)
+    return await run_in_threadpool(encode_sparse, sparse, images, chosen, iterations, reconstruct)

@@ -121,9 +121,8 @@ def make_client(migrated_url: str, models_dir: Path) -> Iterator[Callable[..., T
     clients: list[TestClient] = []
 
     def start(**overrides: object) -> TestClient:
-        settings = Settings(
-            database_url=migrated_url, models_dir=models_dir, index_poll_seconds=0.2, **overrides
-        )
+        defaults = {"database_url": migrated_url, "models_dir": models_dir, "index_poll_seconds": 0.2}
+        settings = Settings(**{**defaults, **overrides})  # type: ignore[arg-type]
         client = TestClient(create_app(settings))
         client.__enter__()
         clients.append(client)

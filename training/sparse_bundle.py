@@ -1,0 +1,194 @@
+"""Serving-side sparse coder (PSD dictionary, LISTA and PSD encoders, FISTA): inference in numpy.
+
+The math is models/sparse_coding.py's, without torch (the service must not need it):
+
+    LISTA:  B = Y W_e,  Z_1 = h(B),  Z_{k+1} = h(B + Z_k S)              (K = `lista_steps` steps)
+    PSD:    Z = h(Y W_e')                                               (the PSD encoder, one step)
+    FISTA:  Z <- h_{lam/L}(P - (P G - Y D) / L) with momentum, G = D^T D, from Z = 0
+    h:      max(x - theta, 0) for nonnegative codes, sign(x) max(|x| - theta, 0) otherwise
+
+One image is the common request, and both its pixels (MNIST: ~20% ink) and its codes (a few dozen
+active atoms of ~1000) are sparse: products with a single row then read only the weight rows of its
+non-zeros instead of the whole matrix (for 1024 atoms, LISTA-3 reads ~0.5 MB instead of 11 MB).
+
+Search codes: the signature is one bit per atom, set when the atom is active (np.packbits order, like
+the text bundles' long codes); the address is `address_bits` bits of the rotated code,
+bits = (Z - address_mean) @ address_rotation > address_thresholds, bit 0 the most significant.
+
+Weights (float32): dictionary (n, m); lista.W_e (n, m), lista.S (m, m), lista.theta (m,);
+psd.W_e (n, m), psd.theta (m,); address_mean (m,), address_rotation (m, k), address_thresholds (k,).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from training.bundle_io import BundleError, bundle_id, check_shapes, read_bundle
+
+SPARSE_FORMAT_VERSION = 1
+Encoder = Literal["lista", "psd", "fista"]
+ENCODERS: tuple[Encoder, ...] = ("lista", "psd", "fista")
+MAX_FISTA_ITERATIONS = 1000
+
+
+def sparse_weight_shapes(n_inputs: int, n_atoms: int, address_bits: int) -> dict[str, tuple[int, ...]]:
+    """The tensors a sparse bundle must hold."""
+    n, m = n_inputs, n_atoms
+    return {
+        "dictionary": (n, m),
+        "lista.W_e": (n, m),
+        "lista.S": (m, m),
+        "lista.theta": (m,),
+        "psd.W_e": (n, m),
+        "psd.theta": (m,),
+        "address_mean": (m,),
+        "address_rotation": (m, address_bits),
+        "address_thresholds": (address_bits,),
+    }
+
+
+def _positive_int(architecture: dict[str, Any], key: str, path: Path, upper: int | None = None) -> int:
+    value = architecture.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (upper and value > upper):
+        limit = f" and at most {upper}" if upper else ""
+        raise BundleError(f"{path}: architecture.{key} must be a positive integer{limit}")
+    return value
+
+
+def _positive_float(architecture: dict[str, Any], key: str, path: Path) -> float:
+    value = architecture.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+        raise BundleError(f"{path}: architecture.{key} must be a positive number")
+    return float(value)
+
+
+def _rows_times(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """x @ weights for x (B, a) and weights (a, b); for one row, only the rows of x's non-zeros are read."""
+    if x.shape[0] == 1:
+        active = np.flatnonzero(x[0])
+        return (x[0, active] @ weights[active])[None, :]
+    return x @ weights
+
+
+class SparseBundle:
+    """A trained sparse coder: codes by LISTA, the PSD encoder or FISTA; reconstructions; search codes."""
+
+    kind = "sparse"
+
+    def __init__(
+        self, path: Path, config: dict[str, Any], weights: dict[str, np.ndarray], metrics: dict[str, Any]
+    ):
+        architecture = config.get("architecture")
+        if not isinstance(architecture, dict):
+            raise BundleError(f"{path}: config.json has no architecture object")
+        shape = architecture.get("input_shape")
+        if not (
+            isinstance(shape, list) and len(shape) == 2 and all(isinstance(s, int) and s > 0 for s in shape)
+        ):
+            raise BundleError(f"{path}: architecture.input_shape must be [height, width]")
+        self.path, self.config, self.weights, self.metrics = path, config, weights, metrics
+        self.input_shape: tuple[int, int] = (shape[0], shape[1])
+        self.n_inputs = shape[0] * shape[1]
+        self.n_atoms = _positive_int(architecture, "n_atoms", path)
+        self.address_bits = _positive_int(architecture, "address_bits", path, upper=32)
+        self.long_bits = self.n_atoms
+        self.lista_steps = _positive_int(architecture, "lista_steps", path)
+        self.fista_iterations = _positive_int(architecture, "fista_iterations", path, MAX_FISTA_ITERATIONS)
+        self.lam = _positive_float(architecture, "lam", path)
+        self.lipschitz = _positive_float(architecture, "lipschitz", path)
+        self.nonnegative = bool(architecture.get("nonnegative", False))
+        check_shapes(path, weights, sparse_weight_shapes(self.n_inputs, self.n_atoms, self.address_bits))
+        d = weights["dictionary"]
+        self._dictionary_t = np.ascontiguousarray(d.T)  # (m, n): reconstructions read rows of active atoms
+        self._gram = d.T @ d  # (m, m) for FISTA's gradient
+        self.bundle_id = bundle_id(path, self.kind)
+        # What ties a collection's stored codes to this model: the weights that produce them.
+        self.fingerprint = hashlib.sha256((path / "weights.safetensors").read_bytes()).hexdigest()[:16]
+
+    @classmethod
+    def load(cls, path: Path | str) -> SparseBundle:
+        path = Path(path)
+        config, weights, metrics = read_bundle(path, kind=cls.kind, format_version=SPARSE_FORMAT_VERSION)
+        return cls(path, config, weights, metrics)
+
+    # ----- codes ---------------------------------------------------------------------------------
+    def _check(self, inputs: np.ndarray) -> np.ndarray:
+        x = np.asarray(inputs, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.n_inputs:
+            raise ValueError(f"inputs must have shape (n, {self.n_inputs}), got {x.shape}")
+        return x
+
+    def _shrink(self, x: np.ndarray, theta: np.ndarray | float) -> np.ndarray:
+        if self.nonnegative:
+            return np.maximum(x - theta, 0.0)
+        return np.sign(x) * np.maximum(np.abs(x) - theta, 0.0)
+
+    def encode(
+        self, inputs: np.ndarray, encoder: Encoder = "lista", iterations: int | None = None
+    ) -> np.ndarray:
+        """Sparse codes.  inputs: (B, n) -> (B, m) float32, mostly zeros.
+
+        `iterations` applies to FISTA only (default: the bundle's `fista_iterations`).
+        """
+        y = self._check(inputs)
+        w = self.weights
+        if encoder == "lista":
+            b = _rows_times(y, w["lista.W_e"])
+            z = self._shrink(b, w["lista.theta"])
+            for _ in range(self.lista_steps - 1):
+                z = self._shrink(b + _rows_times(z, w["lista.S"]), w["lista.theta"])
+            return z.astype(np.float32)
+        if encoder == "psd":
+            return self._shrink(_rows_times(y, w["psd.W_e"]), w["psd.theta"]).astype(np.float32)
+        if encoder == "fista":
+            n_iter = self.fista_iterations if iterations is None else iterations
+            if not 1 <= n_iter <= MAX_FISTA_ITERATIONS:
+                raise ValueError(f"iterations must be in 1..{MAX_FISTA_ITERATIONS}, got {n_iter}")
+            return self.fista(y, n_iter)
+        raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+
+    def fista(
+        self, y: np.ndarray, n_iter: int, on_iterate: Callable[[np.ndarray], None] | None = None
+    ) -> np.ndarray:
+        """`n_iter` FISTA iterations from Z = 0 on E = 1/2 ||Y - Z D^T||^2 + lam ||Z||_1.  (B, m).
+
+        `on_iterate` sees every iterate (for convergence curves).
+        """
+        step = 1.0 / self.lipschitz
+        yd = _rows_times(y, self.weights["dictionary"])  # (B, m)
+        z = np.zeros_like(yd)
+        p, t = z, 1.0
+        for _ in range(n_iter):
+            z_next = self._shrink(p - step * (_rows_times(p, self._gram) - yd), self.lam * step)
+            t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
+            p = z_next + ((t - 1.0) / t_next) * (z_next - z)
+            z, t = z_next, t_next
+            if on_iterate is not None:
+                on_iterate(z)
+        return z.astype(np.float32)
+
+    def reconstruct(self, codes: np.ndarray) -> np.ndarray:
+        """Y_hat = Z D^T.  (B, m) -> (B, n); not clipped (the model is linear)."""
+        z = np.asarray(codes, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.n_atoms:
+            raise ValueError(f"codes must have shape (n, {self.n_atoms}), got {z.shape}")
+        return _rows_times(z, self._dictionary_t)
+
+    # ----- search codes --------------------------------------------------------------------------
+    def signatures(self, codes: np.ndarray) -> np.ndarray:
+        """Active atoms as packed bits: (B, m) -> (B, ceil(m / 8)) uint8 (np.packbits order)."""
+        return np.packbits(np.asarray(codes) != 0, axis=1)
+
+    def addresses(self, codes: np.ndarray) -> np.ndarray:
+        """`address_bits`-bit addresses of codes, bit 0 most significant.  (B, m) -> (B,) int64."""
+        w = self.weights
+        bits = (np.asarray(codes, np.float32) - w["address_mean"]) @ w["address_rotation"] > w[
+            "address_thresholds"
+        ]
+        powers = 1 << np.arange(self.address_bits - 1, -1, -1, dtype=np.int64)
+        return bits.astype(np.int64) @ powers
