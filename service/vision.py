@@ -1,10 +1,11 @@
 """Shared plumbing of the digits and images routes: schemas, bundle dependencies, input parsing.
 
-A request carries either JSON (`pixels`: one image as 784 values in [0, 1] or 28 rows of 28;
-`images`: a batch of those) or a multipart upload (`file`: one PNG/JPEG; `files`: several). Parsing
-turns both into an (n, 784) float32 array, and every bad input into a 4xx with a clear message:
-422 in FastAPI's validation format (naming the field), 413 for an image over the pixel limit, 415
-for another content type.
+A request carries either JSON (`pixels`: one image as rows of values in [0, 1], ink = 1, or 784
+values for 28x28; `images`: a batch of those) or a multipart upload (`file`: one PNG/JPEG; `files`:
+several). Both then take the same preprocessing path (service/imaging.py `to_mnist`;
+`preprocess=false` skips it for pixels that are already normalised MNIST) and become an (n, 784)
+float32 array. Every bad input becomes a 4xx with a clear message: 422 in FastAPI's validation format
+(naming the field), 413 for an image over the pixel limit, 415 for another content type.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from fastapi import Depends, Request, status
+from fastapi import Depends, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from service.errors import InvalidInputError, ModelNotLoadedError, ServiceError
-from service.imaging import ImageInputError, image_to_mnist, pixels_to_array
+from service.imaging import ImageInputError, decode_image, pixels_to_array, to_mnist
 from service.settings import Settings
 from training.bundle_io import BundleError
 from training.motor_bundle import MotorBundle
@@ -34,11 +36,13 @@ Bundle = TypeVar("Bundle", DigitBundle, ImageBundle, MotorBundle, SparseBundle)
 
 
 class PixelsRequest(BaseModel):
-    """One image (`pixels`) or a batch (`images`), each 784 values in [0, 1] (ink = 1) or 28 rows of 28."""
+    """One image (`pixels`) or a batch (`images`), each rows of values in [0, 1] (ink = 1) or 784 values."""
 
     model_config = ConfigDict(extra="forbid")
 
-    pixels: Pixels | None = Field(None, description="One 28x28 image, row-major, values in [0, 1], ink = 1.")
+    pixels: Pixels | None = Field(
+        None, description="One image as rows of values in [0, 1], ink = 1 (any size), or 784 values (28x28)."
+    )
     images: list[Pixels] | None = Field(None, min_length=1, description="A batch of such images.")
 
     @model_validator(mode="after")
@@ -154,8 +158,29 @@ def _fail(err: ImageInputError, location: tuple[str | int, ...]) -> ServiceError
     return InvalidInputError(err.message, [location])
 
 
-async def read_images(request: Request) -> np.ndarray:
-    """The request's images as an (n, 784) float32 array in [0, 1] (a dependency of both routes)."""
+PreprocessQuery = Annotated[
+    bool,
+    Query(
+        description="Normalise each image as MNIST was made (polarity, noise, crop, scale, centring); "
+        "false: the pixels are already a normalised 28x28 MNIST digit, ink = 1, and are used as they are."
+    ),
+]
+
+
+def _normalise_all(
+    pictures: list[tuple[tuple[str | int, ...], np.ndarray]], preprocess: bool, allow_blank: bool
+) -> np.ndarray:
+    rows = []
+    for location, gray in pictures:
+        try:
+            rows.append(to_mnist(gray, preprocess=preprocess, allow_blank=allow_blank))
+        except ImageInputError as err:
+            raise _fail(err, location) from err
+    return np.stack(rows)
+
+
+async def _read_pictures(request: Request) -> list[tuple[tuple[str | int, ...], np.ndarray]]:
+    """The request's pictures, each (H, W) float32 in [0, 1], with where each came from in the request."""
     max_batch, max_pixels = _limits(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
@@ -170,15 +195,15 @@ async def read_images(request: Request) -> np.ndarray:
         )
         if len(uploads) > max_batch:
             raise InvalidInputError(f"at most {max_batch} images per request", [("body", "files")])
-        rows = []
+        pictures = []
         for location, upload in uploads:
             if not isinstance(upload, UploadFile):
                 raise InvalidInputError("expected a file upload, got a text field", [location])
             try:
-                rows.append(image_to_mnist(await upload.read(), max_pixels=max_pixels))
+                pictures.append((location, decode_image(await upload.read(), max_pixels=max_pixels)))
             except ImageInputError as err:
                 raise _fail(err, location) from err
-        return np.stack(rows)
+        return pictures
     if content_type not in ("application/json", ""):
         raise UnsupportedMediaTypeError(
             f"unsupported content type {content_type!r}: send application/json or multipart/form-data"
@@ -197,13 +222,26 @@ async def read_images(request: Request) -> np.ndarray:
         items = [(("body", "images", i), image) for i, image in enumerate(body.images)]
     if len(items) > max_batch:
         raise InvalidInputError(f"at most {max_batch} images per request", [("body", "images")])
-    rows = []
+    pictures = []
     for location, values in items:
         try:
-            rows.append(pixels_to_array(values))
+            pictures.append((location, pixels_to_array(values, max_pixels=max_pixels)))
         except ImageInputError as err:
             raise _fail(err, location) from err
-    return np.stack(rows)
+    return pictures
+
+
+async def read_digits(request: Request, preprocess: PreprocessQuery = True) -> np.ndarray:
+    """The request's digits as an (n, 784) float32 array in [0, 1]; a blank image is refused (422)."""
+    pictures = await _read_pictures(request)
+    return await run_in_threadpool(_normalise_all, pictures, preprocess, False)
+
+
+async def read_images(request: Request, preprocess: PreprocessQuery = True) -> np.ndarray:
+    """The same for the autoencoder, which also encodes a blank image (as an empty field)."""
+    pictures = await _read_pictures(request)
+    return await run_in_threadpool(_normalise_all, pictures, preprocess, True)
 
 
 ImagesDep = Annotated[np.ndarray, Depends(read_images)]
+DigitsDep = Annotated[np.ndarray, Depends(read_digits)]

@@ -1,4 +1,7 @@
-"""Upload preprocessing (the MNIST recipe) and validation of JSON pixel arrays."""
+"""Upload decoding, the shared preprocessing path for uploads and JSON, and validation of JSON pixel arrays.
+
+The normalisation itself is tested in tests/test_digit_preprocess.py.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +14,12 @@ from PIL import Image, ImageDraw
 from service.imaging import (
     ImageInputError,
     array_to_png,
-    centre_by_mass,
     decode_image,
     image_to_mnist,
     pixels_to_array,
     to_mnist,
 )
+from training.digit_preprocess import CENTRE, normalise_digit
 
 
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -42,11 +45,32 @@ def test_upload_is_cropped_scaled_into_20_pixels_and_centred_by_mass() -> None:
     digit = image_to_mnist(encode(drawn_seven())).reshape(28, 28)
     assert digit.min() >= 0 and digit.max() == pytest.approx(1.0, abs=0.05)
     cy, cx = centre_of_mass(digit)
-    assert abs(cy - 13.5) <= 0.5 and abs(cx - 13.5) <= 0.5
+    assert abs(cy - CENTRE[0]) <= 0.5 and abs(cx - CENTRE[1]) <= 0.5
     rows = np.flatnonzero((digit > 0.1).any(1))
     cols = np.flatnonzero((digit > 0.1).any(0))
     assert rows[-1] - rows[0] + 1 in (19, 20, 21)  # the taller side fills the 20-pixel box
     assert cols[-1] - cols[0] + 1 < 20
+
+
+def test_uploads_and_json_take_the_same_path() -> None:
+    picture = np.asarray(drawn_seven(), dtype=np.float32) / 255.0  # 8-bit values: PNG holds them exactly
+    via_json = to_mnist(pixels_to_array(picture.tolist()))
+    np.testing.assert_array_equal(image_to_mnist(encode(drawn_seven())), via_json)
+    np.testing.assert_array_equal(via_json, normalise_digit(picture).reshape(784))
+
+
+def test_preprocessing_can_be_skipped_for_normalised_mnist_pixels() -> None:
+    pixels = np.zeros((28, 28), dtype=np.float32)
+    pixels[2:9, 3:7] = 1.0  # off-centre: normalising would move it
+    np.testing.assert_array_equal(to_mnist(pixels, preprocess=False), pixels.reshape(784))
+    with pytest.raises(ImageInputError, match="must be 28x28"):
+        to_mnist(np.zeros((30, 28), dtype=np.float32), preprocess=False)
+
+
+def test_a_blank_picture_is_refused_or_kept_empty() -> None:
+    with pytest.raises(ImageInputError, match="blank"):
+        to_mnist(np.ones((30, 40), dtype=np.float32))
+    assert not to_mnist(np.ones((30, 40), dtype=np.float32), allow_blank=True).any()
 
 
 def test_dark_on_light_and_light_on_dark_give_the_same_digit() -> None:
@@ -55,30 +79,12 @@ def test_dark_on_light_and_light_on_dark_give_the_same_digit() -> None:
     np.testing.assert_allclose(dark_ink, light_ink, atol=1e-5)
 
 
-def test_aspect_ratio_is_kept() -> None:
-    bar = np.zeros((100, 20), dtype=np.float32)
-    bar[:, :] = 1.0
-    digit = to_mnist(np.pad(1.0 - bar, 10, constant_values=1.0)).reshape(28, 28)
-    rows = np.flatnonzero((digit > 0.5).any(1))
-    cols = np.flatnonzero((digit > 0.5).any(0))
-    assert len(rows) == 20 and len(cols) == 4
-
-
 def test_jpeg_and_transparent_png_are_read() -> None:
     assert image_to_mnist(encode(drawn_seven().convert("RGB"), "JPEG")).shape == (784,)
     rgba = Image.new("RGBA", (64, 64), (0, 0, 0, 0))  # transparent background, black ink
     ImageDraw.Draw(rgba).ellipse([16, 8, 48, 56], outline=(0, 0, 0, 255), width=6)
     zero = image_to_mnist(encode(rgba)).reshape(28, 28)
     assert zero[14, 14] < 0.2 and zero.max() > 0.9  # a ring: ink around an empty middle
-
-
-def test_centre_by_mass_moves_the_mass_to_the_middle() -> None:
-    blob = np.zeros((20, 20), dtype=np.float32)
-    blob[2:6, 1:4] = 1.0
-    field = centre_by_mass(blob)
-    assert field.sum() == pytest.approx(blob.sum())
-    cy, cx = centre_of_mass(field)
-    assert abs(cy - 13.5) <= 0.5 and abs(cx - 13.5) <= 0.5
 
 
 @pytest.mark.parametrize(
@@ -102,17 +108,23 @@ def test_too_large_images_are_refused_before_decoding() -> None:
     assert info.value.too_large
 
 
-def test_json_pixels_flat_or_square() -> None:
+def test_json_pixels_flat_square_or_any_size() -> None:
     flat = np.linspace(0, 1, 784)
-    np.testing.assert_allclose(pixels_to_array(flat.tolist()), flat, rtol=1e-6)
-    np.testing.assert_allclose(pixels_to_array(flat.reshape(28, 28).tolist()), flat, rtol=1e-6)
+    np.testing.assert_allclose(pixels_to_array(flat.tolist()), flat.reshape(28, 28), rtol=1e-6)
+    np.testing.assert_allclose(
+        pixels_to_array(flat.reshape(28, 28).tolist()), flat.reshape(28, 28), rtol=1e-6
+    )
+    assert pixels_to_array(np.zeros((5, 70)).tolist()).shape == (5, 70)
+    with pytest.raises(ImageInputError, match="larger than the limit") as info:
+        pixels_to_array(np.zeros((40, 40)).tolist(), max_pixels=1000)
+    assert info.value.too_large
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
     [
         ([0.5] * 783, "784 numbers"),
-        ([[0.5] * 28] * 27, r"shape \(27, 28\)"),
+        ([[0.5] * 28], r"shape \(1, 28\)"),
         ([[0.5] * 28] * 27 + [[0.5] * 27], "784 numbers"),
         ([0.5] * 783 + [1.5], r"\[0, 1\]"),
         ([0.5] * 783 + [-0.1], r"\[0, 1\]"),

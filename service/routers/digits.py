@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import require_read_key
 from service.errors import InvalidInputError
-from service.vision import OPENAPI_BODY, DigitBundleDep, ImagesDep
+from service.vision import OPENAPI_BODY, DigitBundleDep, DigitsDep
 
 BLANK_INK = 0.1  # an image whose every pixel is below this has no digit to recognise
 
@@ -32,8 +32,8 @@ class DigitPredictions(BaseModel):
 
 @router.post("/recognize", openapi_extra=OPENAPI_BODY)
 async def recognize(
-    images: ImagesDep,
-    bundle: DigitBundleDep,
+    bundle: DigitBundleDep,  # first: without the model, answer 503 before reading the images
+    images: DigitsDep,
     variant: Literal["finetuned", "generative"] | None = Query(
         None, description="Recogniser to use; the bundle's better one (by validation error) by default."
     ),

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from models.motor_renderer import N_SPRINGS, N_STEPS, N_STIFFNESS, Drawing
 from service.deps import require_read_key
 from service.imaging import array_to_png
-from service.vision import OPENAPI_BODY, ImagesDep, MotorBundleDep
+from service.vision import OPENAPI_BODY, DigitsDep, MotorBundleDep
 from training.motor_bundle import MotorBundle, Trace, pixel_trajectory
 
 router = APIRouter(prefix="/v1/digits", tags=["digits"], dependencies=[Depends(require_read_key)])
@@ -146,8 +146,8 @@ def _render(bundle: MotorBundle, request: RenderRequest) -> RenderedDigit:
 
 @router.post("/trace", openapi_extra=OPENAPI_BODY)
 async def trace(
-    images: ImagesDep,
-    bundle: MotorBundleDep,
+    bundle: MotorBundleDep,  # first: without the model, answer 503 before reading the images
+    images: DigitsDep,
     local_search: bool = Query(True, description="Refine each class's program by local search."),
 ) -> DigitTraces:
     """How each digit was drawn: the best class's motor program, pen trajectory, reconstruction, errors."""

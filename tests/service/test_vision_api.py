@@ -17,10 +17,16 @@ from PIL import Image, ImageDraw
 from service.main import create_app
 from service.migrate import upgrade_to_head
 from service.settings import Settings
+from training.digit_preprocess import normalise_digit
 from training.mnist import MnistSplits
 from training.vision_bundle import DigitBundle, ImageBundle
 
 Run = tuple[Path, dict[str, Any]]
+
+
+def normalised(x: np.ndarray) -> np.ndarray:
+    """(n, 784) pixels through the service's preprocessing path."""
+    return np.stack([normalise_digit(row.reshape(28, 28)).reshape(784) for row in x])
 
 
 def png(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -91,11 +97,25 @@ def test_recognize_json_single_square_and_batch(client: TestClient, mnist_splits
         assert item["bundle_id"] == bundle_id and len(item["probabilities"]) == 10
         assert item["digit"] == int(np.argmax(item["probabilities"]))
         assert sum(item["probabilities"]) == pytest.approx(1.0, abs=1e-5)
-    response = client.post("/v1/digits/recognize?variant=generative", json={"images": x[:3].tolist()})
-    assert response.status_code == 200 and response.json()["count"] == 3
-    assert {item["variant"] for item in response.json()["data"]} == {"generative"}
-    expected = client.app.state.digit_bundle.predict(x[:3], "generative")  # type: ignore[attr-defined]
-    assert [item["digit"] for item in response.json()["data"]] == expected.tolist()
+    bundle: DigitBundle = client.app.state.digit_bundle  # type: ignore[attr-defined]
+    for query, inputs in (("", normalised(x[:3])), ("&preprocess=false", x[:3])):
+        response = client.post(
+            f"/v1/digits/recognize?variant=generative{query}", json={"images": x[:3].tolist()}
+        )
+        assert response.status_code == 200 and response.json()["count"] == 3
+        assert {item["variant"] for item in response.json()["data"]} == {"generative"}
+        probabilities = [item["probabilities"] for item in response.json()["data"]]
+        np.testing.assert_allclose(probabilities, bundle.predict_proba(inputs, "generative"), atol=1e-5)
+
+
+def test_uploads_and_json_of_any_size_give_the_same_answer(client: TestClient) -> None:
+    picture = np.asarray(Image.open(io.BytesIO(drawn_one())), dtype=np.float32) / 255.0  # 160 x 120
+    by_json = client.post("/v1/digits/recognize", json={"pixels": picture.tolist()})
+    by_upload = client.post("/v1/digits/recognize", files={"file": ("one.png", drawn_one(), "image/png")})
+    assert by_json.status_code == by_upload.status_code == 200, by_json.text
+    assert by_json.json()["data"] == by_upload.json()["data"]
+    response = client.post("/v1/digits/recognize?preprocess=false", json={"pixels": picture.tolist()})
+    assert response.status_code == 422 and "must be 28x28" in response.text
 
 
 def test_recognize_uploads(client: TestClient) -> None:
@@ -109,7 +129,7 @@ def test_recognize_uploads(client: TestClient) -> None:
 
 def test_encode_with_and_without_reconstruction(client: TestClient, mnist_splits: MnistSplits) -> None:
     x = mnist_splits.test_x[:2]
-    response = client.post("/v1/images/encode?reconstruct=true", json={"images": x.tolist()})
+    response = client.post("/v1/images/encode?reconstruct=true&preprocess=false", json={"images": x.tolist()})
     assert response.status_code == 200, response.text
     bundle: ImageBundle = client.app.state.image_bundle  # type: ignore[attr-defined]
     for item, row in zip(response.json()["data"], x, strict=True):
@@ -119,6 +139,10 @@ def test_encode_with_and_without_reconstruction(client: TestClient, mnist_splits
         assert image.size == (28, 28)
         expected = ((bundle.reconstruct(bundle.encode(row[None]))[0] - row) ** 2).sum()
         assert item["reconstruction_error"] == pytest.approx(float(expected), rel=1e-4)
+    default = client.post("/v1/images/encode", json={"images": x.tolist()}).json()["data"]
+    np.testing.assert_allclose(
+        [d["code"] for d in default], bundle.encode(normalised(x)), rtol=1e-5, atol=1e-5
+    )
     plain = client.post("/v1/images/encode", files={"file": ("one.png", drawn_one(), "image/png")}).json()
     assert plain["data"][0]["reconstruction_png"] is None and plain["data"][0]["reconstruction_error"] is None
 
