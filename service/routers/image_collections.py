@@ -23,7 +23,7 @@ from service.deps import (
     require_write_key,
 )
 from service.errors import InvalidInputError
-from service.imaging import ImageInputError, pixels_to_array
+from service.imaging import ImageInputError, pixels_to_array, to_mnist
 from service.indexer import IncomingDocument, duplicate_positions
 from service.routers.collections import public_collection
 from service.schemas import CollectionPublic, SearchResponse, UpsertResult
@@ -68,7 +68,8 @@ def upsert(
     rows = []
     for index, item in enumerate(body.images):
         try:
-            rows.append(pixels_to_array(item.pixels))
+            # the same preprocessing as queries get (ImagesDep), so stored images and queries match
+            rows.append(to_mnist(pixels_to_array(item.pixels), allow_blank=True))
         except ImageInputError as err:
             raise InvalidInputError(err.message, [("body", "images", index, "pixels")]) from err
     upserted = upsert_images(session, collection, bundle, documents, np.stack(rows))

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from training.digit_preprocess import normalise_digit
 from training.mnist import MnistSplits
 from training.sparse_bundle import SparseBundle
 
@@ -47,7 +48,8 @@ def test_encode_returns_sparse_codes(
     x = mnist_splits.test_x[:3]
     default = client.post("/v1/images/encode", json={"pixels": x[0].tolist()})
     assert default.status_code == 200 and default.json()["model"] == "autoencoder"
-    response = client.post("/v1/images/encode?model=sparse", json={"images": x.tolist()})
+    # preprocess=false: the codes are then those of these very pixels
+    response = client.post("/v1/images/encode?model=sparse&preprocess=false", json={"images": x.tolist()})
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["model"], body["encoder"], body["iterations"], body["count"]) == ("sparse", "lista", 3, 3)
@@ -67,7 +69,7 @@ def test_encoders_iterations_and_reconstructions(
 ) -> None:
     x = mnist_splits.test_x[5]
     fista = client.post(
-        "/v1/images/encode?model=sparse&encoder=fista&iterations=7&reconstruct=true",
+        "/v1/images/encode?model=sparse&encoder=fista&iterations=7&reconstruct=true&preprocess=false",
         json={"pixels": x.tolist()},
     )
     assert fista.status_code == 200, fista.text
@@ -142,7 +144,8 @@ def test_image_collections_find_images_by_shared_parts(
     assert client.get("/v1/collections/parts").json()["document_count"] == 200
     stored = client.get("/v1/collections/parts/documents/train/7").json()
     assert stored["metadata"] == {"label": int(y[7])} and stored["text"] == ""
-    assert stored["long_code"] == bundle.signatures(bundle.encode(x[7:8]))[0].tobytes().hex()
+    stored_pixels = normalise_digit(x[7].reshape(28, 28)).reshape(1, 784)  # the shared preprocessing
+    assert stored["long_code"] == bundle.signatures(bundle.encode(stored_pixels))[0].tobytes().hex()
 
     found = client.post(
         "/v1/images/collections/parts/search?radius=3&limit=5&shortlist=50", json={"pixels": x[7].tolist()}
