@@ -39,7 +39,7 @@ def test_round_trip(bundle: TextBundle) -> None:
     assert loaded.vocabulary == bundle.vocabulary and loaded.fingerprint == bundle.fingerprint
     assert loaded.bundle_id == f"text-{bundle.fingerprint[:12]}"
     assert (loaded.address_bits, loaded.long_bits) == (ADDRESS_BITS, LONG_BITS)
-    assert loaded.config["kind"] == "text" and loaded.config["format_version"] == 1
+    assert loaded.config["kind"] == "text" and loaded.config["format_version"] == 2
     assert {"address", "long", "train_seconds"} <= set(loaded.metrics)
     np.testing.assert_array_equal(loaded.idf, bundle.idf)
 
@@ -119,7 +119,7 @@ def test_mismatched_expectations_are_refused(copy: Path, bundle: TextBundle) -> 
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda p: edit_json(p / "config.json", format_version=2), "format_version 2"),
+        (lambda p: edit_json(p / "config.json", format_version=3), "format_version 3; this code reads 1 or"),
         (lambda p: edit_json(p / "config.json", kind="digits"), "'digits' bundle, not 'text'"),
         (lambda p: edit_json(p / "config.json", vocab_size=3), "config says vocab_size=3"),
         (lambda p: edit_json(p / "config.json", long_bits=12), "multiple of 8"),

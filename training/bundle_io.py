@@ -57,22 +57,25 @@ def _read_json(file: Path) -> dict[str, Any]:
 
 
 def read_bundle(
-    path: Path | str, *, kind: str, format_version: int
+    path: Path | str, *, kind: str, format_version: int | tuple[int, ...]
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
     """Read and check a bundle's header; returns (config, weights, metrics).
 
-    Refuses a bundle of another kind or format version, and weights that are unreadable or not finite.
-    Shapes are model-specific: check them with `check_shapes`.
+    Refuses a bundle of another kind or format version (`format_version`: the one, or the tuple of
+    those, this code reads), and weights that are unreadable or not finite. Shapes are
+    model-specific: check them with `check_shapes`.
     """
+    readable = format_version if isinstance(format_version, tuple) else (format_version,)
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"bundle directory {path} does not exist")
     config = _read_json(path / CONFIG)
     if config.get("kind") != kind:
         raise BundleError(f"{path} holds a {config.get('kind')!r} bundle, not {kind!r}")
-    if config.get("format_version") != format_version:
+    if config.get("format_version") not in readable or isinstance(config.get("format_version"), bool):
+        versions = " or ".join(map(str, readable))
         raise BundleError(
-            f"{path} has format_version {config.get('format_version')!r}; this code reads {format_version}"
+            f"{path} has format_version {config.get('format_version')!r}; this code reads {versions}"
         )
     metrics = _read_json(path / METRICS) if (path / METRICS).exists() else {}
     try:

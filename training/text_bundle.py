@@ -9,6 +9,12 @@ A bundle directory holds
     weights.safetensors  for code in (address, long), layer l:
                          "{code}.encoder.{l}.weight" (n_in, n_out) and "{code}.encoder.{l}.bias" (n_out,)
     metrics.json         validation (and, after `semhash evaluate text`, test) numbers
+    query_encoder.*      optional (format_version 2): the query encoder for short text and its
+    query_vocabulary.json  vocabulary, config["query_encoder"] (null: none); see training/query_bundle.py
+
+Format versions: 1 (no query encoder) and 2 (config.json has "query_encoder", an object or null) are
+read; bundles are written as 2. The fingerprint covers the document encoders only, so adding a query
+encoder to a bundle leaves the collections indexed with it valid.
 
 Encoding is the encoder of `models.autoencoder.DeepAutoencoder` without noise, in numpy
 (so the service needs no torch), on counts whose length N is capped at max_document_length
@@ -30,15 +36,27 @@ import numpy as np
 import scipy.sparse as sp
 
 from training.bundle_io import WEIGHTS, BundleError, check_shapes, read_bundle, write_bundle
+from training.query_bundle import QUERY_CONFIG_KEY, QueryEncoder
 from training.text_features import WordIndex, cap_lengths, count_matrix, tfidf
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# Without a query encoder, a query counts as short when it has fewer document-vocabulary tokens than
+# this (a bundle with one stores its own, measured on its validation documents).
+SHORT_QUERY_MAX_TOKENS = 20
 KIND = "text"
 VOCABULARY = "vocabulary.json"
 CODES = ("address", "long")
 MAX_ADDRESS_BITS = 32
 
-__all__ = ["BundleError", "EmptyDocumentError", "TextBundle", "TextCodes", "write_text_bundle"]
+__all__ = [
+    "BundleError",
+    "EmptyDocumentError",
+    "QueryProbabilities",
+    "TextBundle",
+    "TextCodes",
+    "write_text_bundle",
+]
 
 
 class EmptyDocumentError(ValueError):
@@ -61,6 +79,30 @@ class TextCodes:
     long_codes: np.ndarray  # (n, long_bits // 8) uint8, np.packbits order
 
 
+@dataclass
+class QueryProbabilities:
+    """Code unit probabilities of n queries, from the query encoder or (fallback) the document encoders."""
+
+    address: np.ndarray  # (n, address_bits) float32, P(address bit j = 1); bit 0 most significant
+    long: np.ndarray  # (n, long_bits) float32, P(long bit k = 1), np.packbits order
+    known: np.ndarray  # (n,) bool: the query has a word of the encoder's vocabulary (else: no meaning)
+    encoder: str  # "query" or "document"
+
+    def addresses(self) -> np.ndarray:
+        """The most likely address of each query (bits p > 1/2).  -> (n,) uint64."""
+        return pack_addresses(self.address > 0.5)
+
+    def long_codes(self) -> np.ndarray:
+        """The most likely long code of each query, packed as documents' are.  -> (n, long_bits/8) uint8."""
+        return np.packbits(self.long > 0.5, axis=1)
+
+
+def pack_addresses(bits: np.ndarray) -> np.ndarray:
+    """(n, a) bool address bits (bit 0 most significant) -> (n,) uint64 addresses."""
+    weights = np.uint64(1) << np.arange(bits.shape[1] - 1, -1, -1, dtype=np.uint64)
+    return (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+
+
 def check_code_sizes(address_bits: int, long_bits: int) -> None:
     """Raise ValueError unless 1 <= address_bits <= 32 and long_bits is a positive multiple of 8."""
     if not 1 <= address_bits <= MAX_ADDRESS_BITS:
@@ -79,10 +121,29 @@ def write_text_bundle(
 ) -> TextBundle:
     """Write a bundle (config gets format_version and kind added) and load it back, validated."""
     path = Path(path)
-    write_bundle(path, {**config, "format_version": FORMAT_VERSION, "kind": KIND}, weights, metrics)
+    header = {QUERY_CONFIG_KEY: None, **config, "format_version": FORMAT_VERSION, "kind": KIND}
+    write_bundle(path, header, weights, metrics)
     document = {"words": list(vocabulary), "idf": [float(x) for x in idf]}
     (path / VOCABULARY).write_text(json.dumps(document) + "\n")
     return TextBundle.load(path)
+
+
+def read_vocabulary(file: Path, vocab_size: int) -> tuple[list[str], np.ndarray]:
+    """The words and idf of a vocabulary file, checked against `vocab_size`; BundleError otherwise."""
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+        words, idf = document["words"], np.asarray(document["idf"], dtype=np.float64)
+    except FileNotFoundError as err:
+        raise BundleError(f"{file} is missing") from err
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as err:
+        raise BundleError(f"{file} is corrupt: {err!r}") from err
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise BundleError(f"{file}: 'words' must be a list of strings")
+    if len(words) != vocab_size or len(set(words)) != vocab_size:
+        raise BundleError(f"{file}: {len(set(words))} distinct words, config says vocab_size={vocab_size}")
+    if idf.shape != (vocab_size,) or not np.isfinite(idf).all() or (idf <= 0).any():
+        raise BundleError(f"{file}: 'idf' must be {vocab_size} positive finite numbers")
+    return words, idf
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -101,6 +162,7 @@ class TextBundle:
         idf: np.ndarray,
         weights: dict[str, np.ndarray],
         fingerprint: str,
+        query_encoder: QueryEncoder | None = None,
     ):
         self.path = path
         self.config = config
@@ -115,6 +177,12 @@ class TextBundle:
         self.scale_input_bias = bool(config["scale_input_bias"])
         self.max_document_length: float | None = config["max_document_length"]
         self._index = WordIndex(vocabulary)
+        self.query_encoder = query_encoder
+
+    @property
+    def has_query_encoder(self) -> bool:
+        """Whether the bundle holds a query encoder (else `encode_query` uses the document encoders)."""
+        return self.query_encoder is not None
 
     @classmethod
     def load(
@@ -127,7 +195,7 @@ class TextBundle:
     ) -> TextBundle:
         """Read and validate a bundle; raise BundleError naming the bundle and the problem."""
         path = Path(path)
-        config, weights, metrics = read_bundle(path, kind=KIND, format_version=FORMAT_VERSION)
+        config, weights, metrics = read_bundle(path, kind=KIND, format_version=READABLE_VERSIONS)
         for key, kind in (("name", str), ("vocab_size", int), ("address_bits", int), ("long_bits", int)):
             if not isinstance(config.get(key), kind):
                 raise BundleError(f"{path}/config.json: {key!r} missing or not {kind.__name__}")
@@ -142,34 +210,24 @@ class TextBundle:
         ):
             if expected is not None and config[key] != expected:
                 raise BundleError(f"{path}: bundle has {key}={config[key]}, expected {expected}")
-        vocabulary, idf = cls._read_vocabulary(path, config["vocab_size"])
+        vocabulary, idf = read_vocabulary(path / VOCABULARY, config["vocab_size"])
         check_shapes(path, weights, cls._expected_shapes(path, config))
+        query_encoder = None
+        if config["format_version"] >= 2:
+            if QUERY_CONFIG_KEY not in config:
+                raise BundleError(
+                    f"{path}/config.json: format_version 2 needs {QUERY_CONFIG_KEY!r} (or null)"
+                )
+            if config[QUERY_CONFIG_KEY] is not None:
+                query_encoder = QueryEncoder.load(
+                    path, config[QUERY_CONFIG_KEY], config["address_bits"], config["long_bits"]
+                )
         digest = hashlib.sha256()
         digest.update((path / WEIGHTS).read_bytes())
         digest.update((path / VOCABULARY).read_bytes())
         essentials = {k: config.get(k) for k in ("vocab_size", "address_bits", "long_bits", "encoders")}
         digest.update(json.dumps(essentials, sort_keys=True).encode())
-        return cls(path, config, metrics, vocabulary, idf, weights, digest.hexdigest())
-
-    @staticmethod
-    def _read_vocabulary(path: Path, vocab_size: int) -> tuple[list[str], np.ndarray]:
-        file = path / VOCABULARY
-        try:
-            document = json.loads(file.read_text(encoding="utf-8"))
-            words, idf = document["words"], np.asarray(document["idf"], dtype=np.float64)
-        except FileNotFoundError as err:
-            raise BundleError(f"{file} is missing") from err
-        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as err:
-            raise BundleError(f"{file} is corrupt: {err!r}") from err
-        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-            raise BundleError(f"{file}: 'words' must be a list of strings")
-        if len(words) != vocab_size or len(set(words)) != vocab_size:
-            raise BundleError(
-                f"{file}: {len(set(words))} distinct words, config says vocab_size={vocab_size}"
-            )
-        if idf.shape != (vocab_size,) or not np.isfinite(idf).all() or (idf <= 0).any():
-            raise BundleError(f"{file}: 'idf' must be {vocab_size} positive finite numbers")
-        return words, idf
+        return cls(path, config, metrics, vocabulary, idf, weights, digest.hexdigest(), query_encoder)
 
     @staticmethod
     def _expected_shapes(path: Path, config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -216,6 +274,50 @@ class TextBundle:
         addresses = (address_bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
         long_codes = np.packbits(self.code_bits("long", counts), axis=1)
         return TextCodes(addresses=addresses, long_codes=long_codes)
+
+    def encode_query(self, texts: Sequence[str], encoder: str = "auto") -> QueryProbabilities:
+        """Code unit probabilities of short query texts.
+
+        `encoder`: "query" (the query encoder; the document encoders when the bundle has none),
+        "document" (the document encoders, as documents are encoded), or "auto": "query" for the texts
+        that `query_is_short`, "document" for the rest (the result then says "query" when any text
+        used the query encoder). Never raises for texts without a known word: `known` marks them.
+        """
+        if encoder not in ("auto", "query", "document"):
+            raise ValueError(f"encoder must be 'auto', 'query' or 'document', got {encoder!r}")
+        n = len(texts)
+        document_counts = self.counts(texts)
+        use_query = np.zeros(n, dtype=bool)
+        if self.query_encoder is not None and encoder != "document":
+            lengths = np.asarray(document_counts.sum(axis=1)).ravel()
+            use_query[:] = True if encoder == "query" else lengths < self.short_query_max_tokens
+        address = np.zeros((n, self.address_bits), dtype=np.float32)
+        long = np.zeros((n, self.long_bits), dtype=np.float32)
+        known = np.zeros(n, dtype=bool)
+        rows = np.flatnonzero(~use_query)
+        if rows.size:
+            counts = document_counts[rows]
+            address[rows] = self.code_activations("address", counts)
+            long[rows] = self.code_activations("long", counts)
+            known[rows] = np.asarray(counts.sum(axis=1)).ravel() > 0
+        rows = np.flatnonzero(use_query)
+        if rows.size:
+            assert self.query_encoder is not None
+            counts = self.query_encoder.counts([texts[i] for i in rows])
+            address[rows], long[rows] = self.query_encoder.probabilities(counts)
+            known[rows] = np.asarray(counts.sum(axis=1)).ravel() > 0
+        return QueryProbabilities(address, long, known, "query" if use_query.any() else "document")
+
+    @property
+    def short_query_max_tokens(self) -> int:
+        """Queries with fewer document-vocabulary tokens than this go to the query encoder ("auto")."""
+        if self.query_encoder is None:
+            return SHORT_QUERY_MAX_TOKENS
+        return self.query_encoder.short_query_max_tokens
+
+    def query_is_short(self, text: str) -> bool:
+        """Whether `text` has fewer document-vocabulary tokens than `short_query_max_tokens`."""
+        return sum(column >= 0 for column in self._index.token_columns(text)) < self.short_query_max_tokens
 
     def code_activations(self, code: str, counts: sp.spmatrix | np.ndarray) -> np.ndarray:
         """sigmoid(z) of the `code` ("address" or "long") encoder.  (n, V) counts -> (n, bits) float32."""

@@ -113,6 +113,66 @@ def register_text_commands(train_app: typer.Typer, evaluate_app: typer.Typer) ->
         }
         typer.echo(json.dumps(summary, indent=2))
 
+    @train_app.command("text-query")
+    def train_text_query_command(
+        bundle: Path = typer.Option(..., "--bundle", help="Text bundle directory to add a query encoder to."),
+        corpus: str = typer.Option(
+            "20news", "--corpus", help="The bundle's training corpus ('20news', .jsonl[.gz] or a folder)."
+        ),
+        profile: str = typer.Option("quick", "--profile", help="tiny, quick or full."),
+        seed: int = typer.Option(0, "--seed", help="Random seed."),
+        threads: int | None = typer.Option(None, "--threads", min=1, help="Torch CPU threads."),
+        max_minutes: float | None = typer.Option(
+            None, "--max-minutes", min=0.1, help="Time budget: stop after the epoch that crosses it."
+        ),
+        test_fraction: float | None = typer.Option(
+            None, "--test-fraction", help="Hold out this share of the documents by id, as training did."
+        ),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+    ) -> None:
+        """Distil a query encoder for short text from a bundle's document encoders and add it to the
+        bundle (its document encoders, fingerprint and indexes stay as they are)."""
+        import time
+
+        import torch
+
+        from training.query_train import QUERY_PROFILES, scaled_profile, train_query_encoder
+
+        if profile not in QUERY_PROFILES:
+            raise typer.BadParameter(f"--profile must be one of {sorted(QUERY_PROFILES)}, got {profile!r}")
+        if threads is not None:
+            torch.set_num_threads(threads)
+        deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+        try:
+            loaded = TextBundle.load(bundle)
+            documents = load_corpus(corpus, "train")
+            if test_fraction is not None:
+                documents = split_by_id(documents, test_fraction)[0]
+            with logging_redirect_tqdm():
+                trained = train_query_encoder(
+                    loaded,
+                    documents,
+                    scaled_profile(QUERY_PROFILES[profile], len(documents)),
+                    seed=seed,
+                    checkpoint_dir=bundle / "checkpoints",
+                    progress=_progress(no_progress),
+                    deadline=deadline,
+                )
+        except (BundleError, CorpusError, ValueError) as err:
+            raise _fail(err) from err
+        metrics = trained.metrics["query_encoder"]
+        summary = {
+            "bundle": str(trained.path),
+            "selected_epoch": metrics["selected_epoch"],
+            "short_query_max_tokens": trained.short_query_max_tokens,
+            "subject_long_p_at_10": {
+                name: metrics[f"subject_{name}"]["long_p_at_10"]
+                for name in ("query", "document")
+                if f"subject_{name}" in metrics
+            },
+        }
+        typer.echo(json.dumps(summary, indent=2))
+
     @evaluate_app.command("text")
     def evaluate_text_command(
         bundle: Path = typer.Option(..., "--bundle", help="Text bundle directory."),

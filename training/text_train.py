@@ -15,6 +15,8 @@ Recipe (Salakhutdinov & Hinton, "Semantic hashing", 2009; seed slides 66-72, 78)
    documents and the model is scored by precision@100 of Hamming ranking (when labels exist; else by
    the validation reconstruction loss). The un-fine-tuned stack is candidate epoch 0. The best
    epoch's weights are kept.
+6. Last, for profiles with a `query` profile, the query encoder for short text is distilled from the
+   document encoders (`training.query_train`) and added to the bundle.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from training.backprop import BackpropSchedule, fine_tune
 from training.corpus import Corpus
 from training.occupancy import query_ball_fraction
 from training.pretrain import CDSchedule
+from training.query_train import QUERY_PROFILES, QueryProfile, scaled_profile, train_query_encoder
 from training.retrieval import Relevance, hamming_relevant_at
 from training.seed import set_seed
 from training.stack import fingerprint, pretrain_stack, train_or_resume
@@ -49,9 +52,10 @@ log = logging.getLogger(__name__)
 
 NOISE_MODES = ("fixed", "fresh")
 # Shares of a --max-minutes budget: shared pretraining, then the address and the long encoder (code
-# RBM + fine-tuning), roughly as the `full` profile spends its time on 20 Newsgroups.
-PHASE_NAMES = ("shared", "address", "long")
-PHASE_SHARES = (0.55, 0.15, 0.30)
+# RBM + fine-tuning), roughly as the `full` profile spends its time on 20 Newsgroups, then the query
+# encoder.
+PHASE_NAMES = ("shared", "address", "long", "query")
+PHASE_SHARES = (0.51, 0.14, 0.27, 0.08)
 WIDE_CODE_BITS = 24  # wider codes may take their own noise std (`TextProfile.wide_code_noise_std`)
 
 
@@ -101,6 +105,9 @@ class TextProfile:
     # stays about flat as the corpus grows (`scaled`). None: the schedules as written.
     reference_documents: int | None = 12_000
     precision_at: int = 100  # validation score: precision at this many retrieved documents
+    # The query encoder for short text, trained last (None: the bundle has none; queries then use the
+    # document encoders).
+    query: QueryProfile | None = None
 
     def scaled(self, documents: int) -> TextProfile:
         """This profile for a corpus of `documents` fit documents (see `reference_documents`)."""
@@ -152,6 +159,7 @@ PROFILES: dict[str, TextProfile] = {
         word_dropout=0.7,
         balance_weight=BALANCE_WEIGHT,
         max_touched=MAX_TOUCHED,
+        query=QUERY_PROFILES["quick"],
     ),
     "full": TextProfile(
         hidden=(500, 500),
@@ -165,6 +173,7 @@ PROFILES: dict[str, TextProfile] = {
         word_dropout=0.7,
         balance_weight=BALANCE_WEIGHT,
         max_touched=MAX_TOUCHED,
+        query=QUERY_PROFILES["full"],
     ),
 }
 
@@ -502,4 +511,15 @@ def train_text_bundle(
         **reports,
     }
     log.info("trained text bundle in %.1f s -> %s", seconds, out)
-    return write_text_bundle(out, config, data.vocabulary, data.idf, weights, metrics)
+    bundle = write_text_bundle(out, config, data.vocabulary, data.idf, weights, metrics)
+    if settings.query is None:
+        return bundle
+    return train_query_encoder(
+        bundle,
+        corpus,
+        scaled_profile(settings.query, len(corpus)),
+        seed=seed,
+        checkpoint_dir=checkpoints,
+        progress=progress,
+        deadline=deadline("query"),
+    )
