@@ -31,6 +31,8 @@ from service.db import Collection
 from service.index import BitIndex
 from service.index_load import load_segment, read_changes, release_free_memory
 from service.index_writer import SegmentedIndex
+from service.lexical import LexicalIndex
+from service.lexical_sync import sync_lexical
 from service.store import purge_tombstones
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class CollectionIndex:
     long_bits: int
     change_seq: int
     index: BitIndex
+    lexical: LexicalIndex | None = None  # full-vocabulary BM25 statistics (`service.lexical`)
 
 
 @dataclass
@@ -72,6 +75,8 @@ class _Tracked:
     writer: SegmentedIndex | None = None
     change_seq: int = 0
     merging: bool = False
+    lexical: LexicalIndex | None = None
+    lexical_seq: int = 0
 
 
 class IndexRegistry:
@@ -154,6 +159,9 @@ class IndexRegistry:
                 # been deleted without a trace left to read.
                 writer, change_seq = self._load(session, row)
             tracked.writer, tracked.change_seq = writer, change_seq
+            tracked.lexical, tracked.lexical_seq = sync_lexical(
+                session, row.id, change_seq, tracked.lexical, tracked.lexical_seq
+            )
             self._publish(row, tracked)
             if writer.needs_merge():
                 self._schedule_merge(tracked)
@@ -194,6 +202,7 @@ class IndexRegistry:
             long_bits=row.long_bits,
             change_seq=tracked.change_seq,
             index=tracked.writer.snapshot,
+            lexical=tracked.lexical,
         )
         with self._lock:
             if self._tracked.get(row.id) is tracked:  # not deleted meanwhile

@@ -127,12 +127,27 @@ class DocumentPublic(BaseModel):
     updated_at: datetime
 
 
+# The `/search` defaults: the best setting measured on a validation split of the training documents
+# (benchmarks/short_queries.py, benchmarks/results/short_queries.json).
+DEFAULT_RADIUS = 2
+DEFAULT_SHORTLIST = 100
+DEFAULT_LEXICAL_CANDIDATES = 300
+DEFAULT_CODE_WEIGHT = 1.0
+MAX_LEXICAL_CANDIDATES = 100_000
+Rerank = Literal["fused", "bm25", "hamming", "tfidf", "none"]
+
+
 class SearchRequest(BaseModel):
-    """Give exactly one of `text`, `code` or `address`."""
+    """Give exactly one of `text`, `document_id`, `code` or `address`."""
 
     model_config = ConfigDict(extra="forbid")
 
     text: str | None = Field(None, min_length=1, description="Hash this text and search around its address.")
+    document_id: str | None = Field(
+        None,
+        pattern=DOCUMENT_ID_PATTERN,
+        description="Query by example: documents like this stored one (left out itself), by its codes.",
+    )
     code: str | None = Field(None, pattern=r"^[01]+$", description="An address as a 0/1 string, bit 0 first.")
     address: int | None = Field(None, ge=0, description="An address as an integer.")
     long_code: str | None = Field(
@@ -141,45 +156,82 @@ class SearchRequest(BaseModel):
         description="Hex long code for the Hamming rerank of a code/address query.",
     )
     radius: int = Field(
-        2, ge=0, description="Hamming radius around the address (at most the configured maximum)."
+        DEFAULT_RADIUS,
+        ge=0,
+        description="Hamming radius around the address (at most the configured maximum).",
     )
     limit: int = Field(100, ge=1, description="Most results (at most the configured maximum).")
     shortlist: int | None = Field(
         None,
         ge=1,
         description="How many documents of the Hamming ball, nearest addresses first, to rerank; the "
-        "results are the best `limit` of them. Default: `limit`. Larger shortlists rank better and cost "
-        "more (at most the configured maximum).",
+        f"results are the best `limit` of them. Default: {DEFAULT_SHORTLIST} (at least `limit`). Larger "
+        "shortlists rank better and cost more (at most the configured maximum).",
     )
-    rerank: Literal["hamming", "tfidf", "none"] = "hamming"
+    rerank: Rerank | None = Field(
+        None,
+        description="`fused` (BM25 over every word + long-code similarity), `bm25`, `hamming` (long "
+        "code), `tfidf` (bundle vocabulary), `none` (address order). Default: `fused` for `text` queries, "
+        "`hamming` otherwise.",
+    )
+    lexical_candidates: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_LEXICAL_CANDIDATES,
+        description="For `fused`/`bm25`: also rerank the documents holding the query's rarest words, whole "
+        "postings lists, rarest first, up to this many postings entries (0: the code shortlist only). "
+        f"Default: {DEFAULT_LEXICAL_CANDIDATES}.",
+    )
+    code_weight: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="w in the `fused` score bm25 / max bm25 + w (1 - Hamming / long bits). "
+        f"Default: {DEFAULT_CODE_WEIGHT}.",
+    )
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
-        if sum(value is not None for value in (self.text, self.code, self.address)) != 1:
-            raise ValueError("give exactly one of `text`, `code` or `address`")
-        if self.rerank == "tfidf" and self.text is None:
-            raise ValueError("`rerank`='tfidf' needs a `text` query")
+        given = (self.text, self.document_id, self.code, self.address)
+        if sum(value is not None for value in given) != 1:
+            raise ValueError("give exactly one of `text`, `document_id`, `code` or `address`")
+        if self.rerank in ("tfidf", "bm25", "fused") and self.text is None and self.document_id is None:
+            raise ValueError(f"`rerank`={self.rerank!r} needs a `text` or `document_id` query")
         return self
 
     @property
     def shortlist_size(self) -> int:
-        return self.limit if self.shortlist is None else self.shortlist
+        return max(self.limit, DEFAULT_SHORTLIST) if self.shortlist is None else self.shortlist
+
+    @property
+    def rerank_or_default(self) -> Rerank:
+        if self.rerank is not None:
+            return self.rerank
+        return "fused" if self.text is not None else "hamming"
 
 
 class SearchResult(BaseModel):
     id: str
-    distance: int = Field(description="Hamming distance between the query's and the document's address.")
+    distance: int | None = Field(
+        description="Hamming distance between the query's and the document's address (null when the "
+        "query text has no word of the model's vocabulary and so no address)."
+    )
     score: float = Field(
-        description="Rerank score, higher is better: 1 - normalised Hamming distance, or cosine."
+        description="Rerank score, higher is better: the fused score, BM25, 1 - normalised Hamming "
+        "distance, or cosine."
     )
 
 
 class SearchResponse(BaseModel):
     data: list[SearchResult]
     count: int
-    rerank: Literal["hamming", "tfidf", "none"] = Field(description="The rerank applied.")
-    address: int
-    shortlist_size: int
+    rerank: Rerank = Field(description="The rerank applied.")
+    address: int | None = Field(description="The query's address (null: the text has none).")
+    shortlist_size: int = Field(description="Documents of the Hamming-ball shortlist.")
+    lexical_size: int = Field(0, description="Documents found by the lexical candidate source.")
+    touched: int = Field(
+        0, description="Documents and postings entries the search read: shortlist + postings entries."
+    )
     probed: int = Field(description="Addresses probed in the Hamming ball.")
     took_ms: float = Field(description="Server time for hashing the query, the lookup and the rerank.")
 

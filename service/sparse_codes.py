@@ -25,7 +25,7 @@ from service.index import long_codes_to_words
 from service.index_sync import CollectionIndex
 from service.indexer import IncomingDocument, write_encoded
 from service.schemas import DOCUMENT_ID_PATTERN, SearchResponse
-from service.search import SearchQuery, search
+from service.search import SearchOptions, SearchQuery, search
 from training.sparse_bundle import Encoder, SparseBundle
 
 
@@ -150,7 +150,8 @@ def search_images(
     query = SearchQuery(
         address=int(bundle.addresses(code)[0]), long_words=long_codes_to_words(bundle.signatures(code))[0]
     )
-    outcome = search(entry, query, radius, limit, shortlist, "hamming", text_bundle, session_factory)
+    options = SearchOptions(radius=radius, limit=limit, shortlist_size=shortlist, rerank="hamming")
+    outcome = search(entry, query, options, text_bundle, session_factory)
     return SearchResponse.model_validate(
         {
             "data": [{"id": h.external_id, "distance": h.distance, "score": h.score} for h in outcome.hits],

@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from service.db import Collection, Document, make_engine
 from service.main import BundleMissingError, create_app
 from service.migrate import DatabaseNotAtHeadError, alembic_config
+from service.schemas import DEFAULT_SHORTLIST
 from service.settings import Settings
 from training.corpus import Corpus
 from training.text_bundle import TextBundle
@@ -80,7 +81,7 @@ def test_upsert_search_get_replace_delete(client: TestClient, topic_corpus: Corp
     create_collection(client)
     upsert(client, topic_corpus, range(0, 240, 2))
     query_id = topic_corpus.ids[10]
-    found = search(client, text=topic_corpus.texts[10], radius=2, limit=500)
+    found = search(client, text=topic_corpus.texts[10], radius=2, limit=500, rerank="hamming")
     by_id = {hit["id"]: hit for hit in found["data"]}
     assert by_id[query_id]["distance"] == 0 and by_id[query_id]["score"] == 1.0
     assert found["rerank"] == "hamming" and found["shortlist_size"] == found["count"]
@@ -135,7 +136,7 @@ def test_search_by_code_address_and_long_code_and_tfidf(client: TestClient, topi
     create_collection(client)
     upsert(client, topic_corpus, range(240))
     code = client.post("/v1/hash", json={"text": topic_corpus.texts[70]}).json()["data"][0]
-    by_text = search(client, text=topic_corpus.texts[70], radius=1, limit=1000)
+    by_text = search(client, text=topic_corpus.texts[70], radius=1, limit=1000, rerank="hamming")
     by_code = search(client, code=code["address_code"], long_code=code["long_code"], radius=1, limit=1000)
     assert by_code["data"] == by_text["data"]
     by_address = search(client, address=code["address"], radius=1, limit=1000)
@@ -163,7 +164,10 @@ def test_a_larger_shortlist_returns_the_best_limit_of_it(
     best = search(client, **query, limit=7, shortlist=200)
     assert best["shortlist_size"] == whole["shortlist_size"] > 7 and best["count"] == 7
     assert best["data"] == whole["data"][:7]
-    assert search(client, **query, limit=7)["shortlist_size"] == 7  # by default the shortlist is the limit
+    # By default the shortlist is DEFAULT_SHORTLIST documents (at least the limit).
+    assert search(client, **query, limit=7)["shortlist_size"] == min(
+        DEFAULT_SHORTLIST, whole["shortlist_size"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -177,7 +181,8 @@ def test_a_larger_shortlist_returns_the_best_limit_of_it(
         ({"code": "0101"}, ["body", "code"]),
         ({"code": "01x1"}, ["body", "code"]),
         ({"address": 1, "long_code": "abc"}, ["body", "long_code"]),
-        ({"text": "zzz qqq"}, ["body", "text"]),
+        ({"text": "zzz qqq", "rerank": "hamming"}, ["body", "text"]),
+        ({"text": "the of and !"}, ["body", "text"]),
         ({"text": ""}, ["body", "text"]),
         ({"address": 1, "limit": 10, "shortlist": 5}, ["body", "shortlist"]),
         ({"address": 1, "shortlist": 10_001}, ["body", "shortlist"]),
