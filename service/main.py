@@ -30,6 +30,7 @@ from service.routers import (
 )
 from service.settings import Settings, get_settings
 from service.vision import load_optional_bundle, load_sparse_bundle
+from training.convnet_bundle import ConvNetBundle
 from training.motor_bundle import MotorBundle
 from training.text_bundle import BundleError, TextBundle
 from training.vision_bundle import DigitBundle, ImageBundle
@@ -67,6 +68,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.image_bundle, app.state.image_bundle_error = load_optional_bundle(
             ImageBundle, settings.models_dir / "images"
         )
+        app.state.convnet_bundle, app.state.convnet_bundle_error = load_optional_bundle(
+            ConvNetBundle, settings.models_dir / "convnet"
+        )
         app.state.motor_bundle, app.state.motor_bundle_error = load_optional_bundle(
             MotorBundle, settings.models_dir / "motor"
         )
@@ -79,6 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "images": app.state.image_bundle,
             "sparse": app.state.sparse_bundle,
             "motor": app.state.motor_bundle,
+            "convnet": app.state.convnet_bundle,
         }
         app.state.models = {kind: bundle for kind, bundle in loaded.items() if bundle is not None}
         app.state.engine = engine

@@ -25,6 +25,7 @@ from service.errors import InvalidInputError, ModelNotLoadedError, ServiceError
 from service.imaging import ImageInputError, decode_image, pixels_to_array, to_mnist
 from service.settings import Settings
 from training.bundle_io import BundleError
+from training.convnet_bundle import ConvNetBundle
 from training.motor_bundle import MotorBundle
 from training.sparse_bundle import SparseBundle
 from training.vision_bundle import DigitBundle, ImageBundle
@@ -32,7 +33,7 @@ from training.vision_bundle import DigitBundle, ImageBundle
 logger = logging.getLogger(__name__)
 
 Pixels = list[float] | list[list[float]]
-Bundle = TypeVar("Bundle", DigitBundle, ImageBundle, MotorBundle, SparseBundle)
+Bundle = TypeVar("Bundle", DigitBundle, ImageBundle, MotorBundle, SparseBundle, ConvNetBundle)
 
 
 class PixelsRequest(BaseModel):
@@ -146,6 +147,13 @@ def get_motor_bundle(request: Request) -> MotorBundle:
 MotorBundleDep = Annotated[MotorBundle, Depends(get_motor_bundle)]
 
 
+def get_convnet_bundle(request: Request) -> ConvNetBundle:
+    return _bundle(request, "convnet_bundle", "convnet")
+
+
+ConvNetBundleDep = Annotated[ConvNetBundle, Depends(get_convnet_bundle)]
+
+
 # ----- inputs ------------------------------------------------------------------------------------
 def _limits(request: Request) -> tuple[int, int]:
     settings: Settings = request.app.state.settings
@@ -235,6 +243,11 @@ async def read_digits(request: Request, preprocess: PreprocessQuery = True) -> n
     """The request's digits as an (n, 784) float32 array in [0, 1]; a blank image is refused (422)."""
     pictures = await _read_pictures(request)
     return await run_in_threadpool(_normalise_all, pictures, preprocess, False)
+
+
+async def read_pictures(request: Request) -> list[tuple[tuple[str | int, ...], np.ndarray]]:
+    """The request's pictures as they are (any size, either polarity), for readers that find the digits."""
+    return await _read_pictures(request)
 
 
 async def read_images(request: Request, preprocess: PreprocessQuery = True) -> np.ndarray:
