@@ -57,7 +57,7 @@ class PredictConfig:
     objective: str = "next_frame"  # or "reconstruct" (the frame autoencoder control)
     window: int = 10  # L: frames read per training sequence (the seed: 5-15 steps)
     batch_size: int = 16
-    steps: int = 1800
+    steps: int = 1500
     learning_rate: float = 1e-3  # RMSProp (Keras' rho = 0.9), as in the seed
     clip_norm: float = 1.0  # gradient norm clipping (the LSTM's early steps can explode otherwise)
     adversarial_weight: float = 0.0  # > 0: MSE + weight * adversarial loss
@@ -85,7 +85,7 @@ PROFILES: dict[str, PredictConfig] = {
         context=5,
     ),
     "quick": _profile(256, 300, validate_every=50),  # minutes on one CPU thread
-    "cpu": _profile(1024, 1800, validate_every=100),  # under an hour on one CPU thread
+    "cpu": _profile(1024, 1500, validate_every=100),  # under an hour on one CPU thread
     "full": _profile(1024, 40_000, batch_size=32, window=15, validate_every=1000),  # GPU
 }
 
