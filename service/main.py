@@ -21,17 +21,20 @@ from service.routers import (
     collections,
     digits,
     documents,
+    frames,
     hash,
     health,
     image_collections,
     images,
     motor,
+    page,
     search,
 )
 from service.settings import Settings, get_settings
 from service.vision import load_optional_bundle, load_sparse_bundle
 from training.convnet_bundle import ConvNetBundle
 from training.motor_bundle import MotorBundle
+from training.predict_bundle import PredictiveBundle
 from training.text_bundle import BundleError, TextBundle
 from training.vision_bundle import DigitBundle, ImageBundle
 
@@ -77,6 +80,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.sparse_bundle, app.state.sparse_bundle_error = load_sparse_bundle(
             settings.models_dir / "sparse"
         )
+        app.state.predictive_bundle, app.state.predictive_bundle_error = load_optional_bundle(
+            PredictiveBundle, settings.models_dir / "predictive"
+        )
         loaded = {
             "text": app.state.text_bundle,
             "digits": app.state.digit_bundle,
@@ -84,6 +90,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "sparse": app.state.sparse_bundle,
             "motor": app.state.motor_bundle,
             "convnet": app.state.convnet_bundle,
+            "predictive": app.state.predictive_bundle,
         }
         app.state.models = {kind: bundle for kind, bundle in loaded.items() if bundle is not None}
         app.state.engine = engine
@@ -117,9 +124,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = CollectorRegistry()
     app.state.metrics_registry.register(IndexSizeCollector(lambda: _index_sizes(app)))
     register_error_handlers(app)
-    routers = (hash, collections, documents, search, digits, motor, images, image_collections, health)
+    routers = (hash, collections, documents, search, digits, motor, images, image_collections, frames, health)
     for router in (module.router for module in routers):
         app.include_router(router)
+    app.include_router(page.reads)  # the web page's reads; the page itself: GET / and /static
+    app.include_router(page.router)
+    page.mount_static(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=RequestMetrics(app.state.metrics_registry))
     # Outermost, so that every response (a 413 from the body limit included) carries a request id.

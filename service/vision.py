@@ -27,13 +27,16 @@ from service.settings import Settings
 from training.bundle_io import BundleError
 from training.convnet_bundle import ConvNetBundle
 from training.motor_bundle import MotorBundle
+from training.predict_bundle import PredictiveBundle
 from training.sparse_bundle import SparseBundle
 from training.vision_bundle import DigitBundle, ImageBundle
 
 logger = logging.getLogger(__name__)
 
 Pixels = list[float] | list[list[float]]
-Bundle = TypeVar("Bundle", DigitBundle, ImageBundle, MotorBundle, SparseBundle, ConvNetBundle)
+Bundle = TypeVar(
+    "Bundle", DigitBundle, ImageBundle, MotorBundle, SparseBundle, PredictiveBundle, ConvNetBundle
+)
 
 
 class PixelsRequest(BaseModel):
