@@ -125,3 +125,23 @@ def test_without_the_convnet_bundle_its_routes_answer_503(without_convnet: TestC
         "/v1/digits/recognize?variant=convnet", json={"pixels": np.zeros(784).tolist()}
     )
     assert response.status_code == 503 and "convnet" in response.json()["detail"]
+
+
+def test_the_server_starts_with_any_subset_of_bundles(
+    tmp_path_factory: pytest.TempPathFactory, convnet_run: Run, database: str, mnist_splits: MnistSplits
+) -> None:
+    root = tmp_path_factory.mktemp("only_convnet")
+    (root / "convnet").symlink_to(convnet_run[0])  # no text bundle, no digits bundle
+    client = _start(root, database)
+    try:
+        assert client.get("/readyz").status_code == 200
+        response = client.post("/v1/digits/recognize", json={"pixels": mnist_splits.test_x[0].tolist()})
+        assert response.status_code == 200 and response.json()["data"][0]["variant"] == "convnet"
+        response = client.post("/v1/hash", json={"text": "a text to hash"})
+        assert response.status_code == 503 and "text model" in response.json()["detail"]
+        response = client.post(
+            "/v1/digits/recognize?variant=finetuned", json={"pixels": np.zeros(784).tolist()}
+        )
+        assert response.status_code == 503 and "digits" in response.json()["detail"]
+    finally:
+        client.__exit__(None, None, None)
