@@ -12,9 +12,10 @@ MNIST-sized, pad), run the net over all of it at once (one output per 4 px, mode
 
 Columns where s is a local maximum and at least `threshold` are candidates; greedily, the strongest
 candidate is kept and those closer than `min_distance` px (in the scaled picture) are dropped. Each
-kept column is a digit: its class is the argmax of the 10 digit outputs at (r*, c), its probability
-that output's softmax over the digits only, and its box the 20x20 MNIST box around the window's
-centre, mapped back to the picture's pixels. The string reads the digits from left to right.
+kept column is a digit: p(digit | a digit) is the softmax over the 10 digit outputs at (r*, c),
+averaged over the 3 x 3 windows shifted by 0 and +-`refine` px (the net was trained to read a digit up
+to 1.5 px off the centre, so each shifted window is another look at it); the class is its argmax, and
+the box the 20x20 MNIST box around the window's centre, mapped back to the picture's pixels. The string reads the digits from left to right.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import torch
 
 from models.convnet import (
     CENTRE,
-    N_DIGITS,
     NONE,
     SIDE,
     STRIDE,
@@ -49,6 +49,7 @@ MAX_SCAN_PIXELS = 4_000_000  # a prepared picture larger than this holds digits 
 class ReaderConfig:
     threshold: float = 0.5  # least presence of a digit
     min_distance: float = 7.0  # px (scaled picture, digits 20 px tall) between two digits' centres
+    refine: int = 2  # px: a found digit's class averages the windows shifted by 0, +-refine (0: no averaging)
 
 
 @dataclass
@@ -123,6 +124,26 @@ class ConvNetBundle:
         logits = self.model(torch.from_numpy(np.ascontiguousarray(ink, dtype=np.float32))[None, None])
         return torch.softmax(logits[0], dim=0).numpy()
 
+    @torch.inference_mode()
+    def _classify(self, ink: np.ndarray, positions: list[tuple[int, int]], refine: int) -> list[np.ndarray]:
+        """p(digit | a digit) at output positions (r, c), averaged over the windows shifted by 0 and
+        +-refine px in each direction (3 x 3 windows; shifts that leave the picture are skipped)."""
+        shifts = (
+            [(dy, dx) for dy in (-refine, 0, refine) for dx in (-refine, 0, refine)] if refine else [(0, 0)]
+        )
+        shifts = list(dict.fromkeys(shifts))
+        out = []
+        for r, c in positions:
+            windows = [
+                ink[y : y + SIDE, x : x + SIDE]
+                for dy, dx in shifts
+                for y, x in [(r * STRIDE + dy, c * STRIDE + dx)]
+                if 0 <= y <= ink.shape[0] - SIDE and 0 <= x <= ink.shape[1] - SIDE
+            ]
+            logits = self.model.window_logits(torch.from_numpy(np.stack(windows).astype(np.float32)))
+            out.append(digit_probabilities(logits).mean(0).numpy())
+        return out
+
     def read(self, gray: np.ndarray, reader: ReaderConfig | None = None) -> Reading:
         """Every digit in a grayscale picture (H, W) in [0, 1], either polarity, read left to right.
 
@@ -152,9 +173,10 @@ class ConvNetBundle:
                 kept.append(c)
         found = []
         h, w = np.asarray(gray).shape
-        for c in sorted(kept):
+        kept.sort()
+        classes = self._classify(prepared.image, [(int(rows[c]), c) for c in kept], cfg.refine)
+        for c, p in zip(kept, classes, strict=True):
             r = int(rows[c])
-            p = probs[:N_DIGITS, r, c]
             digit = int(p.argmax())
             cy, cx = r * STRIDE + CENTRE - prepared.pad, c * STRIDE + CENTRE - prepared.pad
             half = BOX / 2
@@ -166,5 +188,5 @@ class ConvNetBundle:
                 int(np.clip(np.ceil(bottom), 0, h)),
                 int(np.clip(np.ceil(right), 0, w)),
             )
-            found.append(FoundDigit(digit, float(p[digit] / p.sum()), float(strength[c]), box))
+            found.append(FoundDigit(digit, float(p[digit]), float(strength[c]), box))
         return Reading("".join(str(d.digit) for d in found), found, prepared.digit_height)

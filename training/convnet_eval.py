@@ -65,11 +65,15 @@ def tune_reader(bundle: ConvNetBundle, data: MnistSplits, n: int = 300) -> dict[
     grid = {}
     for threshold in (0.3, 0.5, 0.7):
         for min_distance in (6.0, 7.0, 9.0, 11.0):
-            cfg = ReaderConfig(threshold, min_distance)
-            grid[f"{threshold}/{min_distance}"] = read_strips(bundle, strips, cfg)["string_accuracy"]
-    best = max(grid, key=lambda k: grid[k])
-    threshold, min_distance = map(float, best.split("/"))
-    return {"grid": grid, "best": asdict(ReaderConfig(threshold, min_distance)), "strips": n}
+            cfg = ReaderConfig(threshold, min_distance, refine=0)
+            grid[f"{threshold}/{min_distance}/0"] = read_strips(bundle, strips, cfg)["string_accuracy"]
+    threshold, min_distance, _ = map(float, max(grid, key=lambda k: grid[k]).split("/"))
+    for refine in (1, 2):  # then the class averaged over shifted windows, at the best detection settings
+        cfg = ReaderConfig(threshold, min_distance, refine)
+        grid[f"{threshold}/{min_distance}/{refine}"] = read_strips(bundle, strips, cfg)["string_accuracy"]
+    threshold, min_distance, refine = map(float, max(grid, key=lambda k: grid[k]).split("/"))
+    best = ReaderConfig(threshold, min_distance, int(refine))
+    return {"grid": grid, "keys": "threshold/min_distance/refine", "best": asdict(best), "strips": n}
 
 
 def evaluate_convnet(bundle: ConvNetBundle, data: MnistSplits, n_strips: int = 1000) -> dict[str, Any]:
