@@ -57,7 +57,7 @@ class WindowConfig:
 class ConvNetConfig:
     architecture: ConvNetArchitecture = field(default_factory=ConvNetArchitecture)
     windows: WindowConfig = field(default_factory=WindowConfig)
-    epochs: int = 16
+    epochs: int = 12
     batch_size: int = 128
     learning_rate: float = 2e-3  # Adam, one-cycle schedule
     weight_decay: float = 1e-4
