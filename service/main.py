@@ -27,6 +27,7 @@ from service.routers import (
     image_collections,
     images,
     motor,
+    page,
     search,
 )
 from service.settings import Settings, get_settings
@@ -124,6 +125,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (hash, collections, documents, search, digits, motor, images, image_collections, frames, health)
     for router in (module.router for module in routers):
         app.include_router(router)
+    app.include_router(page.reads)  # the web page's reads; the page itself: GET / and /static
+    app.include_router(page.router)
+    page.mount_static(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=RequestMetrics(app.state.metrics_registry))
     # Outermost, so that every response (a 413 from the body limit included) carries a request id.
