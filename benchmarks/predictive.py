@@ -31,7 +31,7 @@ import torch
 
 from training.mnist import load_mnist
 from training.moving_mnist import MovingMnistSpec, sequence_set
-from training.predict_eval import evaluate_predictive
+from training.predict_eval import evaluate_predictive, net_spec
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -66,7 +66,7 @@ def part_results(args: argparse.Namespace) -> dict[str, Any]:
 
 def part_latency(args: argparse.Namespace) -> dict[str, Any]:
     data = load_mnist(args.data)
-    frames = sequence_set(data, "test", 1, MovingMnistSpec(), 0).frames[0, :10]
+    frames = sequence_set(data, "test", 1, MovingMnistSpec(**net_spec(args.bundle)), 0).frames[0, :10]
     body = json.dumps({"frames": frames.round(4).tolist(), "k": 1})
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"

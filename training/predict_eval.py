@@ -66,9 +66,11 @@ def predictive_rollout(net: PredictiveNet, frames: np.ndarray, k: int) -> tuple[
     """(predicted frames (S, k, H, W), LSTM state after the last context frame (S, n))."""
     predictions, states = [], []
     for batch in _batches(frames):
-        predictions.append(net.rollout(batch, k).numpy())
-        states.append(net.states(batch)[0][:, -1].numpy())
-    return np.concatenate(predictions), np.concatenate(states)
+        h, state = net.states(batch)
+        states.append(h[:, -1].numpy())
+        if k > 0:
+            predictions.append(net.continue_from(h[:, -1], state, k).numpy())
+    return (np.concatenate(predictions) if k > 0 else np.empty((0,))), np.concatenate(states)
 
 
 @torch.no_grad()
@@ -170,7 +172,7 @@ def evaluate_predictive(
     probe_train = sequence_set(data, "train", n_probe_train, spec, seed)
     predicted, test_states = predictive_rollout(net, test.frames[:, :context], STEPS)
     results: dict[str, Any] = prediction_scores(test, predicted, context)
-    _, train_states = predictive_rollout(net, probe_train.frames[:, :context], 1)
+    _, train_states = predictive_rollout(net, probe_train.frames[:, :context], 0)
     train_t, test_t = probe_targets(probe_train, context - 1), probe_targets(test, context - 1)
     representations = {
         "predictive": (train_states, test_states),
