@@ -14,7 +14,13 @@ from threadpoolctl import threadpool_limits
 from service.db import make_engine, make_session_factory
 from service.errors import register_error_handlers
 from service.index_sync import IndexRegistry
-from service.middleware import BodySizeLimitMiddleware, IndexSizeCollector, MetricsMiddleware, RequestMetrics
+from service.middleware import (
+    BodySizeLimitMiddleware,
+    IndexSizeCollector,
+    MetricsMiddleware,
+    RequestMetrics,
+    Utf8JsonBodyMiddleware,
+)
 from service.migrate import ensure_at_head
 from service.request_log import RequestLogMiddleware, configure_logging
 from service.routers import (
@@ -128,6 +134,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(page.reads)  # the web page's reads; the page itself: GET / and /static
     app.include_router(page.router)
     page.mount_static(app)
+    # Inside the size limit, so a JSON body is read only once the limit has let it through.
+    app.add_middleware(Utf8JsonBodyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=RequestMetrics(app.state.metrics_registry))
     # Outermost, so that every response (a 413 from the body limit included) carries a request id.
