@@ -114,6 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="semhash",
         summary="Semantic hashing: documents as binary codes, search as a Hamming-ball memory lookup.",
         lifespan=lifespan,
+        # A trailing slash is another resource, never a redirect: `DELETE /v1/collections/c/` (what a
+        # client makes of `.../documents/..`) must not reach the collection.
+        redirect_slashes=False,
     )
     app.state.settings = settings or get_settings()
     app.state.metrics_registry = CollectorRegistry()

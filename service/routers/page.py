@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.deps import CollectionDep, IndexedCollectionDep, SessionDep, SettingsDep, require_read_key
 from service.errors import InvalidInputError
 from service.page_data import SNIPPET_CHARS, code_map, snippets
-from service.schemas import DOCUMENT_ID_PATTERN
+from service.validation import DocumentIdStr, Text
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 MAX_MAP_SAMPLE = 5000
@@ -38,10 +38,8 @@ def page() -> FileResponse:
 class SnippetsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[Annotated[str, Field(pattern=DOCUMENT_ID_PATTERN)]] = Field(
-        min_length=1, description="Document ids, e.g. a page of search results."
-    )
-    query: str | None = Field(
+    ids: list[DocumentIdStr] = Field(min_length=1, description="Document ids, e.g. a page of search results.")
+    query: Text | None = Field(
         None, max_length=10_000, description="Each snippet starts near the first of its words in the text."
     )
     chars: int = Field(SNIPPET_CHARS, ge=20, le=2000, description="Snippet length in characters.")
