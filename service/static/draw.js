@@ -180,9 +180,9 @@ async function recognise(finalStroke) {
   const motorBlock = answers.querySelector('[data-recognizer="motor"]');
   if (motorBlock && !finalStroke) blocks.push(motorBlock);
   answers.replaceChildren(...blocks);
-  const refused = settled.find((r) => r.status === "rejected");
-  showError($("draw-error"), refused && settled.every((r) => r.status === "rejected") ? refused.reason.message : "");
-  $("draw-status").textContent = finalStroke ? "Recognised." : "Recognising as you draw…";
+  const failed = settled.every((r) => r.status === "rejected");
+  showError($("draw-error"), failed ? settled[0].reason.message : "");
+  $("draw-status").textContent = failed ? "" : finalStroke ? "Recognised." : "Recognising as you draw…";
   if (encode) {
     try {
       const code = (await encode).data[0];

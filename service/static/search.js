@@ -32,7 +32,7 @@ export async function loadDefaults() {
     }
     let fallback = property.default;
     if (fallback == null) {
-      const match = /Default: ([0-9.]+)/.exec(property.description || "");
+      const match = /Default: ([0-9]+(?:\.[0-9]+)?)/.exec(property.description || "");
       fallback = match ? match[1] : "";
     }
     const input = $(`opt-${name}`);
