@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, TimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +23,7 @@ class ServiceError(Exception):
     """Base of the errors a request can cause; each maps to one status code."""
 
     status_code = status.HTTP_400_BAD_REQUEST
+    headers: dict[str, str] | None = None  # e.g. Retry-After on a 429
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -121,9 +124,28 @@ def _request_validation_error(_request: Request, error: Exception) -> JSONRespon
     )
 
 
+# FastAPI's answer when reading a JSON body raised something other than a JSON syntax error (in practice
+# a RecursionError: arrays or objects nested thousands deep).
+_FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+
+
+async def _http_error(request: Request, error: Exception) -> Any:
+    assert isinstance(error, StarletteHTTPException)
+    if error.status_code == status.HTTP_400_BAD_REQUEST and error.detail == _FASTAPI_BODY_PARSE_ERROR:
+        detail = [
+            {
+                "loc": ["body"],
+                "msg": "the body could not be parsed as JSON: it nests too deeply or is otherwise malformed",
+                "type": "json_invalid",
+            }
+        ]
+        return JSONResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return await http_exception_handler(request, error)
+
+
 def _service_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ServiceError)
-    return JSONResponse({"detail": error.detail()}, status_code=error.status_code)
+    return JSONResponse({"detail": error.detail()}, status_code=error.status_code, headers=error.headers)
 
 
 def _database_unavailable(_request: Request, error: Exception) -> JSONResponse:
@@ -154,6 +176,7 @@ def register_error_handlers(app: FastAPI) -> None:
     """Install the handlers on `app`."""
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     for database_error in (OperationalError, DBAPIError, TimeoutError):
         app.add_exception_handler(database_error, _database_unavailable)
     app.add_exception_handler(IntegrityError, _integrity_conflict)
