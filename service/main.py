@@ -21,6 +21,7 @@ from service.routers import (
     collections,
     digits,
     documents,
+    frames,
     hash,
     health,
     image_collections,
@@ -31,6 +32,7 @@ from service.routers import (
 from service.settings import Settings, get_settings
 from service.vision import load_optional_bundle, load_sparse_bundle
 from training.motor_bundle import MotorBundle
+from training.predict_bundle import PredictiveBundle
 from training.text_bundle import BundleError, TextBundle
 from training.vision_bundle import DigitBundle, ImageBundle
 
@@ -73,12 +75,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.sparse_bundle, app.state.sparse_bundle_error = load_sparse_bundle(
             settings.models_dir / "sparse"
         )
+        app.state.predictive_bundle, app.state.predictive_bundle_error = load_optional_bundle(
+            PredictiveBundle, settings.models_dir / "predictive"
+        )
         loaded = {
             "text": app.state.text_bundle,
             "digits": app.state.digit_bundle,
             "images": app.state.image_bundle,
             "sparse": app.state.sparse_bundle,
             "motor": app.state.motor_bundle,
+            "predictive": app.state.predictive_bundle,
         }
         app.state.models = {kind: bundle for kind, bundle in loaded.items() if bundle is not None}
         app.state.engine = engine
@@ -112,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = CollectorRegistry()
     app.state.metrics_registry.register(IndexSizeCollector(lambda: _index_sizes(app)))
     register_error_handlers(app)
-    routers = (hash, collections, documents, search, digits, motor, images, image_collections, health)
+    routers = (hash, collections, documents, search, digits, motor, images, image_collections, frames, health)
     for router in (module.router for module in routers):
         app.include_router(router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
