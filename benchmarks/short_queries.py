@@ -26,7 +26,8 @@ Modes that need a request field the running service does not have (read from its
 skipped and listed under `skipped_modes`. `--mode NAME='{"radius": 3}'` adds a mode.
 
 `--split validation` holds out 10% of the training split (by id hash), indexes the rest and takes the
-queries from the held-out documents: for choosing defaults without looking at the test split.
+queries from the held-out documents: for choosing defaults without looking at the test split. Give it a
+bundle trained with `semhash train text --test-fraction 0.1` (the same id hash), which never saw them.
 
 Also `document_queries`: P@100 of the bundle's document encoder on whole test documents (128-bit long
 code and 20-bit address, Hamming ranking), next to the published text_20news.json figures.
@@ -63,17 +64,22 @@ COLLECTION = "20news"
 MIN_WORDS, MAX_SENTENCE_WORDS = 3, 25
 VALIDATION_SHARE = 0.1
 
-# name -> request fields besides `text` and `limit`.
+# name -> request fields besides `text` and `limit`. A `radius` asks for a Hamming ball; without one, text
+# queries are multi-probed where the service does that (`probes`).
 MODES: dict[str, dict[str, Any]] = {
     "default": {},
     "hamming_r2": {"rerank": "hamming", "radius": 2},
     "hamming_r3_tfidf_s300": {"rerank": "tfidf", "radius": 3, "shortlist": 300},
+    "hamming": {"rerank": "hamming"},
+    "hamming_query_encoder": {"rerank": "hamming", "encoder": "query"},
+    "hamming_document_encoder": {"rerank": "hamming", "encoder": "document"},
     "bm25_code_shortlist": {"rerank": "bm25", "lexical_candidates": 0},
     "bm25": {"rerank": "bm25"},
     "fused_code_shortlist": {"rerank": "fused", "lexical_candidates": 0},
     "fused": {"rerank": "fused"},
     "fused_query_encoder": {"rerank": "fused", "encoder": "query"},
     "fused_document_encoder": {"rerank": "fused", "encoder": "document"},
+    "fused_probes_1024": {"rerank": "fused", "probes": 1024},
     "fused_r3": {"rerank": "fused", "radius": 3},
 }
 
@@ -428,6 +434,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "bundle_id": bundle.bundle_id,
             "profile": bundle.config.get("training", {}).get("profile"),
             "has_query_encoder": bundle.has_query_encoder,
+            # A bundle trained on all of the training split has seen the validation queries' documents
+            # (train it with `--test-fraction 0.1` for a clean validation split: the same id hash).
+            "trained_documents": bundle.config.get("corpus", {}).get("documents"),
         },
         "protocol": {
             "split": args.split,
