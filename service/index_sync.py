@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db import Collection
 from service.index import BitIndex
 from service.index_load import load_segment, read_changes, release_free_memory
-from service.index_writer import SegmentedIndex
+from service.index_writer import SegmentedIndex, occupancy_warning
 from service.lexical import LexicalIndex
 from service.lexical_sync import sync_lexical
 from service.store import purge_tombstones
@@ -77,6 +77,7 @@ class _Tracked:
     merging: bool = False
     lexical: LexicalIndex | None = None
     lexical_seq: int = 0
+    crowded_warned: bool = False
 
 
 class IndexRegistry:
@@ -193,6 +194,10 @@ class IndexRegistry:
 
     def _publish(self, row: Any, tracked: _Tracked) -> None:
         assert tracked.writer is not None
+        warning = occupancy_warning(row.name, len(tracked.writer.snapshot), row.address_bits)
+        if warning is not None and not tracked.crowded_warned:
+            logger.warning("%s", warning)
+        tracked.crowded_warned = warning is not None
         entry = CollectionIndex(
             collection_id=row.id,
             name=row.name,

@@ -25,6 +25,22 @@ from service.index_segments import ADDRESS, ALIVE, Delta, IdStore, Segment
 DELTA_SHARE = 1 / 64
 DEAD_SHARE = 1 / 8
 MIN_MERGE_ENTRIES = 16_384
+# A collection's address width is fixed when it is created (its bundle's); past this many documents
+# per address on average it has outgrown it (README, "Choosing address_bits").
+CROWDED_DOCUMENTS_PER_ADDRESS = 16
+
+
+def occupancy_warning(name: str, documents: int, address_bits: int) -> str | None:
+    """A warning when a collection holds far more documents than its addresses (None if it does not)."""
+    addresses = 1 << address_bits
+    if documents <= CROWDED_DOCUMENTS_PER_ADDRESS * addresses:
+        return None
+    return (
+        f"collection {name!r} holds {documents} documents in {addresses} addresses "
+        f"({documents / addresses:.0f} per address): it has outgrown its {address_bits}-bit addresses, so "
+        f"every radius returns about that many times more candidates; a bundle with about "
+        f"{max(1, documents - 1).bit_length()} address bits fits it (README, \"Choosing address_bits\")"
+    )
 
 
 @dataclass(frozen=True)

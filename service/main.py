@@ -14,23 +14,32 @@ from threadpoolctl import threadpool_limits
 from service.db import make_engine, make_session_factory
 from service.errors import register_error_handlers
 from service.index_sync import IndexRegistry
-from service.middleware import BodySizeLimitMiddleware, IndexSizeCollector, MetricsMiddleware, RequestMetrics
+from service.middleware import (
+    BodySizeLimitMiddleware,
+    IndexSizeCollector,
+    MetricsMiddleware,
+    RequestMetrics,
+    Utf8JsonBodyMiddleware,
+)
 from service.migrate import ensure_at_head
 from service.request_log import RequestLogMiddleware, configure_logging
 from service.routers import (
     collections,
     digits,
     documents,
+    frames,
     hash,
     health,
     image_collections,
     images,
     motor,
+    page,
     search,
 )
 from service.settings import Settings, get_settings
 from service.vision import load_optional_bundle, load_sparse_bundle
 from training.motor_bundle import MotorBundle
+from training.predict_bundle import PredictiveBundle
 from training.text_bundle import BundleError, TextBundle
 from training.vision_bundle import DigitBundle, ImageBundle
 
@@ -73,12 +82,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.sparse_bundle, app.state.sparse_bundle_error = load_sparse_bundle(
             settings.models_dir / "sparse"
         )
+        app.state.predictive_bundle, app.state.predictive_bundle_error = load_optional_bundle(
+            PredictiveBundle, settings.models_dir / "predictive"
+        )
         loaded = {
             "text": app.state.text_bundle,
             "digits": app.state.digit_bundle,
             "images": app.state.image_bundle,
             "sparse": app.state.sparse_bundle,
             "motor": app.state.motor_bundle,
+            "predictive": app.state.predictive_bundle,
         }
         app.state.models = {kind: bundle for kind, bundle in loaded.items() if bundle is not None}
         app.state.engine = engine
@@ -107,14 +120,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="semhash",
         summary="Semantic hashing: documents as binary codes, search as a Hamming-ball memory lookup.",
         lifespan=lifespan,
+        # A trailing slash is another resource, never a redirect: `DELETE /v1/collections/c/` (what a
+        # client makes of `.../documents/..`) must not reach the collection.
+        redirect_slashes=False,
     )
     app.state.settings = settings or get_settings()
     app.state.metrics_registry = CollectorRegistry()
     app.state.metrics_registry.register(IndexSizeCollector(lambda: _index_sizes(app)))
     register_error_handlers(app)
-    routers = (hash, collections, documents, search, digits, motor, images, image_collections, health)
+    routers = (hash, collections, documents, search, digits, motor, images, image_collections, frames, health)
     for router in (module.router for module in routers):
         app.include_router(router)
+    app.include_router(page.reads)  # the web page's reads; the page itself: GET / and /static
+    app.include_router(page.router)
+    page.mount_static(app)
+    # Inside the size limit, so a JSON body is read only once the limit has let it through.
+    app.add_middleware(Utf8JsonBodyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=RequestMetrics(app.state.metrics_registry))
     # Outermost, so that every response (a 413 from the body limit included) carries a request id.

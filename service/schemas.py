@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-# Collection names appear in URLs: keep them to URL-safe characters. Document ids may hold any
-# printable character, "/" included (file paths, "newsgroup/number"): their routes take the rest of
-# the path, and clients percent-encode what URLs need encoded.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
-DOCUMENT_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,256}$"
-DOCUMENT_ID_RULE = "1 to 256 characters, none of them a control character"
-NUL_MESSAGE = "must not contain NUL characters (U+0000): PostgreSQL cannot store them"
+from service.validation import CollectionName, DocumentIdStr, Metadata, Text
 
 
-def _contains_nul(value: object) -> bool:
-    """Whether a JSON value has a NUL character in any string, key or value."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(item) for item in value)
-    return False
+def _assume_utc(value: datetime) -> datetime:
+    # SQLite keeps no zone: its CURRENT_TIMESTAMP is UTC, so a naive value read back is UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_assume_utc)]
 
 
 class HashRequest(BaseModel):
@@ -32,8 +23,8 @@ class HashRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str | None = Field(None, min_length=1, description="A single text.")
-    texts: list[str] | None = Field(None, min_length=1, description="A batch of texts.")
+    text: Text | None = Field(None, min_length=1, description="A single text.")
+    texts: list[Text] | None = Field(None, min_length=1, description="A batch of texts.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> HashRequest:
@@ -59,8 +50,8 @@ class HashCodes(BaseModel):
 class CollectionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=NAME_PATTERN, description="Unique name; letters, digits, '_', '.', '-'.")
-    bundle_id: str | None = Field(
+    name: CollectionName = Field(description="Unique name; letters, digits, '_', '.', '-'.")
+    bundle_id: Text | None = Field(
         None, description="The text bundle to hash with; defaults to the loaded one (the only one allowed)."
     )
 
@@ -72,7 +63,7 @@ class CollectionPublic(BaseModel):
     address_bits: int
     long_bits: int
     document_count: int
-    created_at: datetime
+    created_at: Timestamp
 
 
 class CollectionsPublic(BaseModel):
@@ -83,25 +74,11 @@ class CollectionsPublic(BaseModel):
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(
-        pattern=DOCUMENT_ID_PATTERN, description="Your id for the document (unique per collection)."
+    id: DocumentIdStr = Field(description="Your id for the document (unique per collection).")
+    text: Text = Field(min_length=1)
+    metadata: Metadata = Field(
+        None, description="Any JSON object of finite numbers, strings, lists, objects."
     )
-    text: str = Field(min_length=1)
-    metadata: dict[str, Any] | None = None
-
-    @field_validator("text")
-    @classmethod
-    def _storable_text(cls, text: str) -> str:
-        if "\x00" in text:
-            raise ValueError(NUL_MESSAGE)
-        return text
-
-    @field_validator("metadata")
-    @classmethod
-    def _storable_metadata(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
-        if _contains_nul(metadata):
-            raise ValueError(NUL_MESSAGE)
-        return metadata
 
 
 class DocumentsUpsert(BaseModel):
@@ -123,8 +100,8 @@ class DocumentPublic(BaseModel):
     address: int
     address_code: str
     long_code: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 # The `/search` defaults: the best setting measured on a validation split of the training documents
@@ -142,10 +119,9 @@ class SearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str | None = Field(None, min_length=1, description="Hash this text and search around its address.")
-    document_id: str | None = Field(
+    text: Text | None = Field(None, min_length=1, description="Hash this text and search around its address.")
+    document_id: DocumentIdStr | None = Field(
         None,
-        pattern=DOCUMENT_ID_PATTERN,
         description="Query by example: documents like this stored one (left out itself), by its codes.",
     )
     code: str | None = Field(None, pattern=r"^[01]+$", description="An address as a 0/1 string, bit 0 first.")

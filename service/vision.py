@@ -26,13 +26,14 @@ from service.imaging import ImageInputError, decode_image, pixels_to_array, to_m
 from service.settings import Settings
 from training.bundle_io import BundleError
 from training.motor_bundle import MotorBundle
+from training.predict_bundle import PredictiveBundle
 from training.sparse_bundle import SparseBundle
 from training.vision_bundle import DigitBundle, ImageBundle
 
 logger = logging.getLogger(__name__)
 
 Pixels = list[float] | list[list[float]]
-Bundle = TypeVar("Bundle", DigitBundle, ImageBundle, MotorBundle, SparseBundle)
+Bundle = TypeVar("Bundle", DigitBundle, ImageBundle, MotorBundle, SparseBundle, PredictiveBundle)
 
 
 class PixelsRequest(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from training.digits import train_digits
 from training.images import train_images
 from training.mnist import MnistSplits
 from training.motor import train_motor
+from training.predict import PROFILES as PREDICT_PROFILES
+from training.predict import train_predictive
 from training.sparse_train import train_sparse
 
 # The tests' models are tiny: one thread is as fast, and on a shared, loaded machine a second OpenMP
@@ -65,3 +68,13 @@ def motor_run(
     """(bundle directory, training metrics) of a tiny motor model really trained on `mnist_splits`."""
     out = tmp_path_factory.mktemp("bundles") / "motor"
     return out, train_motor(tiny_motor_config(), mnist_splits, out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def predictive_run(
+    tmp_path_factory: pytest.TempPathFactory, mnist_splits: MnistSplits
+) -> tuple[Path, dict[str, Any]]:
+    """(bundle directory, training metrics) of the `tiny` predictive network trained on `mnist_splits`."""
+    out = tmp_path_factory.mktemp("bundles") / "predictive"
+    config = replace(PREDICT_PROFILES["tiny"], device="cpu")
+    return out, train_predictive(config, mnist_splits, out, progress=False)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from service.index import BitIndex, xor_masks
 from service.index_segments import IdStore, Segment
-from service.index_writer import Changes, SegmentedIndex
+from service.index_writer import Changes, SegmentedIndex, occupancy_warning
 
 WORDS = 1
 Model = dict[int, tuple[str, int, int]]  # row id -> (external id, address, long-code word)
@@ -153,3 +153,10 @@ def test_a_merge_folds_the_delta_and_drops_dead_documents() -> None:
     # A search still holding the version before the writes sees it unchanged.
     assert sorted(before.row_ids_at(before.lookup(7, 0, 100).positions).tolist()) == [7, 39, 71]
     assert len(before) == 100
+
+
+def test_occupancy_warning_only_for_a_collection_that_outgrew_its_addresses() -> None:
+    assert occupancy_warning("c", 16 * 2**10, 10) is None
+    assert occupancy_warning("c", 3, 20) is None
+    warning = occupancy_warning("c", 10_000_000, 16)
+    assert warning is not None and "outgrown its 16-bit addresses" in warning and "24 address bits" in warning
