@@ -426,7 +426,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "bundle": {
             "path": str(args.bundle),
             "bundle_id": bundle.bundle_id,
-            "profile": bundle.config.get("profile"),
+            "profile": bundle.config.get("training", {}).get("profile"),
             "has_query_encoder": bundle.has_query_encoder,
         },
         "protocol": {
@@ -463,6 +463,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     out = args.out or (
         RESULTS / ("short_queries.json" if args.split == "test" else "short_queries_validation.json")
     )
