@@ -23,6 +23,7 @@ class ServiceError(Exception):
     """Base of the errors a request can cause; each maps to one status code."""
 
     status_code = status.HTTP_400_BAD_REQUEST
+    headers: dict[str, str] | None = None  # e.g. Retry-After on a 429
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -144,7 +145,7 @@ async def _http_error(request: Request, error: Exception) -> Any:
 
 def _service_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ServiceError)
-    return JSONResponse({"detail": error.detail()}, status_code=error.status_code)
+    return JSONResponse({"detail": error.detail()}, status_code=error.status_code, headers=error.headers)
 
 
 def _database_unavailable(_request: Request, error: Exception) -> JSONResponse:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
 from service.db import make_engine, make_session_factory
+from service.decode_pool import DecodePool
 from service.errors import register_error_handlers
 from service.index_sync import IndexRegistry
 from service.middleware import (
@@ -101,9 +102,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.index_registry = registry
         logger.info("serving %s with indexes %s", app.state.text_bundle.bundle_id, registry.sizes())
         registry.start_polling(settings.index_poll_seconds, settings.tombstone_retention_seconds)
+        app.state.decode_pool = DecodePool(settings.image_decode_workers, settings.image_decode_queue)
         try:
             yield
         finally:
+            app.state.decode_pool.shutdown()
             registry.stop_polling()
     finally:
         engine.dispose()
