@@ -127,10 +127,15 @@ class PredictiveNet(nn.Module):
     def rollout(self, frames: Tensor, k: int) -> Tensor:
         """The k frames after `frames` (B, T, H, W), each prediction fed back as input.  -> (B, k, H, W)."""
         h, state = self.states(frames)
-        out = [self.decoder(h[:, -1]).squeeze(1)]
+        return self.continue_from(h[:, -1], state, k)
+
+    @torch.no_grad()
+    def continue_from(self, h: Tensor, state: State, k: int) -> Tensor:
+        """k predictions from the LSTM's last output h (B, n) and state (h, c).  -> (B, k, H, W)."""
+        out = [self.decoder(h).squeeze(1)]
         for _ in range(k - 1):
-            h, state = self.states(out[-1].unsqueeze(1), state)
-            out.append(self.decoder(h[:, -1]).squeeze(1))
+            h_seq, state = self.states(out[-1].unsqueeze(1), state)
+            out.append(self.decoder(h_seq[:, -1]).squeeze(1))
         return torch.stack(out, dim=1)
 
 

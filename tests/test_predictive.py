@@ -171,3 +171,40 @@ def test_cli_trains_the_tiny_profile(
     assert PredictiveBundle.load(out).n_hidden == 32
     result = CliRunner().invoke(app, ["train", "predictive", "--profile", "nope", "--out", str(out)])
     assert result.exit_code != 0 and "profile must be one of" in result.output
+
+
+def test_evaluation_scores_model_baselines_and_probes(
+    predictive_run: Run, mnist_splits: MnistSplits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnist_like import write_mnist_folder
+    from typer.testing import CliRunner
+
+    from semhash_cli import app
+
+    ae = tmp_path / "ae"
+    tiny = replace(PROFILES["tiny"], steps=2, validate_every=2, device="cpu", objective="reconstruct")
+    train_predictive(tiny, mnist_splits, ae, progress=False)
+    folder = write_mnist_folder(tmp_path / "mnist", mnist_splits)
+    monkeypatch.setattr("training.mnist.N_VALIDATION", 300)
+    out = tmp_path / "eval.json"
+    args = ["evaluate", "predictive", "--bundle", str(predictive_run[0]), "--autoencoder", str(ae)]
+    args += ["--data", str(folder), "--n-test", "40", "--probe-train", "60", "--json", str(out)]
+    result = CliRunner().invoke(app, [*args, "--plots", str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.output
+    results = json.loads(out.read_text())
+    for k in (1, 5):
+        for name in ("model", "copy_last", "linear"):
+            assert 0 <= results[f"mse.{name}.{k}"] < 1 and -1 <= results[f"ssim.{name}.{k}"] <= 1
+    for rep in ("predictive", "autoencoder", "pixels"):
+        assert 0 <= results[f"probe.identity_accuracy.{rep}"] <= 1
+        assert results[f"probe.position_r2.{rep}"] <= 1
+    assert (tmp_path / "plots" / "predictive_rows.png").stat().st_size > 1000
+
+
+def test_ssim_is_one_for_equal_images_and_lower_otherwise() -> None:
+    from training.predict_eval import ssim
+
+    rng = np.random.default_rng(0)
+    a = rng.random((2, 16, 16))
+    np.testing.assert_allclose(ssim(a, a), 1.0, atol=1e-9)
+    assert (ssim(a, rng.random((2, 16, 16))) < 0.5).all()

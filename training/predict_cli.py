@@ -14,6 +14,7 @@ from training.vision_cli import (
     DataOpt,
     DeviceOpt,
     DownloadOpt,
+    JsonOpt,
     NoProgressOpt,
     SeedOpt,
     ThreadsOpt,
@@ -79,3 +80,33 @@ def register_predict_commands(train_app: typer.Typer, evaluate_app: typer.Typer)
         _report(
             {k: metrics[k] for k in ("validation_mse", "steps", "train_seconds")} | {"bundle": str(out)}, None
         )
+
+    @evaluate_app.command("predictive")
+    def evaluate_predictive_command(
+        bundle: Path = typer.Option(..., "--bundle", help="Predictive bundle directory."),
+        autoencoder: Path | None = typer.Option(
+            None, "--autoencoder", help="A frame_autoencoder bundle for the probe comparison."
+        ),
+        data: Path | None = DataOpt,
+        json_out: Path | None = JsonOpt,
+        plots: Path | None = typer.Option(None, "--plots", help="Folder for the true-vs-predicted plot."),
+        n_test: int = typer.Option(1000, "--n-test", help="Test sequences (MNIST test digits only)."),
+        probe_train: int = typer.Option(
+            2000, "--probe-train", help="Sequences of training digits the linear probes are fitted on."
+        ),
+        download: bool = DownloadOpt,
+        threads: int = ThreadsOpt,
+    ) -> None:
+        """Next-frame MSE/SSIM at 1 and 5 steps vs copy-last and linear extrapolation; linear probes."""
+        from training.predict_eval import evaluate_predictive
+
+        _set_threads(threads)
+        results = evaluate_predictive(
+            bundle,
+            load_mnist(data, download=download),
+            autoencoder=autoencoder,
+            n_test=n_test,
+            n_probe_train=probe_train,
+            plots=plots,
+        )
+        _report(results, json_out)
