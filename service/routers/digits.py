@@ -72,9 +72,15 @@ def recogniser(
     if variant is None:
         errors = _validation_errors(request)
         if not errors:
+            state = request.app.state
+            why = {
+                kind: getattr(state, f"{kind}_bundle_error", None) or "none was loaded"
+                for kind in ("digit", "convnet")
+            }
             raise ModelNotLoadedError(
-                "no digit recogniser is loaded: train a digits bundle (`semhash train digits`) or a convnet "
-                "bundle (`semhash train convnet`) into <SEMHASH_MODELS_DIR>/digits or /convnet and restart"
+                f"no digit recogniser is loaded (digits: {why['digit']}; convnet: {why['convnet']}); "
+                "train one with `semhash train digits --out <SEMHASH_MODELS_DIR>/digits` or `semhash train "
+                "convnet --out <SEMHASH_MODELS_DIR>/convnet` and restart the server"
             )
         variant = min(errors, key=lambda v: errors[v])
     if variant == "convnet":
@@ -135,15 +141,13 @@ class Readings(BaseModel):
     count: int
 
 
-def _read_all(
-    bundle: ConvNetBundle, pictures: list[tuple[tuple[str | int, ...], np.ndarray]]
-) -> list[Reading]:
+def _read_all(bundle: ConvNetBundle, pictures: list[np.ndarray]) -> list[Reading]:
     readings = []
-    for location, gray in pictures:
+    for i, gray in enumerate(pictures):
         try:
             readings.append(bundle.read(gray))
         except (BlankImageError, ValueError) as err:  # blank, or digits too small for the picture
-            raise InvalidInputError(str(err), [location]) from err
+            raise InvalidInputError(str(err), [("body", "images", i)]) from err
     return readings
 
 
