@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
-import re
 import signal
 import time
 from collections import deque
@@ -26,14 +25,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from service.db import Collection
 from service.errors import NotFoundError
 from service.indexer import IncomingDocument, check_batch, ensure_bundle_matches, write_encoded
-from service.schemas import DOCUMENT_ID_PATTERN, DOCUMENT_ID_RULE, NUL_MESSAGE
 from service.store import create_collection, find_collection
+from service.validation import document_id_problem, text_problem
 from training.corpus import CorpusError, Record
 from training.text_bundle import EmptyDocumentError, TextBundle, TextCodes
 
 logger = logging.getLogger(__name__)
-
-_VALID_ID = re.compile(DOCUMENT_ID_PATTERN)
 
 
 @dataclass
@@ -83,10 +80,12 @@ def _batches(records: Iterable[Record], batch_size: int) -> Iterator[list[Record
     seen: dict[str, Record] = {}
     for record in records:
         labels = (record.label or "") + "".join(record.labels or ())
-        if "\x00" in record.text or "\x00" in labels:
-            raise CorpusError(f"{record.where}: the text or label {NUL_MESSAGE}")
-        if not _VALID_ID.fullmatch(record.id):
-            raise CorpusError(f"{record.where}: document id {record.id!r} is not {DOCUMENT_ID_RULE}")
+        problem = text_problem(record.text) or text_problem(labels)
+        if problem is not None:
+            raise CorpusError(f"{record.where}: the text or label {problem}")
+        problem = document_id_problem(record.id)
+        if problem is not None:
+            raise CorpusError(f"{record.where}: document id {ascii(record.id)} {problem}")
         if record.id in seen:
             first = seen[record.id].where
             raise CorpusError(f"document id {record.id!r} appears twice: {first} and {record.where}")

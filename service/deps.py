@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db import Collection
 from service.errors import NotFoundError
 from service.index_sync import CollectionIndex, IndexRegistry
-from service.schemas import NAME_PATTERN
 from service.settings import Settings
 from service.store import find_collection
+from service.validation import CollectionName
 from training.text_bundle import TextBundle
 
 # Dependencies that do no I/O are `async def`: they run on the event loop, without a thread-pool hop.
@@ -59,7 +59,7 @@ RegistryDep = Annotated[IndexRegistry, Depends(get_registry)]
 
 
 def valid_collection(
-    name: Annotated[str, Path(pattern=NAME_PATTERN, description="Collection name.")], session: SessionDep
+    name: Annotated[CollectionName, Path(description="Collection name.")], session: SessionDep
 ) -> Collection:
     """The collection named in the path (404 if unknown)."""
     return find_collection(session, name)
@@ -69,7 +69,7 @@ CollectionDep = Annotated[Collection, Depends(valid_collection)]
 
 
 async def indexed_collection(
-    name: Annotated[str, Path(pattern=NAME_PATTERN, description="Collection name.")], registry: RegistryDep
+    name: Annotated[CollectionName, Path(description="Collection name.")], registry: RegistryDep
 ) -> CollectionIndex:
     """The named collection's in-memory index (404 if unknown): searches need no SQL round trip."""
     entry = registry.get(name)

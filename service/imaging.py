@@ -30,14 +30,31 @@ class ImageInputError(ValueError):
         self.too_large = too_large
 
 
+def _reason(err: BaseException) -> str:
+    """Pillow's explanation, short and printable (it never holds the image's bytes)."""
+    text = str(err).encode("ascii", "backslashreplace").decode("ascii")
+    return (text[:200] or type(err).__name__).rstrip(".")
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
-    """PNG/JPEG bytes -> grayscale (H, W) float32 in [0, 1] (0 black, 1 white); transparency shows white."""
+    """PNG/JPEG bytes -> grayscale (H, W) float32 in [0, 1] (0 black, 1 white); transparency shows white.
+
+    Hostile files fail with an `ImageInputError` saying what was wrong, before they cost memory: the
+    size in the header is checked before decoding (a "decompression bomb" claiming 65000x65000 pixels is
+    refused as too large), and corrupt, truncated or oversized chunks (text, ICC profiles) are refused.
+    """
     if not data:
         raise ImageInputError("the file is empty")
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as err:
         raise ImageInputError("not an image: expected a PNG or JPEG file") from err
+    except Image.DecompressionBombError as err:
+        raise ImageInputError(
+            f"the image header claims more pixels than the limit of {max_pixels}", too_large=True
+        ) from err
+    except Exception as err:  # a corrupt header or chunk (ValueError, OSError, SyntaxError, EOFError...)
+        raise ImageInputError(f"the image file is corrupt: {_reason(err)}") from err
     if image.format not in ALLOWED_FORMATS:
         raise ImageInputError(f"unsupported image format {image.format}: expected PNG or JPEG")
     width, height = image.size
@@ -46,14 +63,17 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> 
             f"image of {width}x{height} pixels is larger than the limit of {max_pixels} pixels",
             too_large=True,
         )
+    if width < 1 or height < 1:
+        raise ImageInputError(f"image of {width}x{height} pixels has no pixels")
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError) as err:  # what Pillow raises on truncated or corrupt data
-        raise ImageInputError(f"the {image.format} file is corrupt or truncated") from err
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
-    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image.convert("RGBA"))
+        gray = image.convert("L")
+    except Exception as err:  # what Pillow raises on truncated or corrupt data, or a mode it cannot convert
+        raise ImageInputError(f"the {image.format} file is corrupt or truncated: {_reason(err)}") from err
+    return np.asarray(gray, dtype=np.float32) / 255.0
 
 
 def to_mnist(gray: np.ndarray, *, preprocess: bool = True, allow_blank: bool = False) -> np.ndarray:

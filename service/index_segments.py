@@ -33,7 +33,7 @@ MIN_HASHED_CELL_BITS = 10
 # must then check death stamps), so offsets take 31 bits and a segment at most 2**31 - 1 documents.
 DIRTY_CELL = np.uint32(0x8000_0000)
 OFFSET_MASK = np.uint32(0x7FFF_FFFF)
-ID_SEPARATOR = 0x1F  # ids never hold control characters (service.schemas.DOCUMENT_ID_PATTERN)
+ID_SEPARATOR = 0x1F  # ids never hold control characters (service.validation)
 # Any str round-trips, lone surrogates included (a database would not have stored them, but the
 # index does not depend on that).
 

@@ -12,9 +12,16 @@ from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
 from service.db import make_engine, make_session_factory
+from service.decode_pool import DecodePool
 from service.errors import register_error_handlers
 from service.index_sync import IndexRegistry
-from service.middleware import BodySizeLimitMiddleware, IndexSizeCollector, MetricsMiddleware, RequestMetrics
+from service.middleware import (
+    BodySizeLimitMiddleware,
+    IndexSizeCollector,
+    MetricsMiddleware,
+    RequestMetrics,
+    Utf8JsonBodyMiddleware,
+)
 from service.migrate import ensure_at_head
 from service.request_log import RequestLogMiddleware, configure_logging
 from service.routers import (
@@ -95,9 +102,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.index_registry = registry
         logger.info("serving %s with indexes %s", app.state.text_bundle.bundle_id, registry.sizes())
         registry.start_polling(settings.index_poll_seconds, settings.tombstone_retention_seconds)
+        app.state.decode_pool = DecodePool(settings.image_decode_workers, settings.image_decode_queue)
         try:
             yield
         finally:
+            app.state.decode_pool.shutdown()
             registry.stop_polling()
     finally:
         engine.dispose()
@@ -114,6 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="semhash",
         summary="Semantic hashing: documents as binary codes, search as a Hamming-ball memory lookup.",
         lifespan=lifespan,
+        # A trailing slash is another resource, never a redirect: `DELETE /v1/collections/c/` (what a
+        # client makes of `.../documents/..`) must not reach the collection.
+        redirect_slashes=False,
     )
     app.state.settings = settings or get_settings()
     app.state.metrics_registry = CollectorRegistry()
@@ -125,6 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(page.reads)  # the web page's reads; the page itself: GET / and /static
     app.include_router(page.router)
     page.mount_static(app)
+    # Inside the size limit, so a JSON body is read only once the limit has let it through.
+    app.add_middleware(Utf8JsonBodyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=RequestMetrics(app.state.metrics_registry))
     # Outermost, so that every response (a 413 from the body limit included) carries a request id.

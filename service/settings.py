@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -53,6 +54,18 @@ class Settings(BaseSettings):
         4096 * 4096,
         ge=28 * 28,
         description="Largest image (width x height) the digit and image routes decode.",
+    )
+    image_decode_workers: int = Field(
+        min(4, os.cpu_count() or 1),
+        ge=1,
+        le=64,
+        description="Threads that decode and normalise images, off the event loop (default: cores, up to 4).",
+    )
+    image_decode_queue: int = Field(
+        8,
+        ge=0,
+        le=1000,
+        description="Image requests that may wait for a decoding thread; more at once get 429 + Retry-After.",
     )
     log_format: Literal["json", "text"] = Field(
         "json", description="`semhash serve` logs: JSON lines with a request id (default) or plain text."

@@ -24,8 +24,9 @@ from service.imaging import array_to_png
 from service.index import long_codes_to_words
 from service.index_sync import CollectionIndex
 from service.indexer import IncomingDocument, write_encoded
-from service.schemas import DOCUMENT_ID_PATTERN, SearchResponse
+from service.schemas import SearchResponse
 from service.search import SearchOptions, SearchQuery, search
+from service.validation import CollectionName, DocumentIdStr, Metadata
 from training.sparse_bundle import Encoder, SparseBundle
 
 
@@ -56,11 +57,11 @@ class SparseImageCodes(BaseModel):
 class ImageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(pattern=DOCUMENT_ID_PATTERN, description="Your id for the image (unique per collection).")
+    id: DocumentIdStr = Field(description="Your id for the image (unique per collection).")
     pixels: list[float] | list[list[float]] = Field(
         description="784 values in [0, 1] or 28 rows of 28, ink = 1 (as /v1/images/encode takes)."
     )
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
 
 
 class ImagesUpsert(BaseModel):
@@ -74,7 +75,7 @@ class ImagesUpsert(BaseModel):
 class ImageCollectionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", description="Unique collection name.")
+    name: CollectionName = Field(description="Unique collection name.")
 
 
 def encode_sparse(

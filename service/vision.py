@@ -18,9 +18,9 @@ import numpy as np
 from fastapi import Depends, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from service.decode_pool import decode_pool
 from service.errors import InvalidInputError, ModelNotLoadedError, ServiceError
 from service.imaging import ImageInputError, decode_image, pixels_to_array, to_mnist
 from service.settings import Settings
@@ -168,21 +168,53 @@ PreprocessQuery = Annotated[
 ]
 
 
-def _normalise_all(
-    pictures: list[tuple[tuple[str | int, ...], np.ndarray]], preprocess: bool, allow_blank: bool
+def _normalise_uploads(
+    uploads: list[tuple[tuple[str | int, ...], bytes]], max_pixels: int, preprocess: bool, allow_blank: bool
 ) -> np.ndarray:
+    """Decode and normalise each upload in turn (in the decode pool): one full-size image in memory."""
     rows = []
-    for location, gray in pictures:
+    for location, data in uploads:
         try:
+            gray = decode_image(data, max_pixels=max_pixels)
             rows.append(to_mnist(gray, preprocess=preprocess, allow_blank=allow_blank))
         except ImageInputError as err:
             raise _fail(err, location) from err
     return np.stack(rows)
 
 
-async def _read_pictures(request: Request) -> list[tuple[tuple[str | int, ...], np.ndarray]]:
-    """The request's pictures, each (H, W) float32 in [0, 1], with where each came from in the request."""
+def _normalise_json(
+    body: bytes, max_batch: int, max_pixels: int, preprocess: bool, allow_blank: bool
+) -> np.ndarray:
+    """Parse a JSON body of pixels and normalise each image (in the decode pool)."""
+    try:
+        parsed = _REQUEST_ADAPTER.validate_json(body)
+    except ValidationError as err:
+        errors = [
+            {**e, "loc": ("body", *e["loc"])} for e in err.errors(include_url=False, include_context=False)
+        ]
+        raise RequestValidationError(errors) from err
+    if parsed.pixels is not None:
+        items: list[tuple[tuple[str | int, ...], Pixels]] = [(("body", "pixels"), parsed.pixels)]
+    else:
+        assert parsed.images is not None
+        items = [(("body", "images", i), image) for i, image in enumerate(parsed.images)]
+    if len(items) > max_batch:
+        raise InvalidInputError(f"at most {max_batch} images per request", [("body", "images")])
+    rows = []
+    for location, values in items:
+        try:
+            gray = pixels_to_array(values, max_pixels=max_pixels)
+            rows.append(to_mnist(gray, preprocess=preprocess, allow_blank=allow_blank))
+        except ImageInputError as err:
+            raise _fail(err, location) from err
+    return np.stack(rows)
+
+
+async def _read_images(request: Request, preprocess: bool, allow_blank: bool) -> np.ndarray:
+    """The request's images as an (n, 784) float32 array, decoded and normalised in the decode pool."""
     max_batch, max_pixels = _limits(request)
+    pool = decode_pool(request)
+    pool.check_room()  # refuse before reading a body the pool has no room for
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         form = await request.form(max_files=max_batch + 1, max_fields=10)
@@ -196,52 +228,28 @@ async def _read_pictures(request: Request) -> list[tuple[tuple[str | int, ...], 
         )
         if len(uploads) > max_batch:
             raise InvalidInputError(f"at most {max_batch} images per request", [("body", "files")])
-        pictures = []
+        files = []
         for location, upload in uploads:
             if not isinstance(upload, UploadFile):
                 raise InvalidInputError("expected a file upload, got a text field", [location])
-            try:
-                pictures.append((location, decode_image(await upload.read(), max_pixels=max_pixels)))
-            except ImageInputError as err:
-                raise _fail(err, location) from err
-        return pictures
+            files.append((location, await upload.read()))
+        return await pool.run(_normalise_uploads, files, max_pixels, preprocess, allow_blank)
     if content_type not in ("application/json", ""):
         raise UnsupportedMediaTypeError(
             f"unsupported content type {content_type!r}: send application/json or multipart/form-data"
         )
-    try:
-        body = _REQUEST_ADAPTER.validate_json(await request.body())
-    except ValidationError as err:
-        errors = [
-            {**e, "loc": ("body", *e["loc"])} for e in err.errors(include_url=False, include_context=False)
-        ]
-        raise RequestValidationError(errors) from err
-    if body.pixels is not None:
-        items: list[tuple[tuple[str | int, ...], Pixels]] = [(("body", "pixels"), body.pixels)]
-    else:
-        assert body.images is not None
-        items = [(("body", "images", i), image) for i, image in enumerate(body.images)]
-    if len(items) > max_batch:
-        raise InvalidInputError(f"at most {max_batch} images per request", [("body", "images")])
-    pictures = []
-    for location, values in items:
-        try:
-            pictures.append((location, pixels_to_array(values, max_pixels=max_pixels)))
-        except ImageInputError as err:
-            raise _fail(err, location) from err
-    return pictures
+    body = await request.body()
+    return await pool.run(_normalise_json, body, max_batch, max_pixels, preprocess, allow_blank)
 
 
 async def read_digits(request: Request, preprocess: PreprocessQuery = True) -> np.ndarray:
     """The request's digits as an (n, 784) float32 array in [0, 1]; a blank image is refused (422)."""
-    pictures = await _read_pictures(request)
-    return await run_in_threadpool(_normalise_all, pictures, preprocess, False)
+    return await _read_images(request, preprocess, allow_blank=False)
 
 
 async def read_images(request: Request, preprocess: PreprocessQuery = True) -> np.ndarray:
     """The same for the autoencoder, which also encodes a blank image (as an empty field)."""
-    pictures = await _read_pictures(request)
-    return await run_in_threadpool(_normalise_all, pictures, preprocess, True)
+    return await _read_images(request, preprocess, allow_blank=True)
 
 
 ImagesDep = Annotated[np.ndarray, Depends(read_images)]

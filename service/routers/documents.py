@@ -18,13 +18,14 @@ from service.deps import (
 )
 from service.errors import InvalidInputError
 from service.indexer import DuplicateIdsError, IncomingDocument, upsert_documents
-from service.schemas import DOCUMENT_ID_PATTERN, DocumentPublic, DocumentsUpsert, UpsertResult
+from service.schemas import DocumentPublic, DocumentsUpsert, UpsertResult
 from service.store import delete_document, find_document
+from service.validation import DocumentIdStr
 from training.text_bundle import EmptyDocumentError
 
 router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"])
 
-DocumentId = Annotated[str, Path(pattern=DOCUMENT_ID_PATTERN, description="The document's id.")]
+DocumentId = Annotated[DocumentIdStr, Path(description="The document's id.")]
 
 
 @router.post("", dependencies=[Depends(require_write_key)])

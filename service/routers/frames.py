@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from service.decode_pool import decode_pool
 from service.deps import require_read_key
 from service.errors import InvalidInputError, ModelNotLoadedError
 from service.imaging import ImageInputError, decode_image
@@ -118,7 +119,8 @@ async def _read_multipart(request: Request, max_pixels: int) -> tuple[list[np.nd
         if not isinstance(upload, UploadFile):
             raise InvalidInputError("expected a file upload, got a text field", [("body", "files", i)])
         try:
-            frames.append(decode_image(await upload.read(), max_pixels=max_pixels))
+            data = await upload.read()
+            frames.append(await decode_pool(request).run(decode_image, data, max_pixels=max_pixels))
         except ImageInputError as err:
             raise InvalidInputError(err.message, [("body", "files", i)]) from err
     try:

@@ -12,6 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
+from service.decode_pool import decode_pool
 from service.deps import (
     CollectionDep,
     IndexedCollectionDep,
@@ -45,8 +46,20 @@ def create(
     return public_collection(collection, 0)
 
 
+def _normalise_stored(body: ImagesUpsert) -> np.ndarray:
+    rows = []
+    for index, item in enumerate(body.images):
+        try:
+            # the same preprocessing as queries get (ImagesDep), so stored images and queries match
+            rows.append(to_mnist(pixels_to_array(item.pixels), allow_blank=True))
+        except ImageInputError as err:
+            raise InvalidInputError(err.message, [("body", "images", index, "pixels")]) from err
+    return np.stack(rows)
+
+
 @router.post("/{name}/images", dependencies=[Depends(require_write_key)])
 def upsert(
+    request: Request,
     body: ImagesUpsert,
     collection: CollectionDep,
     session: SessionDep,
@@ -65,14 +78,8 @@ def upsert(
     if duplicates:
         locations = [("body", "images", index, "id") for index in duplicates]
         raise InvalidInputError("duplicate image id within the batch", locations)
-    rows = []
-    for index, item in enumerate(body.images):
-        try:
-            # the same preprocessing as queries get (ImagesDep), so stored images and queries match
-            rows.append(to_mnist(pixels_to_array(item.pixels), allow_blank=True))
-        except ImageInputError as err:
-            raise InvalidInputError(err.message, [("body", "images", index, "pixels")]) from err
-    upserted = upsert_images(session, collection, bundle, documents, np.stack(rows))
+    images = decode_pool(request).call(_normalise_stored, body)  # bounded, like every image decode
+    upserted = upsert_images(session, collection, bundle, documents, images)
     session.commit()
     registry.sync_after_write(collection.name)
     return UpsertResult(upserted=upserted)

@@ -31,7 +31,8 @@ function describeDetail(detail) {
     return detail
       .map((item) => {
         const where = (item.loc || []).filter((part) => part !== "body" && part !== "query").join(".");
-        return where ? `${where}: ${item.msg}` : item.msg;
+        // The API's own messages often name their field already ("radius must be at most 4").
+        return where && !String(item.msg).startsWith(where) ? `${where}: ${item.msg}` : item.msg;
       })
       .join("; ");
   }

@@ -10,7 +10,7 @@ const RECOGNISERS = [
   { key: "generative", title: "Generative DBN", path: "/v1/digits/recognize?variant=generative" },
 ];
 
-let loaded = new Set(); // model kinds the server loaded (from /v1/models)
+let loaded = new Set(); // model kinds the server loaded (from /v1/overview)
 let inFlight = false;
 let dirty = false;
 let drawnSeq = 0; // bumps on every change of the drawing
@@ -180,9 +180,9 @@ async function recognise(finalStroke) {
   const motorBlock = answers.querySelector('[data-recognizer="motor"]');
   if (motorBlock && !finalStroke) blocks.push(motorBlock);
   answers.replaceChildren(...blocks);
-  const refused = settled.find((r) => r.status === "rejected");
-  showError($("draw-error"), refused && settled.every((r) => r.status === "rejected") ? refused.reason.message : "");
-  $("draw-status").textContent = finalStroke ? "Recognised." : "Recognising as you draw…";
+  const failed = settled.every((r) => r.status === "rejected");
+  showError($("draw-error"), failed ? settled[0].reason.message : "");
+  $("draw-status").textContent = failed ? "" : finalStroke ? "Recognised." : "Recognising as you draw…";
   if (encode) {
     try {
       const code = (await encode).data[0];

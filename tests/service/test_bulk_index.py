@@ -172,8 +172,8 @@ def test_worker_processes_store_what_inline_encoding_stores(
     [
         ([{"id": "x", "text": "a NUL \u0000 here"}], "line 5: the text or label must not contain NUL"),
         ([{"id": "d", "text": "one"}, {"id": "d", "text": "two"}], "'d' appears twice: .*5 and .*6"),
-        ([{"id": "", "text": "no id"}], "line 5: document id '' is not 1 to 256 characters"),
-        ([{"id": "a\nb", "text": "newline"}], "line 5: document id 'a\\\\nb' is not"),
+        ([{"id": "", "text": "no id"}], "line 5: document id '' must be 1 to 256 characters"),
+        ([{"id": "a\nb", "text": "newline"}], "line 5: document id 'a\\\\nb' must not contain control"),
     ],
 )
 def test_bad_input_stops_the_job_with_its_line_and_keeps_earlier_batches(
