@@ -150,7 +150,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.include_router(page.reads)  # the web page's reads; the page itself: GET / and /static
     app.include_router(page.router)
-    page.mount_static(app)
     # Inside the size limit, so a JSON body is read only once the limit has let it through.
     app.add_middleware(Utf8JsonBodyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
