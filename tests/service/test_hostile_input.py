@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -322,3 +323,92 @@ def test_openapi_documents_the_error_responses_with_one_model(client: TestClient
                 assert "404" in codes, (method, path)
     assert {"409", "413"} <= set(document["paths"]["/v1/collections"]["post"]["responses"])
     assert {"413", "415", "429"} <= set(document["paths"]["/v1/digits/recognize"]["post"]["responses"])
+
+
+def _index(source: Path, models_dir: Path, url: str) -> list[str]:
+    return [
+        *("index", "--collection", "news", "--input", str(source), "--bundle", str(models_dir / "text")),
+        *("--batch-size", "2", "--workers", "0", "--database-url", url, "--no-progress"),
+    ]
+
+
+def _jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        ([{"id": "..", "text": "x"}], "document id '..' must not have an empty, '.' or '..' segment"),
+        ([{"id": "a", "text": "lone \ud800"}], "surrogates"),
+        ([{"text": "no id"}], "line 1"),
+    ],
+)
+def test_semhash_index_bad_input_is_one_line_and_exit_3(
+    migrated_url: str,
+    models_dir: Path,
+    tmp_path: Path,
+    records: list[dict],
+    message: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from typer.testing import CliRunner
+
+    from semhash_cli import app as cli
+
+    source = _jsonl(tmp_path / "docs.jsonl", records)
+    result = CliRunner().invoke(cli, _index(source, models_dir, migrated_url))
+    assert result.exit_code == 3, result.output
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and message in errors[0].getMessage(), caplog.text
+    assert "Traceback" not in result.output and errors[0].exc_info is None
+
+
+def test_semhash_index_keeps_committed_batches_when_the_database_goes_away(
+    migrated_url: str,
+    models_dir: Path,
+    topic_corpus: Corpus,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import psycopg
+    from sqlalchemy import Engine, event, func, select
+    from sqlalchemy.exc import OperationalError
+    from typer.testing import CliRunner
+
+    from semhash_cli import app as cli
+    from service.db import Document, make_engine
+
+    records = [{"id": topic_corpus.ids[i], "text": topic_corpus.texts[i]} for i in range(8)]
+    source = _jsonl(tmp_path / "docs.jsonl", records)
+    inserts = 0
+
+    def lose_the_server_on_the_third_batch(_conn, _cursor, statement: str, *_args: object) -> None:
+        nonlocal inserts
+        if statement.lstrip().upper().startswith("INSERT INTO DOCUMENTS"):
+            inserts += 1
+            if inserts == 3:
+                lost = psycopg.OperationalError(
+                    "server closed the connection unexpectedly\n\tThis probably..."
+                )
+                raise OperationalError(statement, {}, lost)
+
+    event.listen(Engine, "before_cursor_execute", lose_the_server_on_the_third_batch)
+    try:
+        result = CliRunner().invoke(cli, _index(source, models_dir, migrated_url))
+    finally:
+        event.remove(Engine, "before_cursor_execute", lose_the_server_on_the_third_batch)
+    assert result.exit_code == 4, result.output
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "database is unavailable" in errors[0].getMessage(), caplog.text
+    assert "\n" not in errors[0].getMessage() and "Traceback" not in result.output
+    check = make_engine(migrated_url)
+    try:
+        with check.connect() as connection:
+            assert connection.scalar(select(func.count()).select_from(Document)) == 4  # two whole batches
+    finally:
+        check.dispose()
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere?connect_timeout=2"
+    result = CliRunner().invoke(cli, _index(source, models_dir, unreachable))
+    assert result.exit_code == 4 and "Traceback" not in result.output
