@@ -18,11 +18,11 @@ import numba
 import numpy as np
 import psycopg
 from psycopg import pq
-from sqlalchemy import func
+from sqlalchemy import BigInteger, Integer, and_, bindparam, func
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
-from service.db import Document
+from service.db import Collection, Document
 from service.index import long_codes_to_words
 from service.index_segments import IdStore, Segment
 from service.index_writer import Changes
@@ -293,22 +293,47 @@ def load_segment(
     return segment
 
 
-def read_changes(session: Session, collection_id: int, after_seq: int, long_bits: int) -> tuple[Changes, int]:
-    """Rows stamped with a change sequence above `after_seq` (upserts and tombstones), and the highest
-    sequence among them (`after_seq` when none)."""
-    rows = session.execute(
-        sql_select(
-            Document.id,
-            Document.external_id,
-            Document.address,
-            Document.long_code,
-            Document.deleted,
-            Document.change_seq,
-        ).where(Document.collection_id == collection_id, Document.change_seq > after_seq)
-    ).all()
+_DOCUMENTS = Document.__table__.c
+_COLLECTIONS = Collection.__table__.c
+# One statement, so one snapshot: the collection's purge watermark and the rows changed after a sequence
+# (the watermark on a row of its own, with NULL document columns, when none changed). A purge that
+# committed before the snapshot shows in the watermark; one after it removed nothing this read missed.
+# Core columns and bound parameters, built once: this runs after every write.
+_CHANGES = (
+    sql_select(
+        _COLLECTIONS.tombstones_purged_seq,
+        _DOCUMENTS.id,
+        _DOCUMENTS.external_id,
+        _DOCUMENTS.address,
+        _DOCUMENTS.long_code,
+        _DOCUMENTS.deleted,
+        _DOCUMENTS.change_seq,
+    )
+    .select_from(Collection.__table__)
+    .outerjoin(
+        Document.__table__,
+        and_(
+            _DOCUMENTS.collection_id == _COLLECTIONS.id,
+            _DOCUMENTS.change_seq > bindparam("after_seq", type_=BigInteger),
+        ),
+    )
+    .where(_COLLECTIONS.id == bindparam("collection_id", type_=Integer))
+)
+
+
+def read_changes(
+    session: Session, collection_id: int, after_seq: int, long_bits: int
+) -> tuple[Changes, int, int]:
+    """Rows stamped with a change sequence above `after_seq` (upserts and tombstones), the highest
+    sequence among them (`after_seq` when none), and the collection's tombstone purge watermark read
+    in the same snapshot (0 if the collection is gone)."""
+    result = session.connection().execute(_CHANGES, {"collection_id": collection_id, "after_seq": after_seq})
+    everything = result.all()
+    watermark = int(everything[0][0] or 0) if everything else 0
+    rows = [row[1:] for row in everything if row[1] is not None]
     words = (long_bits + 63) // 64
     if not rows:
-        return Changes.deletes(np.zeros(0, np.int64), words), after_seq
+        return Changes.deletes(np.zeros(0, np.int64), words), after_seq, watermark
     row_ids, external_ids, addresses, codes, deleted, seqs = zip(*rows, strict=True)
     code_bytes = (long_bits + 7) // 8
     packed = np.frombuffer(b"".join(code.ljust(code_bytes, b"\0")[:code_bytes] for code in codes), np.uint8)
@@ -319,7 +344,7 @@ def read_changes(session: Session, collection_id: int, after_seq: int, long_bits
         np.array(addresses, np.uint64),
         long_codes_to_words(packed.reshape(len(rows), code_bytes)),
     )
-    return changes, max(after_seq, *seqs)
+    return changes, max(after_seq, *seqs), watermark
 
 
 def release_free_memory() -> None:

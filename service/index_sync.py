@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -47,6 +47,11 @@ _COLLECTION_COLUMNS = (
     Collection.long_bits,
     Collection.change_seq,
     Collection.tombstones_purged_seq,
+)
+
+# Built once, run through Core: this runs after every write.
+_COLLECTION_BY_NAME = select(*(Collection.__table__.c[column.key] for column in _COLLECTION_COLUMNS)).where(
+    Collection.__table__.c.name == bindparam("name")
 )
 
 
@@ -111,7 +116,7 @@ class IndexRegistry:
     def sync_collection(self, name: str) -> None:
         """Bring one collection's index in step with the table (or drop it if the collection is gone)."""
         with self._session_factory() as session:
-            row = session.execute(select(*_COLLECTION_COLUMNS).where(Collection.name == name)).first()
+            row = session.connection().execute(_COLLECTION_BY_NAME, {"name": name}).first()
             if row is not None:
                 self._sync_one(session, row)
         if row is None:
@@ -170,11 +175,10 @@ class IndexRegistry:
     @staticmethod
     def _catch_up(session: Session, row: Any, writer: SegmentedIndex, change_seq: int) -> int | None:
         """Apply the rows changed after `change_seq`; the sequence now reached, or None when a purge
-        may have removed a tombstone that was not read (the watermark is read after the changes, as a
-        purge may have committed between the two reads)."""
-        changes, newest = read_changes(session, row.id, change_seq, row.long_bits)
-        watermark = select(Collection.tombstones_purged_seq).where(Collection.id == row.id)
-        if (session.scalar(watermark) or 0) > change_seq:
+        may have removed a tombstone that was not read (the watermark is read with the changes, in one
+        snapshot, so a purge cannot commit unseen between the two)."""
+        changes, newest, watermark = read_changes(session, row.id, change_seq, row.long_bits)
+        if watermark > change_seq:
             return None
         writer.apply(changes)
         # Writers to one collection commit in sequence order (see service.db), so every row up to the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -71,6 +72,9 @@ def ensure_bundle_matches(collection: HashedCollection, bundle: TextBundle) -> N
         )
 
 
+# PostgreSQL batches above this size go through COPY (see `_copy_upsert_postgres`); smaller ones, the
+# single-document writes of the API above all, through one multi-row INSERT.
+_COPY_MIN_ROWS = 16
 _REPLACED = ("text", "metadata", "address", "long_code", "deleted", "change_seq")
 _STAGED = ("external_id", "text", "metadata", "address", "long_code")
 _STAGED_TYPES = ("text", "text", "jsonb", "int8", "bytea")
@@ -87,6 +91,13 @@ def _replace_on_conflict(statement: Any) -> Any:
         index_elements=["collection_id", "external_id"],
         set_={**{name: statement.excluded[name] for name in _REPLACED}, "updated_at": func.now()},
     )
+
+
+@lru_cache(maxsize=2)
+def _upsert_statement(dialect: str) -> Any:
+    """The INSERT ... ON CONFLICT of a dialect, built once (building it costs more than running it)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return _replace_on_conflict(insert(Document.__table__))
 
 
 def _copy_upsert_postgres(
@@ -135,7 +146,8 @@ def write_encoded(
     if not documents:
         return 0
     change_seq = next_change_seq(session, collection.id)
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql" and len(documents) > _COPY_MIN_ROWS:
         rows = [
             (
                 document.external_id,
@@ -148,7 +160,7 @@ def write_encoded(
         ]
         _copy_upsert_postgres(session, collection.id, change_seq, rows)
         return len(rows)
-    sqlite_rows = [
+    sqlite_rows = [  # SQLite, or a few rows: one INSERT ... ON CONFLICT (COPY costs three round trips)
         {
             "collection_id": collection.id,
             "external_id": document.external_id,
@@ -161,7 +173,7 @@ def write_encoded(
         }
         for document, address, long_code in zip(documents, addresses, long_codes, strict=True)
     ]
-    session.execute(_replace_on_conflict(sqlite.insert(Document.__table__)), sqlite_rows)
+    session.execute(_upsert_statement(dialect), sqlite_rows)
     return len(sqlite_rows)
 
 

@@ -105,13 +105,16 @@ class DocumentPublic(BaseModel):
 
 
 # The `/search` defaults: the best setting measured on a validation split of the training documents
-# (benchmarks/short_queries.py, benchmarks/results/short_queries.json).
-DEFAULT_RADIUS = 2
+# (see `training/search_validation.py`; never on the test split).
+DEFAULT_RADIUS = 2  # Hamming ball of code/address/document_id queries, and of text queries given `radius`
+DEFAULT_PROBES = 256  # multi-probe budget (addresses) of text queries
 DEFAULT_SHORTLIST = 100
 DEFAULT_LEXICAL_CANDIDATES = 300
 DEFAULT_CODE_WEIGHT = 1.0
 MAX_LEXICAL_CANDIDATES = 100_000
+MAX_PROBES = 1 << 16
 Rerank = Literal["fused", "bm25", "hamming", "tfidf", "none"]
+Encoder = Literal["auto", "query", "document"]
 
 
 class SearchRequest(BaseModel):
@@ -131,16 +134,33 @@ class SearchRequest(BaseModel):
         pattern=r"^[0-9a-fA-F]+$",
         description="Hex long code for the Hamming rerank of a code/address query.",
     )
-    radius: int = Field(
-        DEFAULT_RADIUS,
+    radius: int | None = Field(
+        None,
         ge=0,
-        description="Hamming radius around the address (at most the configured maximum).",
+        description="Search the Hamming ball of this radius around the query's address (at most the "
+        f"configured maximum). Default: {DEFAULT_RADIUS} for `code`, `address` and `document_id` queries; "
+        "`text` queries are probed by likelihood (`probes`) unless `radius` is given.",
+    )
+    probes: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_PROBES,
+        description="`text` queries: look up this many addresses, the most likely first under the "
+        "encoder's bit probabilities (multi-probe: uncertain bits flip first), instead of a ball. "
+        f"Default: {DEFAULT_PROBES}. Give `radius` or `probes`, not both.",
+    )
+    encoder: Encoder = Field(
+        "auto",
+        description="`text` queries: `query` codes the text with the bundle's query encoder (trained for "
+        "short text), `document` with the document encoders (as documents are coded), `auto` (default) "
+        "picks `query` for short texts (fewer words than the bundle's threshold) when the bundle has one.",
     )
     limit: int = Field(100, ge=1, description="Most results (at most the configured maximum).")
     shortlist: int | None = Field(
         None,
         ge=1,
-        description="How many documents of the Hamming ball, nearest addresses first, to rerank; the "
+        description="How many documents of the code candidates (Hamming ball, nearest addresses first, or "
+        "multi-probe, most likely addresses first) to rerank; the "
         f"results are the best `limit` of them. Default: {DEFAULT_SHORTLIST} (at least `limit`). Larger "
         "shortlists rank better and cost more (at most the configured maximum).",
     )
@@ -173,7 +193,24 @@ class SearchRequest(BaseModel):
             raise ValueError("give exactly one of `text`, `document_id`, `code` or `address`")
         if self.rerank in ("tfidf", "bm25", "fused") and self.text is None and self.document_id is None:
             raise ValueError(f"`rerank`={self.rerank!r} needs a `text` or `document_id` query")
+        if self.radius is not None and self.probes is not None:
+            raise ValueError("give `radius` (a Hamming ball) or `probes` (multi-probe), not both")
+        if self.probes is not None and self.text is None:
+            raise ValueError("`probes` needs a `text` query (its bit probabilities order the probes)")
+        if self.encoder != "auto" and self.text is None:
+            raise ValueError("`encoder` applies to `text` queries only")
         return self
+
+    @property
+    def radius_or_default(self) -> int:
+        return DEFAULT_RADIUS if self.radius is None else self.radius
+
+    @property
+    def probes_or_default(self) -> int:
+        """The multi-probe budget, 0 for a Hamming ball."""
+        if self.text is None or self.radius is not None:
+            return 0
+        return DEFAULT_PROBES if self.probes is None else self.probes
 
     @property
     def shortlist_size(self) -> int:
@@ -203,12 +240,15 @@ class SearchResponse(BaseModel):
     count: int
     rerank: Rerank = Field(description="The rerank applied.")
     address: int | None = Field(description="The query's address (null: the text has none).")
-    shortlist_size: int = Field(description="Documents of the Hamming-ball shortlist.")
+    encoder: Literal["query", "document"] | None = Field(
+        None, description="What coded a `text` query: the query encoder or the document encoders."
+    )
+    shortlist_size: int = Field(description="Documents of the code shortlist (ball or multi-probe).")
     lexical_size: int = Field(0, description="Documents found by the lexical candidate source.")
     touched: int = Field(
         0, description="Documents and postings entries the search read: shortlist + postings entries."
     )
-    probed: int = Field(description="Addresses probed in the Hamming ball.")
+    probed: int = Field(description="Addresses looked up (in the Hamming ball, or by multi-probe).")
     took_ms: float = Field(description="Server time for hashing the query, the lookup and the rerank.")
 
 

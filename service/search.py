@@ -1,5 +1,11 @@
-"""Search: candidates from the in-memory index (Hamming-ball shortlist) and, for text queries, from the
-postings of the query's rarest words; then a rerank of those candidates.
+"""Search: candidates from the in-memory index and, for text queries, from the postings of the query's
+rarest words; then a rerank of those candidates.
+
+Code candidates: the documents at the addresses of a Hamming ball of fixed radius around the query's
+address, nearest first, or (multi-probe, `SearchOptions.probes` > 0, for a query whose address bit
+probabilities are known) at the `probes` most likely addresses under those probabilities, most likely
+first (`training.probes`): the uncertain bits of a short query flip first. Either stops at
+`shortlist_size` documents.
 
 Reranks:
 
@@ -27,6 +33,7 @@ from service.db import Document
 from service.index import BitIndex
 from service.index_sync import CollectionIndex
 from service.lexical import LexicalIndex, QueryTerms
+from training.probes import probe_addresses
 
 if TYPE_CHECKING:
     from training.text_bundle import TextBundle
@@ -44,16 +51,18 @@ class SearchQuery:
     long_words: np.ndarray | None = None  # (words,) uint64, for the Hamming rerank
     text: str | None = None  # for the TF-IDF and BM25 reranks and the lexical candidates
     exclude_row: int | None = None  # a document left out of the results (query by example)
+    address_probabilities: np.ndarray | None = None  # (address_bits,) P(bit = 1), for multi-probe
 
 
 @dataclass(frozen=True)
 class SearchOptions:
-    radius: int
+    radius: int  # of the Hamming ball (when not probing)
     limit: int
-    shortlist_size: int  # documents of the Hamming ball to rerank
+    shortlist_size: int  # documents of the code candidates to rerank
     rerank: Rerank
     lexical_candidates: int = 0  # budget of postings entries for the lexical candidate source
     code_weight: float = 1.0  # w of the fused score
+    probes: int = 0  # multi-probe budget (addresses); 0: the Hamming ball of `radius`
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,18 @@ def _address_distances(index: BitIndex, positions: np.ndarray, address: int | No
     return np.bitwise_count(index.addresses_at(positions).astype(np.uint64) ^ np.uint64(address)).tolist()
 
 
+def code_candidates(index: BitIndex, query: SearchQuery, options: SearchOptions) -> tuple[np.ndarray, int]:
+    """Positions of the code shortlist (multi-probe or Hamming ball), and the addresses looked up."""
+    if query.address is None:
+        return np.zeros(0, np.int64), 0
+    if options.probes and query.address_probabilities is not None:
+        addresses = probe_addresses(query.address_probabilities, options.probes)
+        found = index.probe(addresses, options.shortlist_size)
+        return found.positions, found.probed
+    shortlist = index.lookup(query.address, options.radius, options.shortlist_size)
+    return shortlist.positions, shortlist.probed
+
+
 def search(
     entry: CollectionIndex,
     query: SearchQuery,
@@ -131,19 +152,15 @@ def search(
     bundle: TextBundle,
     session_factory: sessionmaker[Session],
 ) -> SearchOutcome:
-    """The best `limit` of the candidates (the `shortlist_size` nearest documents within `radius` of
-    the query address, plus the lexical candidates of a BM25 or fused rerank), ranked as asked.
+    """The best `limit` of the candidates (the first `shortlist_size` documents of the code candidates,
+    plus the lexical candidates of a BM25 or fused rerank), ranked as asked.
 
     A Hamming rerank needs the query's long code; when the caller gave only an address the
     shortlist keeps its address order and the outcome says `rerank="none"`.
     """
     index = entry.index
     rerank = options.rerank
-    if query.address is not None:
-        shortlist = index.lookup(query.address, options.radius, options.shortlist_size)
-        positions, probed = shortlist.positions, shortlist.probed
-    else:
-        positions, probed = np.zeros(0, np.int64), 0
+    positions, probed = code_candidates(index, query, options)
     shortlist_size = len(positions)
     lexical_size = read = 0
     lexical, terms = entry.lexical, None

@@ -10,22 +10,17 @@ so probing addresses in increasing cost probes them in decreasing likelihood (Lv
 LSH", VLDB 2007). Uncertain bits (p near 1/2, cost near 0) are flipped first, instead of every bit
 alike as a Hamming ball of fixed radius does.
 
-Generation without enumerating all 2^b flip sets: sort the bits by cost, c_0 <= c_1 <= ... and
-represent a flip set as an increasing list of sorted positions. Every non-empty set is reached exactly
-once from {0} by the two moves
-
-    shift(F):  replace the largest position i by i + 1          (cost + c_{i+1} - c_i >= cost)
-    expand(F): add position i + 1 after the largest position i  (cost + c_{i+1} >= cost)
-
-both of which never lower the cost, so a min-heap over costs pops flip sets in non-decreasing cost
-order. `budget` addresses cost O(budget * log budget) time and memory, whatever b (heap pushes sum
-the flip set's costs afresh, so rounding never reorders them).
+Generation without enumerating all 2^b flip sets: sort the bits by cost, c_0 <= c_1 <= ... The
+`budget` cheapest flip sets of the first i + 1 sorted bits are among the `budget` cheapest of the first
+i bits, S_i, and those sets with bit i added, S_i + c_i: so S_{i+1} is the first `budget` of the merge
+of two sorted lists, and once S_i is full and c_i is at least its last cost, no set with bit i or a
+later bit can enter (stop). At most b merges of at most 2 * budget costs, vectorised: about half a
+millisecond for 1,000 probes of a 20-bit address, cheap enough to run per query in the API (a heap
+over flip sets in Python took 50 ms). A flip set's cost is summed in sorted-bit order, always the
+same way, and the merge is stable, so the result is deterministic.
 """
 
 from __future__ import annotations
-
-import heapq
-import math
 
 import numpy as np
 
@@ -68,30 +63,21 @@ def probe_order(probabilities: np.ndarray, budget: int) -> tuple[np.ndarray, np.
     if budget == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
     order = np.argsort(costs, kind="stable")  # sorted position -> bit
-    sorted_costs = costs[order]
     # bit j is worth 2^(b-1-j) in the address
-    masks = [1 << (bits - 1 - int(bit)) for bit in order]
-    base = most_likely_address(probabilities)
-    addresses, probe_costs = [base], [0.0]
-    # heap entries: (cost, flip set as a tuple of sorted positions, its XOR mask)
-    heap: list[tuple[float, tuple[int, ...], int]] = []
-    if bits:
-        heap.append((float(sorted_costs[0]), (0,), masks[0]))
-    while heap and len(addresses) < budget:
-        cost, flips, mask = heapq.heappop(heap)
-        addresses.append(base ^ mask)
-        probe_costs.append(cost)
-        last = flips[-1]
-        if last + 1 < bits:
-            for child in ((*flips[:-1], last + 1), (*flips, last + 1)):  # shift, expand
-                child_mask = (
-                    mask ^ masks[last] ^ masks[last + 1]
-                    if len(child) == len(flips)
-                    else mask ^ masks[last + 1]
-                )
-                # summed afresh (not cost +- steps) so equal flip sets always get equal, exact costs
-                heapq.heappush(heap, (math.fsum(sorted_costs[i] for i in child), child, child_mask))
-    return np.asarray(addresses, dtype=np.int64), np.asarray(probe_costs, dtype=np.float64)
+    masks = np.left_shift(np.int64(1), (bits - 1 - order).astype(np.int64))
+    chosen_costs, chosen_masks = np.zeros(1, np.float64), np.zeros(1, np.int64)
+    for cost, mask in zip(costs[order].tolist(), masks.tolist(), strict=True):
+        full = len(chosen_costs) == budget
+        if full and cost >= chosen_costs[-1]:
+            break  # every set holding this bit or a later one costs at least the last chosen
+        with_bit = chosen_costs + cost
+        keep = len(with_bit) if not full else int(np.searchsorted(with_bit, chosen_costs[-1], "left"))
+        merged_costs = np.concatenate([chosen_costs, with_bit[:keep]])
+        merged_masks = np.concatenate([chosen_masks, chosen_masks[:keep] | mask])
+        first = np.argsort(merged_costs, kind="stable")[:budget]
+        chosen_costs, chosen_masks = merged_costs[first], merged_masks[first]
+    addresses = np.int64(most_likely_address(probabilities)) ^ chosen_masks
+    return addresses, chosen_costs
 
 
 def probe_addresses(probabilities: np.ndarray, budget: int) -> np.ndarray:

@@ -11,12 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.deps import CollectionDep, IndexedCollectionDep, SessionDep, SettingsDep, require_read_key
+from service.deps import (
+    CollectionDep,
+    IndexedCollectionDep,
+    RegistryDep,
+    SessionDep,
+    SettingsDep,
+    require_read_key,
+)
 from service.errors import InvalidInputError
 from service.page_data import SNIPPET_CHARS, code_map, snippets
 from service.validation import DocumentIdStr, Text
@@ -33,6 +40,29 @@ reads = APIRouter(prefix="/v1/collections/{name}", tags=["page"], dependencies=[
 def page() -> FileResponse:
     """The web page."""
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+class OverviewCollection(BaseModel):
+    name: str
+    bundle_id: str
+    document_count: int = Field(description="Live documents in the collection's in-memory index.")
+
+
+class Overview(BaseModel):
+    models: dict[str, str] = Field(description="The loaded bundles: kind (text, digits, ...) -> bundle id.")
+    collections: list[OverviewCollection] = Field(description="Every collection, by name.")
+
+
+@router.get("/v1/overview", dependencies=[Depends(require_read_key)])
+async def overview(request: Request, registry: RegistryDep) -> Overview:
+    """What a client needs to start, in one round trip and from memory: loaded models and collections."""
+    models = {kind: bundle.bundle_id for kind, bundle in request.app.state.models.items()}
+    collections = []
+    for name, size in sorted(registry.sizes().items()):
+        entry = registry.get(name)
+        if entry is not None:
+            collections.append(OverviewCollection(name=name, bundle_id=entry.bundle_id, document_count=size))
+    return Overview(models=models, collections=collections)
 
 
 class SnippetsRequest(BaseModel):

@@ -233,11 +233,16 @@ export function initMap() {
     $("map-legend").replaceChildren();
     $("map-status").textContent = "";
   });
-  onSearched(({ collection, longCode, results }) => {
-    if (!state || state.collection !== collection) return;
-    state.query = longCode ? project(longCode) : null;
-    state.results = results.map((r) => ({ id: r.id, xy: project(r.long_code) }));
+  onSearched(async (event) => {
+    if (!state || state.collection !== event.collection) return;
+    state.results = event.results.map((r) => ({ id: r.id, xy: project(r.long_code) }));
+    if (!event.more) {
+      state.query = null;
+      const longCode = await event.longCode();
+      if (!event.current() || !state || state.collection !== event.collection) return;
+      state.query = longCode ? project(longCode) : null;
+      $("map").dataset.query = state.query ? "shown" : "none";
+    }
     draw();
-    $("map").dataset.query = state.query ? "shown" : "none";
   });
 }

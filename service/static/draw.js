@@ -10,7 +10,7 @@ const RECOGNISERS = [
   { key: "generative", title: "Generative DBN", path: "/v1/digits/recognize?variant=generative" },
 ];
 
-let loaded = new Set(); // model kinds the server loaded (from /v1/models)
+let loaded = new Set(); // model kinds the server loaded (from /v1/overview)
 let inFlight = false;
 let dirty = false;
 let drawnSeq = 0; // bumps on every change of the drawing

@@ -32,29 +32,24 @@ function initKey(reload) {
 let booted = false;
 
 async function boot() {
-  let models = [];
+  let overview;
   try {
-    models = (await api("GET", "/v1/models")).data;
-  } catch (err) {
-    showError($("search-error"), err.message);
-  }
-  const bundle = (kind) => models.find((m) => m.kind === kind)?.bundle_id ?? null;
-  let collections = [];
-  try {
-    collections = await loadCollections(bundle("text"));
+    overview = await api("GET", "/v1/overview");
     showError($("search-error"), "");
   } catch (err) {
     $("collection").replaceChildren(new Option("unavailable", ""));
     showError($("search-error"), err.message);
     return;
   }
+  const { models, collections } = overview;
+  loadCollections(collections, models.text);
   performance.mark("interactive");
   document.body.dataset.ready = "true";
   if (booted) return;
   booted = true;
-  const kinds = models.map((m) => m.kind);
+  const kinds = Object.keys(models);
   initDraw(kinds);
-  initImages(kinds, collections, bundle("sparse"));
+  initImages(kinds, collections, models.sparse);
   loadDefaults().catch(() => {});
 }
 

@@ -6,7 +6,9 @@ const OPTIONS = ["radius", "limit", "shortlist", "rerank", "lexical_candidates",
 let searchSeq = 0;
 let listeners = [];
 
-// Called after each search with {collection, query, longCode, results: [{id, long_code}]}.
+// Called after each search with {collection, query, results: [{id, long_code, ...}], longCode(): a
+// promise of the query's long code, current(): whether no search came since}; and with more: true
+// when more results were shown.
 export function onSearched(listener) {
   listeners.push(listener);
 }
@@ -76,7 +78,7 @@ function metadataText(metadata) {
     .slice(0, 300);
 }
 
-function resultItem(hit, rank) {
+function resultItem(hit) {
   const item = document.createElement("li");
   item.className = "result";
   item.dataset.id = hit.id;
@@ -104,11 +106,10 @@ function resultItem(hit, rank) {
   more.setAttribute("aria-label", `More like ${hit.id}`);
   more.addEventListener("click", () => search({ document_id: hit.id }));
   item.append(head, snippet, numbers, more);
-  item.setAttribute("aria-posinset", String(rank));
   return item;
 }
 
-function summaryText(response, query, elapsed) {
+function summaryText(response, query) {
   const what = query.document_id !== undefined ? `Documents like “${query.document_id}”` : `Results for “${query.text}”`;
   const parts = [
     `${response.count} result${response.count === 1 ? "" : "s"}`,
@@ -117,10 +118,11 @@ function summaryText(response, query, elapsed) {
   ];
   if (response.lexical_size) parts.push(`lexical ${response.lexical_size}`);
   parts.push(`${response.probed} addresses probed`, `${response.touched} entries read`);
-  parts.push(`server ${response.took_ms.toFixed(1)} ms`, `page ${elapsed.toFixed(0)} ms`);
+  parts.push(`server ${response.took_ms.toFixed(1)} ms`);
   return `${what}: ${parts.join(" · ")}`;
 }
 
+// The long code the map places the query by: the query text's, or the example document's.
 async function queryLongCode(collection, query) {
   if (query.document_id !== undefined) {
     const body = { ids: [query.document_id] };
@@ -131,14 +133,58 @@ async function queryLongCode(collection, query) {
   return hashed.data[0].long_code;
 }
 
-// Run one search: `query` is {text} or {document_id}. Renders results, then their snippets.
+// The results on screen: the whole answer, shown PAGE at a time, each page with its snippets.
+const PAGE = 20;
+let shown = null; // {seq, collection, query, hits, next, snippets: []}
+
+async function showPage() {
+  const view = shown;
+  const hits = view.hits.slice(view.next, view.next + PAGE);
+  view.next += hits.length;
+  const body = { ids: hits.map((hit) => hit.id) };
+  if (view.query.text !== undefined) body.query = view.query.text;
+  // Ask for the snippets first, then build the items while they are on their way.
+  const pending = hits.length ? api("POST", `${collectionPath(view.collection)}/snippets`, body) : null;
+  const items = hits.map(resultItem);
+  $("results").append(...items);
+  let snippets = [];
+  if (pending) {
+    try {
+      snippets = (await pending).data;
+    } catch (err) {
+      showError($("search-error"), `Results found, but their text could not be read: ${err.message}`);
+    }
+  }
+  if (view !== shown) return null;
+  const words = view.query.text !== undefined ? view.query.text.match(/[^\W_]{2,}/gu) || [] : [];
+  const byId = new Map(snippets.map((s) => [s.id, s]));
+  for (const item of items) {
+    const found = byId.get(item.dataset.id);
+    const snippet = item.querySelector(".snippet");
+    snippet.textContent = "";
+    if (found) {
+      appendHighlighted(snippet, found.snippet || "(no text)", words);
+      item.querySelector(".meta").textContent = metadataText(found.metadata);
+    } else {
+      snippet.textContent = "(deleted since the search)";
+    }
+  }
+  view.snippets.push(...snippets);
+  const rest = view.hits.length - view.next;
+  const button = $("results-more");
+  button.hidden = rest === 0;
+  button.textContent = `Show ${Math.min(rest, PAGE)} more of ${rest}`;
+  $("search-range").textContent = view.hits.length ? `Showing 1–${view.next} of ${view.hits.length}.` : "";
+  return items;
+}
+
+// Run one search: `query` is {text} or {document_id}. Renders the first results with their snippets.
 export async function search(query) {
   const collection = currentCollection();
   if (!collection) return;
   const seq = ++searchSeq;
   performance.clearMarks("search-start");
   performance.mark("search-start");
-  const started = performance.now();
   const results = $("results");
   const status = $("search-status");
   results.setAttribute("aria-busy", "true");
@@ -157,53 +203,43 @@ export async function search(query) {
     return;
   }
   if (seq !== searchSeq) return;
-  results.replaceChildren(...response.data.map((hit, i) => resultItem(hit, i + 1)));
-  let snippets = [];
-  if (response.data.length) {
-    try {
-      const body = { ids: response.data.map((hit) => hit.id) };
-      if (query.text !== undefined) body.query = query.text;
-      snippets = (await api("POST", `${collectionPath(collection)}/snippets`, body)).data;
-    } catch (err) {
-      showError($("search-error"), `Results found, but their text could not be read: ${err.message}`);
-    }
-  }
-  if (seq !== searchSeq) return;
-  const words = query.text !== undefined ? (query.text.match(/[^\W_]{2,}/gu) || []) : [];
-  const byId = new Map(snippets.map((s) => [s.id, s]));
-  for (const item of results.children) {
-    const found = byId.get(item.dataset.id);
-    const snippet = item.querySelector(".snippet");
-    snippet.textContent = "";
-    if (found) {
-      appendHighlighted(snippet, found.snippet || "(no text)", words);
-      item.querySelector(".meta").textContent = metadataText(found.metadata);
-    } else {
-      snippet.textContent = "(deleted since the search)";
-    }
-  }
-  const elapsed = performance.now() - started;
+  results.replaceChildren();
+  shown = { seq, collection, query, hits: response.data, next: 0, snippets: [] };
+  const view = shown;
+  await showPage();
+  if (view !== shown) return;
   const summary = $("search-summary");
-  summary.textContent = summaryText(response, query, elapsed);
+  summary.textContent = summaryText(response, query);
   summary.hidden = false;
   status.textContent = response.count ? "" : "No documents found.";
   results.dataset.state = "done";
   results.setAttribute("aria-busy", "false");
   performance.clearMarks("search-rendered");
   performance.mark("search-rendered");
-  if (listeners.length) {
-    const longCode = await queryLongCode(collection, query).catch(() => null);
-    if (seq !== searchSeq) return;
-    const event = { collection, query, longCode, results: snippets };
-    listeners.forEach((listener) => listener(event));
+  const event = {
+    collection,
+    query,
+    results: view.snippets,
+    longCode: () => queryLongCode(collection, query).catch(() => null),
+    current: () => view === shown,
+  };
+  listeners.forEach((listener) => listener(event));
+}
+
+async function showMore() {
+  if (!shown) return;
+  const view = shown;
+  const items = await showPage();
+  if (items && view === shown) {
+    items[0]?.querySelector(".more").focus(); // keyboard users land on the new results
+    listeners.forEach((listener) => listener({ ...view, results: view.snippets, more: true }));
   }
 }
 
-// Fill the collection pickers; enable the search form. Returns the collections.
-export async function loadCollections(textBundleId) {
+// Fill the collection picker with the collections hashed by the loaded text bundle; enable the form.
+export function loadCollections(collections, textBundleId) {
   const select = $("collection");
-  const listed = (await api("GET", "/v1/collections")).data;
-  const text = listed.filter((c) => !textBundleId || c.bundle_id === textBundleId);
+  const text = collections.filter((c) => !textBundleId || c.bundle_id === textBundleId);
   select.replaceChildren(
     ...text.map((c) => new Option(`${c.name} (${c.document_count} documents)`, c.name)),
   );
@@ -216,10 +252,10 @@ export async function loadCollections(textBundleId) {
     select.value = largest.name;
   }
   for (const id of ["collection", "query", "search-button"]) $(id).disabled = !text.length;
-  return listed;
 }
 
 export function initSearch() {
+  $("results-more").addEventListener("click", showMore);
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const text = $("query").value.trim();

@@ -141,3 +141,18 @@ def test_page_reads_need_the_key_when_reads_do(make_client, topic_corpus: Corpus
     assert call().status_code == 401
     assert call(headers={"X-API-Key": SECRET}).status_code == 200
     assert client.get("/").status_code == 200  # the page itself is open; it asks for the key
+
+
+def test_overview_lists_models_and_collections_from_memory(make_client, topic_corpus: Corpus) -> None:
+    client = make_client(api_key=SECRET, read_requires_key=True)
+    headers = {"X-API-Key": SECRET}
+    fill(client, topic_corpus, n=10, headers=headers)
+    assert client.get("/v1/overview").status_code == 401
+    overview = client.get("/v1/overview", headers=headers).json()
+    listed = client.get("/v1/collections", headers=headers).json()["data"]
+    assert overview["models"] == {m["kind"]: m["bundle_id"] for m in client.get("/v1/models").json()["data"]}
+    assert overview["collections"] == [
+        {"name": c["name"], "bundle_id": c["bundle_id"], "document_count": c["document_count"]}
+        for c in listed
+    ]
+    assert overview["collections"][0]["document_count"] == 10

@@ -59,9 +59,12 @@ def search_for(page: Any, text: str) -> list[dict[str, Any]]:
     return shown_results(page)
 
 
-def assert_same(shown: list[dict[str, Any]], api: dict[str, Any]) -> None:
-    assert [item["id"] for item in shown] == [hit["id"] for hit in api["data"]]
-    for item, hit in zip(shown, api["data"], strict=True):
+def assert_same(shown: list[dict[str, Any]], api: dict[str, Any], page_size: int = 20) -> None:
+    """The results on screen are the API's, a page of them at a time."""
+    expected = api["data"][: max(page_size, len(shown))]
+    assert len(shown) == min(len(api["data"]), page_size) or len(shown) == len(expected)
+    assert [item["id"] for item in shown] == [hit["id"] for hit in expected]
+    for item, hit in zip(shown, expected, strict=True):
         assert item["distance"] == str(hit["distance"])
         assert float(item["score"]) == pytest.approx(hit["score"], abs=1e-4)
 
@@ -70,8 +73,14 @@ def test_search_shows_the_apis_results_with_snippets(page: Any, server_url: str)
     open_page(page, server_url)
     expect(page.locator("#collection")).to_have_value("notes")
     shown = search_for(page, "rocket orbit")
-    assert_same(shown, api_search(server_url, text="rocket orbit"))
-    assert len(shown) >= 10
+    api = api_search(server_url, text="rocket orbit")
+    assert api["count"] > 20
+    assert_same(shown, api)
+    expect(page.locator("#search-range")).to_have_text(f"Showing 1–20 of {api['count']}.")
+    page.click("#results-more")  # the next page of the same answer, with its snippets
+    expect(page.locator("#results > li")).to_have_count(min(40, api["count"]))
+    expect(page.locator("#results > li .snippet").last).not_to_have_text("…")
+    assert_same(shown_results(page), api, page_size=40)
     top = shown[:10]
     assert all(item["meta"] == "label: space" for item in top)
     assert all(set(item["marks"]) <= {"rocket", "orbit"} and item["marks"] for item in top)
@@ -255,7 +264,7 @@ def test_a_server_with_a_key_asks_for_it(page: Any, start_server: Callable[..., 
     expect(page.locator("#key-status")).to_contain_text("This server needs an API key")
     expect(page.locator("#api-key")).to_be_focused()
     page.fill("#api-key", "wrong-key-0123456789")
-    with page.expect_response(lambda response: response.url.endswith("/v1/collections")) as answer:
+    with page.expect_response(lambda response: response.url.endswith("/v1/overview")) as answer:
         page.press("#api-key", "Enter")
     assert answer.value.status == 401
     expect(page.locator("#key-status")).to_contain_text("a valid X-API-Key header is required")
