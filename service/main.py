@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, responses=error_responses(*codes))
     # the web page's reads; the page itself: GET / and /static
     app.include_router(page.reads, responses=error_responses(*common, 404, 413))
-    app.include_router(page.router)
+    app.include_router(page.router, responses=error_responses(*common))
     page.mount_static(app)
     # Inside the size limit, so a JSON body is read only once the limit has let it through.
     app.add_middleware(Utf8JsonBodyMiddleware)
