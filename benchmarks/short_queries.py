@@ -26,7 +26,8 @@ Modes that need a request field the running service does not have (read from its
 skipped and listed under `skipped_modes`. `--mode NAME='{"radius": 3}'` adds a mode.
 
 `--split validation` holds out 10% of the training split (by id hash), indexes the rest and takes the
-queries from the held-out documents: for choosing defaults without looking at the test split.
+queries from the held-out documents: for choosing defaults without looking at the test split. Give it a
+bundle trained with `semhash train text --test-fraction 0.1` (the same id hash), which never saw them.
 
 Also `document_queries`: P@100 of the bundle's document encoder on whole test documents (128-bit long
 code and 20-bit address, Hamming ranking), next to the published text_20news.json figures.
@@ -41,13 +42,11 @@ import argparse
 import json
 import logging
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,91 +55,39 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from training.corpus import Corpus, load_corpus, split_by_id  # noqa: E402
+from short_query_sets import (  # noqa: E402
+    draw_queries,
+    first_sentence_query,
+    precision,
+    subject_query,
+    validation_split,
+)
+
+from training.corpus import Corpus, load_corpus  # noqa: E402
 
 RESULTS = REPO / "benchmarks/results"
 COLLECTION = "20news"
-MIN_WORDS, MAX_SENTENCE_WORDS = 3, 25
-VALIDATION_SHARE = 0.1
 
-# name -> request fields besides `text` and `limit`.
+# name -> request fields besides `text` and `limit`. A `radius` asks for a Hamming ball; without one, text
+# queries are multi-probed where the service does that (`probes`).
 MODES: dict[str, dict[str, Any]] = {
     "default": {},
     "hamming_r2": {"rerank": "hamming", "radius": 2},
     "hamming_r3_tfidf_s300": {"rerank": "tfidf", "radius": 3, "shortlist": 300},
+    "hamming": {"rerank": "hamming"},
+    "hamming_query_encoder": {"rerank": "hamming", "encoder": "query"},
+    "hamming_document_encoder": {"rerank": "hamming", "encoder": "document"},
     "bm25_code_shortlist": {"rerank": "bm25", "lexical_candidates": 0},
     "bm25": {"rerank": "bm25"},
     "fused_code_shortlist": {"rerank": "fused", "lexical_candidates": 0},
     "fused": {"rerank": "fused"},
     "fused_query_encoder": {"rerank": "fused", "encoder": "query"},
     "fused_document_encoder": {"rerank": "fused", "encoder": "document"},
+    "fused_probes_1024": {"rerank": "fused", "probes": 1024},
     "fused_r3": {"rerank": "fused", "radius": 3},
 }
 
 log = logging.getLogger("short_queries")
-
-# ----- queries ------------------------------------------------------------------------------------
-_RE_PREFIX = re.compile(r"^\s*((re|fwd?|aw)\s*(\^\d+|\[\d+\])?\s*:\s*)+", re.IGNORECASE)
-_WORD = re.compile(r"[^\W_]", re.UNICODE)
-_ATTRIBUTION = re.compile(
-    r"(^in article|writes:\s*$|wrote:\s*$|^[^\w\s]{0,3}[>|:]|^-{2,}|^\S+@\S+\s*\()", re.IGNORECASE
-)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s")
-
-
-def _words(text: str) -> list[str]:
-    return [token for token in text.split() if _WORD.search(token)]
-
-
-def split_message(text: str) -> tuple[str, str]:
-    """(header block, body) of a raw newsgroup message."""
-    head, _, body = text.replace("\r\n", "\n").partition("\n\n")
-    return head, body
-
-
-def subject_query(text: str) -> str | None:
-    """The Subject: line with its "Re:" prefixes stripped, or None when it has fewer than 3 words."""
-    head, _ = split_message(text)
-    for line in head.split("\n"):
-        if line.lower().startswith("subject:"):
-            subject = _RE_PREFIX.sub("", line[len("subject:") :]).strip()
-            return subject if len(_words(subject)) >= MIN_WORDS else None
-    return None
-
-
-def first_sentence_query(text: str) -> str | None:
-    """The body's first sentence of its own (quotes and attributions skipped), cut at 25 words; None
-    when it has fewer than 3 words."""
-    _, body = split_message(text)
-    paragraph: list[str] = []
-    for line in body.split("\n"):
-        stripped = line.strip()
-        if not stripped or _ATTRIBUTION.search(stripped):
-            if paragraph:
-                break
-            continue
-        paragraph.append(stripped)
-    sentence = _SENTENCE_END.split(" ".join(paragraph), maxsplit=1)[0] if paragraph else ""
-    words = sentence.split()[:MAX_SENTENCE_WORDS]
-    return " ".join(words) if len(_words(" ".join(words))) >= MIN_WORDS else None
-
-
-def draw_queries(corpus: Corpus, extract, count: int, seed: int) -> tuple[list[str], list[str]]:
-    """`count` (query, label) pairs drawn at random from the documents that give a query."""
-    assert corpus.labels is not None, "20 Newsgroups is labelled"
-    found = [
-        (query, label)
-        for text, label in zip(corpus.texts, corpus.labels, strict=True)
-        if (query := extract(text)) is not None
-    ]
-    rows = np.random.default_rng(seed).permutation(len(found))[:count]
-    return [found[i][0] for i in rows], [found[i][1] for i in rows]
-
-
-def validation_split(train: Corpus) -> tuple[Corpus, Corpus]:
-    """(indexed, held out): VALIDATION_SHARE of the training documents by id hash (as `semhash evaluate
-    text --test-fraction` splits)."""
-    return split_by_id(train, VALIDATION_SHARE)
 
 
 # ----- the service --------------------------------------------------------------------------------
@@ -240,13 +187,6 @@ class Server:
 
 
 # ----- metrics ------------------------------------------------------------------------------------
-def precision(ranked: Sequence[Sequence[str]], labels: Sequence[str], k: int) -> tuple[float, float]:
-    """(P@k with empty slots as misses, precision over the slots that hold a result)."""
-    relevant = [sum(hit == label for hit in hits[:k]) for hits, label in zip(ranked, labels, strict=True)]
-    returned = sum(min(len(hits), k) for hits in ranked)
-    return float(np.mean(relevant) / k), (sum(relevant) / returned if returned else 0.0)
-
-
 def run_mode(
     server: Server,
     fields: dict[str, Any],
@@ -428,6 +368,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "bundle_id": bundle.bundle_id,
             "profile": bundle.config.get("training", {}).get("profile"),
             "has_query_encoder": bundle.has_query_encoder,
+            # A bundle trained on all of the training split has seen the validation queries' documents
+            # (train it with `--test-fraction 0.1` for a clean validation split: the same id hash).
+            "trained_documents": bundle.config.get("corpus", {}).get("documents"),
         },
         "protocol": {
             "split": args.split,

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from short_queries import draw_queries, first_sentence_query, precision, subject_query  # noqa: E402
+from short_query_sets import draw_queries, first_sentence_query, precision, subject_query  # noqa: E402
 
 from training.corpus import Corpus  # noqa: E402
 
