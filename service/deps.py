@@ -10,7 +10,7 @@ from fastapi import Depends, Header, HTTPException, Path, Request, status
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db import Collection
-from service.errors import NotFoundError
+from service.errors import ModelNotLoadedError, NotFoundError
 from service.index_sync import CollectionIndex, IndexRegistry
 from service.settings import Settings
 from service.store import find_collection
@@ -45,7 +45,14 @@ SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory
 
 
 async def get_text_bundle(request: Request) -> TextBundle:
-    return request.app.state.text_bundle
+    bundle = getattr(request.app.state, "text_bundle", None)
+    if bundle is None:
+        why = getattr(request.app.state, "text_bundle_error", None) or "none was loaded"
+        raise ModelNotLoadedError(
+            f"the text model is not available ({why}); train one with `semhash train text --corpus 20news "
+            "--out <SEMHASH_MODELS_DIR>/text` and restart the server"
+        )
+    return bundle
 
 
 BundleDep = Annotated[TextBundle, Depends(get_text_bundle)]

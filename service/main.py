@@ -39,6 +39,7 @@ from service.routers import (
 )
 from service.settings import Settings, get_settings
 from service.vision import load_optional_bundle, load_sparse_bundle
+from training.convnet_bundle import ConvNetBundle
 from training.motor_bundle import MotorBundle
 from training.predict_bundle import PredictiveBundle
 from training.text_bundle import BundleError, TextBundle
@@ -48,18 +49,20 @@ logger = logging.getLogger(__name__)
 
 
 class BundleMissingError(RuntimeError):
-    """The server cannot start without its text bundle."""
+    """The server cannot start without any model bundle."""
 
 
-def load_text_bundle(path: Path) -> TextBundle:
-    """The text bundle at `path`, or an error that says how to make one."""
+def load_text_bundle(path: Path) -> tuple[TextBundle | None, str | None]:
+    """(the text bundle at `path`, None), or (None, why it is not loaded): the server runs without it."""
+    if not path.exists():
+        return None, f"no bundle at {path}"
     try:
-        return TextBundle.load(path)
+        bundle = TextBundle.load(path)
     except BundleError as err:
-        raise BundleMissingError(
-            f"cannot load the text bundle: {err}. Train one with `semhash train text --corpus 20news "
-            f"--out {path}`, or set SEMHASH_MODELS_DIR to a folder with text/"
-        ) from err
+        logger.error("not serving text: %s", err)
+        return None, str(err)
+    logger.info("loaded %s", bundle.bundle_id)
+    return bundle, None
 
 
 @asynccontextmanager
@@ -69,13 +72,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = make_engine(settings.database_url)
     try:
         ensure_at_head(engine)
-        app.state.text_bundle = load_text_bundle(settings.text_bundle_dir)
-        # The digit and image models are optional: without them their routes answer 503 and say why.
+        # Every model is optional: the server starts with any subset, and the routes of a missing
+        # bundle answer 503 and say why (the text routes too).
+        app.state.text_bundle, app.state.text_bundle_error = load_text_bundle(settings.text_bundle_dir)
         app.state.digit_bundle, app.state.digit_bundle_error = load_optional_bundle(
             DigitBundle, settings.models_dir / "digits"
         )
         app.state.image_bundle, app.state.image_bundle_error = load_optional_bundle(
             ImageBundle, settings.models_dir / "images"
+        )
+        app.state.convnet_bundle, app.state.convnet_bundle_error = load_optional_bundle(
+            ConvNetBundle, settings.models_dir / "convnet"
         )
         app.state.motor_bundle, app.state.motor_bundle_error = load_optional_bundle(
             MotorBundle, settings.models_dir / "motor"
@@ -92,15 +99,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "images": app.state.image_bundle,
             "sparse": app.state.sparse_bundle,
             "motor": app.state.motor_bundle,
+            "convnet": app.state.convnet_bundle,
             "predictive": app.state.predictive_bundle,
         }
         app.state.models = {kind: bundle for kind, bundle in loaded.items() if bundle is not None}
+        if not app.state.models:
+            raise BundleMissingError(
+                f"no model bundle under {settings.models_dir} (text: {app.state.text_bundle_error}). "
+                f"Train one, e.g. `semhash train text --corpus 20news --out {settings.text_bundle_dir}`, "
+                "or set SEMHASH_MODELS_DIR to a folder with text/, digits/, images/, ..."
+            )
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
         registry = IndexRegistry(app.state.session_factory)
         registry.sync()
         app.state.index_registry = registry
-        logger.info("serving %s with indexes %s", app.state.text_bundle.bundle_id, registry.sizes())
+        logger.info("serving %s with indexes %s", sorted(app.state.models), registry.sizes())
         registry.start_polling(settings.index_poll_seconds, settings.tombstone_retention_seconds)
         app.state.decode_pool = DecodePool(settings.image_decode_workers, settings.image_decode_queue)
         try:

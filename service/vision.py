@@ -11,6 +11,8 @@ float32 array. Every bad input becomes a 4xx with a clear message: 422 in FastAP
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -25,6 +27,7 @@ from service.errors import InvalidInputError, ModelNotLoadedError, ServiceError
 from service.imaging import ImageInputError, decode_image, pixels_to_array, to_mnist
 from service.settings import Settings
 from training.bundle_io import BundleError
+from training.convnet_bundle import ConvNetBundle
 from training.motor_bundle import MotorBundle
 from training.predict_bundle import PredictiveBundle
 from training.sparse_bundle import SparseBundle
@@ -33,7 +36,9 @@ from training.vision_bundle import DigitBundle, ImageBundle
 logger = logging.getLogger(__name__)
 
 Pixels = list[float] | list[list[float]]
-Bundle = TypeVar("Bundle", DigitBundle, ImageBundle, MotorBundle, SparseBundle, PredictiveBundle)
+Bundle = TypeVar(
+    "Bundle", DigitBundle, ImageBundle, MotorBundle, SparseBundle, PredictiveBundle, ConvNetBundle
+)
 
 
 class PixelsRequest(BaseModel):
@@ -147,6 +152,13 @@ def get_motor_bundle(request: Request) -> MotorBundle:
 MotorBundleDep = Annotated[MotorBundle, Depends(get_motor_bundle)]
 
 
+def get_convnet_bundle(request: Request) -> ConvNetBundle:
+    return _bundle(request, "convnet_bundle", "convnet")
+
+
+ConvNetBundleDep = Annotated[ConvNetBundle, Depends(get_convnet_bundle)]
+
+
 # ----- inputs ------------------------------------------------------------------------------------
 def _limits(request: Request) -> tuple[int, int]:
     settings: Settings = request.app.state.settings
@@ -168,23 +180,24 @@ PreprocessQuery = Annotated[
 ]
 
 
+Transform = Callable[[np.ndarray], np.ndarray]  # a decoded picture (H, W) -> what the route needs
+
+
 def _normalise_uploads(
-    uploads: list[tuple[tuple[str | int, ...], bytes]], max_pixels: int, preprocess: bool, allow_blank: bool
-) -> np.ndarray:
+    uploads: list[tuple[tuple[str | int, ...], bytes]], max_pixels: int, transform: Transform
+) -> list[np.ndarray]:
     """Decode and normalise each upload in turn (in the decode pool): one full-size image in memory."""
     rows = []
     for location, data in uploads:
         try:
             gray = decode_image(data, max_pixels=max_pixels)
-            rows.append(to_mnist(gray, preprocess=preprocess, allow_blank=allow_blank))
+            rows.append(transform(gray))
         except ImageInputError as err:
             raise _fail(err, location) from err
-    return np.stack(rows)
+    return rows
 
 
-def _normalise_json(
-    body: bytes, max_batch: int, max_pixels: int, preprocess: bool, allow_blank: bool
-) -> np.ndarray:
+def _normalise_json(body: bytes, max_batch: int, max_pixels: int, transform: Transform) -> list[np.ndarray]:
     """Parse a JSON body of pixels and normalise each image (in the decode pool)."""
     try:
         parsed = _REQUEST_ADAPTER.validate_json(body)
@@ -204,14 +217,14 @@ def _normalise_json(
     for location, values in items:
         try:
             gray = pixels_to_array(values, max_pixels=max_pixels)
-            rows.append(to_mnist(gray, preprocess=preprocess, allow_blank=allow_blank))
+            rows.append(transform(gray))
         except ImageInputError as err:
             raise _fail(err, location) from err
-    return np.stack(rows)
+    return rows
 
 
-async def _read_images(request: Request, preprocess: bool, allow_blank: bool) -> np.ndarray:
-    """The request's images as an (n, 784) float32 array, decoded and normalised in the decode pool."""
+async def _read_each(request: Request, transform: Transform) -> list[np.ndarray]:
+    """`transform` of each of the request's pictures, decoded and transformed in the decode pool."""
     max_batch, max_pixels = _limits(request)
     pool = decode_pool(request)
     pool.check_room()  # refuse before reading a body the pool has no room for
@@ -233,18 +246,29 @@ async def _read_images(request: Request, preprocess: bool, allow_blank: bool) ->
             if not isinstance(upload, UploadFile):
                 raise InvalidInputError("expected a file upload, got a text field", [location])
             files.append((location, await upload.read()))
-        return await pool.run(_normalise_uploads, files, max_pixels, preprocess, allow_blank)
+        return await pool.run(_normalise_uploads, files, max_pixels, transform)
     if content_type not in ("application/json", ""):
         raise UnsupportedMediaTypeError(
             f"unsupported content type {content_type!r}: send application/json or multipart/form-data"
         )
     body = await request.body()
-    return await pool.run(_normalise_json, body, max_batch, max_pixels, preprocess, allow_blank)
+    return await pool.run(_normalise_json, body, max_batch, max_pixels, transform)
+
+
+async def _read_images(request: Request, preprocess: bool, allow_blank: bool) -> np.ndarray:
+    """The request's images as an (n, 784) float32 array, decoded and normalised in the decode pool."""
+    rows = await _read_each(request, partial(to_mnist, preprocess=preprocess, allow_blank=allow_blank))
+    return np.stack(rows)
 
 
 async def read_digits(request: Request, preprocess: PreprocessQuery = True) -> np.ndarray:
     """The request's digits as an (n, 784) float32 array in [0, 1]; a blank image is refused (422)."""
     return await _read_images(request, preprocess, allow_blank=False)
+
+
+async def read_pictures(request: Request) -> list[np.ndarray]:
+    """The request's pictures as they are (any size, either polarity), for readers that find the digits."""
+    return await _read_each(request, lambda gray: gray)
 
 
 async def read_images(request: Request, preprocess: PreprocessQuery = True) -> np.ndarray:

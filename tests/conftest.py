@@ -10,12 +10,14 @@ import pytest
 import torch
 from mnist_like import (
     mnist_like,
+    tiny_convnet_config,
     tiny_digits_config,
     tiny_images_config,
     tiny_motor_config,
     tiny_sparse_config,
 )
 
+from training.convnet import train_convnet
 from training.digits import train_digits
 from training.images import train_images
 from training.mnist import MnistSplits
@@ -68,6 +70,15 @@ def motor_run(
     """(bundle directory, training metrics) of a tiny motor model really trained on `mnist_splits`."""
     out = tmp_path_factory.mktemp("bundles") / "motor"
     return out, train_motor(tiny_motor_config(), mnist_splits, out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def convnet_run(
+    tmp_path_factory: pytest.TempPathFactory, mnist_splits: MnistSplits
+) -> tuple[Path, dict[str, Any]]:
+    """(bundle directory, training metrics) of a tiny scanning convnet really trained on `mnist_splits`."""
+    out = tmp_path_factory.mktemp("bundles") / "convnet"
+    return out, train_convnet(tiny_convnet_config(), mnist_splits, out, progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,9 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from models.convnet import ConvNetArchitecture
 from training.backprop import BackpropSchedule
+from training.convnet import ConvNetConfig
 from training.digits import DigitsConfig
 from training.images import ImagesConfig
 from training.mnist import MnistSplits
@@ -101,5 +103,15 @@ def tiny_motor_config() -> MotorConfig:
         n_validation=60,
         local_search_iterations=3,
         local_search_steps=(0.02, 0.08),
+        device="cpu",
+    )
+
+
+def tiny_convnet_config() -> ConvNetConfig:
+    return ConvNetConfig(
+        architecture=ConvNetArchitecture(conv1=6, conv2=12, hidden=32, dropout=0.0),
+        epochs=3,
+        batch_size=64,
+        learning_rate=3e-3,
         device="cpu",
     )

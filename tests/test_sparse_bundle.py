@@ -198,5 +198,7 @@ def test_cli_trains_and_evaluates(
     curve = results["iterations"]["fista"]["reconstruction_error"]
     assert curve[-1] < curve[0]
     assert "fista_iterations_to_match_lista_k3" in results
+    assert set(results["encode_ms_p50"]) == {"lista", "psd", "fista"}
+    assert all(ms > 0 for ms in results["encode_ms_p50"].values())
     for name in ("sparse_dictionary", "sparse_iterations"):
         assert (plots / f"{name}.png").stat().st_size > 1000

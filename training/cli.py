@@ -23,6 +23,10 @@ from training.motor_cli import register_motor_commands  # noqa: E402
 
 register_motor_commands(train_app, evaluate_app)
 
+from training.convnet_cli import register_convnet_commands  # noqa: E402
+
+register_convnet_commands(train_app, evaluate_app)
+
 from training.predict_cli import register_predict_commands  # noqa: E402
 
 register_predict_commands(train_app, evaluate_app)

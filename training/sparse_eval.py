@@ -34,7 +34,7 @@ from training.vision_eval import hamming_hits_at_k  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
+C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 # ----- iterations --------------------------------------------------------------------------------
@@ -146,6 +146,20 @@ def autoencoder_bits(bundle: ImageBundle) -> Callable[[np.ndarray], np.ndarray]:
     return bundle.binary_codes
 
 
+# ----- latency -----------------------------------------------------------------------------------
+def encode_latency(bundle: SparseBundle, images: np.ndarray, n: int = 200) -> dict[str, float]:
+    """p50 milliseconds to encode one image (in-process `SparseBundle.encode`), per encoder."""
+    out = {}
+    for encoder in ("lista", "psd", "fista"):
+        times = []
+        for i in range(n):
+            started = time.perf_counter()
+            bundle.encode(images[i : i + 1], encoder)
+            times.append(1000 * (time.perf_counter() - started))
+        out[encoder] = float(np.percentile(times, 50))
+    return out
+
+
 # ----- plots -------------------------------------------------------------------------------------
 def plot_dictionary(
     bundle: SparseBundle, usage: np.ndarray, path: Path, title: str, count: int = 100
@@ -239,6 +253,9 @@ def evaluate_sparse(
         "linear_classifier": linear,
         "retrieval_precision_at_100": {name: r["precision_at_100"] for name, r in retrieval.items()},
         "retrieval": retrieval,
+        "encode_ms_p50": encode_latency(bundle, data.test_x),
+        "encode_timing": "in-process SparseBundle.encode of one test image, p50 of 200; fista with the "
+        f"bundle's default {bundle.fista_iterations} iterations",
         "train_seconds": bundle.metrics.get("train_seconds"),
         "train_device": bundle.metrics.get("device"),
     }

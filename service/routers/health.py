@@ -22,7 +22,7 @@ async def healthz() -> Health:
 @router.get("/readyz", responses={503: {"model": Readiness}})
 def readyz(request: Request, response: Response) -> Readiness:
     """Models are loaded and the database is reachable and at the migration head."""
-    models_loaded = getattr(request.app.state, "text_bundle", None) is not None
+    models_loaded = bool(getattr(request.app.state, "models", None))  # any subset of the bundles
     try:
         revision = current_revision(request.app.state.engine)
         reachable, detail = True, None

@@ -1,0 +1,152 @@
+"""The scanning shared-weight convnet (models/convnet.py), its training windows, strips and the reader."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from mnist_like import mnist_like, tiny_convnet_config
+
+from models.convnet import N_OUTPUTS, NONE, STRIDE, ConvNetArchitecture, ScanningConvNet
+from training.bundle_io import BundleError
+from training.convnet import WindowConfig, make_windows, train_convnet
+from training.convnet_bundle import ConvNetBundle
+from training.convnet_eval import match, read_strips
+from training.digit_preprocess import BlankImageError
+from training.digit_strips import StripConfig, compose_strip, make_strips, prepare_strip
+
+SMALL = ConvNetArchitecture(conv1=6, conv2=12, hidden=32, dropout=0.0)
+
+
+def test_scanning_is_the_net_applied_to_every_window() -> None:
+    torch.manual_seed(0)
+    net = ScanningConvNet(SMALL).eval()
+    picture = torch.rand(1, 1, 36, 44)
+    scanned = net(picture)[0]  # (11, 3, 5)
+    assert scanned.shape == (N_OUTPUTS, 3, 5)
+    for i in range(3):
+        for j in range(5):
+            window = picture[:, :, i * STRIDE : i * STRIDE + 28, j * STRIDE : j * STRIDE + 28]
+            assert torch.allclose(net.window_logits(window)[0], scanned[:, i, j], atol=1e-5)
+
+
+def test_the_shared_gradient_is_the_sum_over_the_copies() -> None:
+    torch.manual_seed(1)
+    net = ScanningConvNet(SMALL).eval()
+    picture = torch.rand(1, 1, 28, 36)  # three windows side by side
+    net.zero_grad()
+    net(picture)[0, 3].sum().backward()
+    scanned = net.conv2.weight.grad.clone()
+    summed = torch.zeros_like(scanned)
+    for j in range(3):
+        net.zero_grad()
+        net.window_logits(picture[:, :, :, j * STRIDE : j * STRIDE + 28])[0, 3].backward()
+        summed += net.conv2.weight.grad
+    assert torch.allclose(scanned, summed, atol=1e-5)
+
+
+def test_a_picture_smaller_than_a_window_is_refused() -> None:
+    with pytest.raises(ValueError, match="H, W >= 28"):
+        ScanningConvNet(SMALL)(torch.zeros(1, 1, 20, 40))
+
+
+def test_windows_have_digits_neighbours_and_negatives() -> None:
+    data = mnist_like()
+    g = torch.Generator().manual_seed(0)
+    x = torch.from_numpy(data.train_x[:400])
+    y = torch.from_numpy(data.train_y[:400])
+    windows, labels = make_windows(x, y, WindowConfig(negative=0.3), g)
+    assert windows.shape == (400, 1, 28, 28) and float(windows.min()) >= 0 and float(windows.max()) <= 1
+    negative = labels == NONE
+    assert 0.2 < float(negative.float().mean()) < 0.4
+    assert bool((labels[~negative] == y[~negative]).all())
+    # a positive window's ink is centred; a negative one's is not (or there is none)
+    cols = torch.arange(28.0)
+    mass = windows[:, 0].sum(1)
+    centre = (mass * cols).sum(1) / mass.sum(1).clamp(min=1e-6)
+    solo = ~negative & (windows[:, 0].sum((1, 2)) > 0)
+    assert float((centre[solo] - 14).abs().median()) < 3.0
+
+
+def test_strips_are_composed_left_to_right() -> None:
+    data = mnist_like()
+    strip = compose_strip(
+        data.test_x, data.test_y, np.random.default_rng(0), StripConfig(noise=(0.0,), inverted=0.0)
+    )
+    assert 3 <= len(strip.labels) <= 8 and len(strip.boxes) == len(strip.labels)
+    lefts = [b[1] for b in strip.boxes]
+    assert lefts == sorted(lefts)
+    h, w = strip.image.shape
+    assert all(0 <= t < b <= h and 0 <= left < r <= w for t, left, b, r in strip.boxes)
+
+
+def test_prepare_strip_scales_digits_to_mnist_size() -> None:
+    data = mnist_like()
+    for scale in (0.7, 1.5):
+        config = StripConfig(scale=(scale, scale), digit_scale=0.0, noise=(0.0,), inverted=1.0)
+        strip = compose_strip(data.test_x, data.test_y, np.random.default_rng(3), config)
+        prepared = prepare_strip(strip.image)  # dark ink on light paper: polarity is found
+        heights = [b[2] - b[0] for b in strip.boxes]
+        assert prepared.digit_height == pytest.approx(np.median(heights), abs=3 * scale)
+        assert prepared.image.shape[0] >= 28 + 2 * prepared.pad
+    with pytest.raises(BlankImageError):
+        prepare_strip(np.zeros((30, 80), dtype=np.float32))
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(convnet_run: tuple[Path, dict[str, Any]]) -> Path:
+    return convnet_run[0]
+
+
+def test_training_writes_a_bundle_that_recognises_digits(tiny_bundle: Path) -> None:
+    bundle = ConvNetBundle.load(tiny_bundle)
+    data = mnist_like()
+    probs = bundle.predict_proba(data.test_x)
+    assert probs.shape == (len(data.test_x), 10)
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert float((probs.argmax(1) != data.test_y).mean()) < 0.5  # far better than chance after 3 epochs
+    assert bundle.metrics["validation_error"]["convnet"] < 0.5
+    assert len(bundle.metrics["history"]) == 3
+
+
+def test_training_resumes_from_its_checkpoint(tiny_bundle: Path, tmp_path: Path) -> None:
+    data = mnist_like()
+    config = replace(tiny_convnet_config(), epochs=1)
+    first = train_convnet(config, data, tmp_path, progress=False)
+    again = train_convnet(config, data, tmp_path, progress=False)  # finished: nothing left to train
+    assert again["history"] == first["history"]
+    assert (tmp_path / "checkpoints" / "convnet.pt").exists()
+
+
+def test_the_reader_returns_boxes_in_the_picture(tiny_bundle: Path) -> None:
+    bundle = ConvNetBundle.load(tiny_bundle)
+    data = mnist_like()
+    strips = make_strips(data.test_x, data.test_y, 5, seed=0)
+    for strip in strips:
+        reading = bundle.read(strip.image)
+        assert reading.text == "".join(str(d.digit) for d in reading.digits)
+        h, w = strip.image.shape
+        for found in reading.digits:
+            top, left, bottom, right = found.box
+            assert 0 <= top < bottom <= h and 0 <= left < right <= w
+            assert 0 <= found.probability <= 1 and 0 <= found.presence <= 1
+        assert 0 <= match(reading, strip) <= len(strip.labels)
+    results = read_strips(bundle, strips)
+    assert 0 <= results["string_accuracy"] <= 1 and results["strip_ms_p50"] > 0
+
+
+def test_a_bundle_with_wrong_shapes_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundle, broken, ignore=shutil.ignore_patterns("checkpoints"))
+    config = json.loads((broken / "config.json").read_text())
+    config["architecture"]["hidden"] = 99
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleError, match="shape"):
+        ConvNetBundle.load(broken)

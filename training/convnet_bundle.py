@@ -1,0 +1,192 @@
+"""Serving side of the scanning convnet: recognising normalised digits and reading every digit in a picture.
+
+A bundle (training/bundle_io.py) of kind "convnet": config.json with the architecture
+(models/convnet.ConvNetArchitecture) and the reader's decoding settings, weights.safetensors with the
+tensors of `models.convnet.weight_shapes`. Inference runs the torch module on the CPU.
+
+Reading a picture (`read`): prepare it (training/digit_strips.prepare_strip: ink, scale so digits are
+MNIST-sized, pad), run the net over all of it at once (one output per 4 px, models/convnet.py), then
+
+    presence[r, c] = 1 - p(NONE | window r, c)          p: softmax over the 11 outputs
+    s[c] = max_r presence[r, c],  r*(c) its row           (digits may sit higher or lower)
+
+Columns where s is a local maximum and at least `threshold` are candidates; greedily, the strongest
+candidate is kept and those closer than `min_distance` px (in the scaled picture) are dropped. Each
+kept column is a digit: p(digit | a digit) is the softmax over the 10 digit outputs at (r*, c),
+averaged over the 3 x 3 windows shifted by 0 and +-`refine` px (the net was trained to read a digit up
+to 1.5 px off the centre, so each shifted window is another look at it); the class is its argmax, and
+the box the 20x20 MNIST box around the window's centre, mapped back to the picture's pixels. The string reads the digits from left to right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.convnet import (
+    CENTRE,
+    NONE,
+    SIDE,
+    STRIDE,
+    ConvNetArchitecture,
+    ScanningConvNet,
+    digit_probabilities,
+    weight_shapes,
+)
+from training.bundle_io import BundleError, bundle_id, check_shapes, read_bundle
+from training.digit_preprocess import BOX
+from training.digit_strips import prepare_strip
+
+CONVNET_FORMAT_VERSION = 1
+MAX_SCAN_PIXELS = 4_000_000  # a prepared picture larger than this holds digits too small to read
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    threshold: float = 0.5  # least presence of a digit
+    min_distance: float = 7.0  # px (scaled picture, digits 20 px tall) between two digits' centres
+    refine: int = 2  # px: a found digit's class averages the windows shifted by 0, +-refine (0: no averaging)
+
+
+@dataclass
+class FoundDigit:
+    digit: int
+    probability: float  # p(this digit | a digit is there)
+    presence: float  # 1 - p(no digit centred here)
+    box: tuple[
+        int, int, int, int
+    ]  # (top, left, bottom, right) in the picture's pixels, bottom/right exclusive
+
+
+@dataclass
+class Reading:
+    text: str
+    digits: list[FoundDigit]
+    digit_height: float  # px in the picture
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "digits": [asdict(d) for d in self.digits],
+            "digit_height": self.digit_height,
+        }
+
+
+def _architecture(config: dict[str, Any], path: Path) -> ConvNetArchitecture:
+    raw = config.get("architecture")
+    if not isinstance(raw, dict):
+        raise BundleError(f"{path}: config.json has no architecture object")
+    try:
+        return ConvNetArchitecture(**raw)
+    except TypeError as err:
+        raise BundleError(f"{path}: bad architecture: {err}") from err
+
+
+class ConvNetBundle:
+    """A trained scanning convnet: `predict_proba((n, 784)) -> (n, 10)` and `read(picture) -> Reading`."""
+
+    kind = "convnet"
+
+    def __init__(
+        self, path: Path, config: dict[str, Any], weights: dict[str, np.ndarray], metrics: dict[str, Any]
+    ):
+        self.path, self.config, self.metrics = path, config, metrics
+        self.architecture = _architecture(config, path)
+        self.reader = ReaderConfig(**config.get("reader", {}))
+        self.model = ScanningConvNet(self.architecture)
+        self.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+        self.model.eval()
+        self.bundle_id = bundle_id(path, self.kind)
+
+    @classmethod
+    def load(cls, path: Path | str) -> ConvNetBundle:
+        path = Path(path)
+        config, weights, metrics = read_bundle(path, kind=cls.kind, format_version=CONVNET_FORMAT_VERSION)
+        check_shapes(path, weights, weight_shapes(_architecture(config, path)))
+        return cls(path, config, weights, metrics)
+
+    @torch.inference_mode()
+    def predict_proba(self, images: np.ndarray, variant: str | None = None) -> np.ndarray:
+        """p(digit) of MNIST-normalised digits.  (n, 784) in [0, 1] -> (n, 10), rows summing to 1."""
+        x = np.asarray(images, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != SIDE * SIDE:
+            raise ValueError(f"images must have shape (n, {SIDE * SIDE}), got {x.shape}")
+        logits = self.model.window_logits(torch.from_numpy(x))
+        return digit_probabilities(logits).numpy().astype(np.float64)
+
+    @torch.inference_mode()
+    def scan(self, ink: np.ndarray) -> np.ndarray:
+        """Softmax over the 11 outputs at every window of prepared ink (H, W).  -> (11, R, C)."""
+        logits = self.model(torch.from_numpy(np.ascontiguousarray(ink, dtype=np.float32))[None, None])
+        return torch.softmax(logits[0], dim=0).numpy()
+
+    @torch.inference_mode()
+    def _classify(self, ink: np.ndarray, positions: list[tuple[int, int]], refine: int) -> list[np.ndarray]:
+        """p(digit | a digit) at output positions (r, c), averaged over the windows shifted by 0 and
+        +-refine px in each direction (3 x 3 windows; shifts that leave the picture are skipped)."""
+        shifts = (
+            [(dy, dx) for dy in (-refine, 0, refine) for dx in (-refine, 0, refine)] if refine else [(0, 0)]
+        )
+        shifts = list(dict.fromkeys(shifts))
+        out = []
+        for r, c in positions:
+            windows = [
+                ink[y : y + SIDE, x : x + SIDE]
+                for dy, dx in shifts
+                for y, x in [(r * STRIDE + dy, c * STRIDE + dx)]
+                if 0 <= y <= ink.shape[0] - SIDE and 0 <= x <= ink.shape[1] - SIDE
+            ]
+            logits = self.model.window_logits(torch.from_numpy(np.stack(windows).astype(np.float32)))
+            out.append(digit_probabilities(logits).mean(0).numpy())
+        return out
+
+    def read(self, gray: np.ndarray, reader: ReaderConfig | None = None) -> Reading:
+        """Every digit in a grayscale picture (H, W) in [0, 1], either polarity, read left to right.
+
+        Raises training.digit_preprocess.BlankImageError for a blank picture and ValueError when its
+        digits are too small for the picture's size.
+        """
+        cfg = reader or self.reader
+        prepared = prepare_strip(gray)
+        if prepared.image.size > MAX_SCAN_PIXELS:
+            raise ValueError(
+                f"the digits are too small for the picture ({prepared.digit_height:.1f} px tall in a "
+                f"{gray.shape[0]}x{gray.shape[1]} picture): crop the picture to the digits"
+            )
+        probs = self.scan(prepared.image)
+        presence = 1.0 - probs[NONE]  # (R, C)
+        rows = presence.argmax(axis=0)
+        strength = presence.max(axis=0)
+        padded = np.concatenate([[-1.0], strength, [-1.0]])
+        peaks = [
+            c
+            for c in range(len(strength))
+            if strength[c] >= cfg.threshold and strength[c] >= padded[c] and strength[c] >= padded[c + 2]
+        ]
+        kept: list[int] = []
+        for c in sorted(peaks, key=lambda c: -strength[c]):
+            if all(abs(c - k) * STRIDE >= cfg.min_distance for k in kept):
+                kept.append(c)
+        found = []
+        h, w = np.asarray(gray).shape
+        kept.sort()
+        classes = self._classify(prepared.image, [(int(rows[c]), c) for c in kept], cfg.refine)
+        for c, p in zip(kept, classes, strict=True):
+            r = int(rows[c])
+            digit = int(p.argmax())
+            cy, cx = r * STRIDE + CENTRE - prepared.pad, c * STRIDE + CENTRE - prepared.pad
+            half = BOX / 2
+            top, bottom = (cy - half) / prepared.factor, (cy + half) / prepared.factor
+            left, right = (cx - half) / prepared.factor, (cx + half) / prepared.factor
+            box = (
+                int(np.clip(np.floor(top), 0, h)),
+                int(np.clip(np.floor(left), 0, w)),
+                int(np.clip(np.ceil(bottom), 0, h)),
+                int(np.clip(np.ceil(right), 0, w)),
+            )
+            found.append(FoundDigit(digit, float(p[digit]), float(strength[c]), box))
+        return Reading("".join(str(d.digit) for d in found), found, prepared.digit_height)

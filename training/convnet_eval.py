@@ -1,0 +1,90 @@
+"""Evaluation of a convnet bundle: MNIST test error, and reading strips of MNIST test digits.
+
+A strip is read exactly when the string read equals its digits left to right. Per digit, a found
+digit is a true positive when it lies over a true digit not matched yet (its box's centre column
+inside that digit's ink box, widened by 2 px) with the same class: precision = true positives /
+digits found, recall = true positives / digits in the strips.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from training.convnet_bundle import ConvNetBundle, ReaderConfig, Reading
+from training.digit_strips import Strip, StripConfig, make_strips
+from training.mnist import MnistSplits
+
+STRIP_SEED = 2  # the test strips; tuning uses strips of validation digits with another seed
+TUNE_SEED = 102
+
+
+def match(reading: Reading, strip: Strip, slack: float = 2.0) -> int:
+    """True positives of one reading against the strip's digits (see the module doc)."""
+    used = [False] * len(strip.labels)
+    hits = 0
+    for found in reading.digits:
+        cx = (found.box[1] + found.box[3]) / 2
+        for i, (label, box) in enumerate(zip(strip.labels, strip.boxes, strict=True)):
+            if not used[i] and label == found.digit and box[1] - slack <= cx <= box[3] + slack:
+                used[i] = True
+                hits += 1
+                break
+    return hits
+
+
+def read_strips(
+    bundle: ConvNetBundle, strips: list[Strip], reader: ReaderConfig | None = None
+) -> dict[str, Any]:
+    exact, hits, found, truth, times = 0, 0, 0, 0, []
+    for strip in strips:
+        started = time.perf_counter()
+        reading = bundle.read(strip.image, reader)
+        times.append(1000 * (time.perf_counter() - started))
+        exact += reading.text == strip.text
+        hits += match(reading, strip)
+        found += len(reading.digits)
+        truth += len(strip.labels)
+    return {
+        "strips": len(strips),
+        "digits": truth,
+        "string_accuracy": exact / len(strips),
+        "digit_precision": hits / max(found, 1),
+        "digit_recall": hits / truth,
+        "strip_ms_p50": float(np.percentile(times, 50)),
+        "strip_ms_p90": float(np.percentile(times, 90)),
+    }
+
+
+def tune_reader(bundle: ConvNetBundle, data: MnistSplits, n: int = 300) -> dict[str, Any]:
+    """String accuracy on strips of *validation* digits for a small grid of decoding settings."""
+    strips = make_strips(data.valid_x, data.valid_y, n, TUNE_SEED)
+    grid = {}
+    for threshold in (0.3, 0.5, 0.7):
+        for min_distance in (6.0, 7.0, 9.0, 11.0):
+            cfg = ReaderConfig(threshold, min_distance, refine=0)
+            grid[f"{threshold}/{min_distance}/0"] = read_strips(bundle, strips, cfg)["string_accuracy"]
+    threshold, min_distance, _ = map(float, max(grid, key=lambda k: grid[k]).split("/"))
+    for refine in (1, 2):  # then the class averaged over shifted windows, at the best detection settings
+        cfg = ReaderConfig(threshold, min_distance, refine)
+        grid[f"{threshold}/{min_distance}/{refine}"] = read_strips(bundle, strips, cfg)["string_accuracy"]
+    threshold, min_distance, refine = map(float, max(grid, key=lambda k: grid[k]).split("/"))
+    best = ReaderConfig(threshold, min_distance, int(refine))
+    return {"grid": grid, "keys": "threshold/min_distance/refine", "best": asdict(best), "strips": n}
+
+
+def evaluate_convnet(bundle: ConvNetBundle, data: MnistSplits, n_strips: int = 1000) -> dict[str, Any]:
+    predicted = np.concatenate(
+        [bundle.predict_proba(data.test_x[s : s + 1000]).argmax(1) for s in range(0, len(data.test_x), 1000)]
+    )
+    strips = make_strips(data.test_x, data.test_y, n_strips, STRIP_SEED)
+    return {
+        "bundle_id": bundle.bundle_id,
+        "test_error": float((predicted != data.test_y).mean()),
+        "reader": asdict(bundle.reader),
+        "strip_config": asdict(StripConfig()),
+        **read_strips(bundle, strips),
+    }
