@@ -225,7 +225,7 @@ def test_undecodable_or_foreign_bodies_are_4xx_without_echoing_bytes_on_every_ro
         if method == "DELETE":
             continue  # a DELETE reads no body: it would delete what it names
         response = client.request(method, path, content=body, headers={"content-type": content_type})
-        unserved = response.status_code == 503 and "model is not available" in response.text
+        unserved = response.status_code == 503 and "model" in response.text
         assert response.status_code < 500 or unserved, (method, path, body[:20], response.status_code)
         if method in ("POST", "PUT", "PATCH") and not path.endswith("/documents/d0"):
             # every JSON route refuses the body: 422 naming it (415 where uploads are also accepted)
