@@ -141,8 +141,11 @@ def bench_write(n: int, seed: int, operations: int) -> dict:
         "merge_seconds": merge_seconds,
         "rebase_ms": rebase_ms,
     }
-    print(f"[write {label(n)}] apply p50 {result['ms_p50']:.4f} ms p99 {result['ms_p99']:.4f} ms; "
-          f"merge {merge_seconds:.2f} s", flush=True)
+    print(
+        f"[write {label(n)}] apply p50 {result['ms_p50']:.4f} ms p99 {result['ms_p99']:.4f} ms; "
+        f"merge {merge_seconds:.2f} s",
+        flush=True,
+    )
     return result
 
 
@@ -271,9 +274,12 @@ def bench_load(database: str, sizes: list[int], scratch: Path, seed: int, popula
             continue
         with multiprocessing.get_context("spawn").Pool(1) as pool:
             result = pool.apply(measure_load, (url, name, True, seed))
-        print(f"[load {label(n)} {database}] {result['load_seconds']:.2f} s, "
-              f"{result['rss_bytes_per_document']:.1f} B/doc RSS beyond ids, "
-              f"lookup p50 {result['lookup']['us_p50']} us", flush=True)
+        print(
+            f"[load {label(n)} {database}] {result['load_seconds']:.2f} s, "
+            f"{result['rss_bytes_per_document']:.1f} B/doc RSS beyond ids, "
+            f"lookup p50 {result['lookup']['us_p50']} us",
+            flush=True,
+        )
         results[label(n)] = result
     return results
 
@@ -282,7 +288,9 @@ def bench_load(database: str, sizes: list[int], scratch: Path, seed: int, popula
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="20k and 100k documents, 5 s mixed load")
     parser.add_argument("--parts", default="write,lookup,load,rest")
     parser.add_argument("--databases", default="postgresql,sqlite")
@@ -309,6 +317,8 @@ def main() -> None:
             "load_average_at_end": os.getloadavg()[0],
             "seconds": time.time() - started,
         }
+        # Parts run separately add to one file: keep each run's conditions.
+        results.setdefault("machine_by_parts", {})[args.parts] = results["machine"]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
@@ -346,16 +356,18 @@ def main() -> None:
             results.setdefault("load_detail", {})[database] = loaded
             for size, result in loaded.items():
                 results.setdefault("load_seconds", {}).setdefault(size, {})[database] = result["load_seconds"]
-                results.setdefault("rss_bytes_per_document_by_database", {}).setdefault(size, {})[database] = (
-                    result["rss_bytes_per_document"]
-                )
+                results.setdefault("rss_bytes_per_document_by_database", {}).setdefault(size, {})[
+                    database
+                ] = result["rss_bytes_per_document"]
                 if database == "postgresql" or size not in results.get("rss_bytes_per_document", {}):
                     results.setdefault("rss_bytes_per_document", {})[size] = result["rss_bytes_per_document"]
             save()
     if "rest" in parts:
         from scale_rest import bench_rest
 
-        rest = bench_rest(database_url("postgresql", args.scratch, "_rest"), small, args.scratch, args.seed, mixed_seconds)
+        rest = bench_rest(
+            database_url("postgresql", args.scratch, "_rest"), small, args.scratch, args.seed, mixed_seconds
+        )
         size = label(small)
         results["rest_detail"] = {size: rest}
         results["rest_upsert_ms_p50"] = {size: rest["single"]["upsert_ms_p50"]}

@@ -88,7 +88,8 @@ def collection_size(engine: Engine, name: str) -> int | None:
         if collection_id is None:
             return None
         return connection.scalar(
-            text("SELECT count(*) FROM documents WHERE collection_id = :c AND NOT deleted"), {"c": collection_id}
+            text("SELECT count(*) FROM documents WHERE collection_id = :c AND NOT deleted"),
+            {"c": collection_id},
         )
 
 
@@ -128,7 +129,13 @@ def _new_collection(connection, name: str, bundle: SyntheticBundle) -> int:
             "INSERT INTO collections (name, bundle_id, bundle_fingerprint, address_bits, long_bits, "
             "change_seq, tombstones_purged_seq) VALUES (:n, :b, :f, :a, :l, 1, 0) RETURNING id"
         ),
-        {"n": name, "b": bundle.bundle_id, "f": bundle.fingerprint, "a": bundle.address_bits, "l": bundle.long_bits},
+        {
+            "n": name,
+            "b": bundle.bundle_id,
+            "f": bundle.fingerprint,
+            "a": bundle.address_bits,
+            "l": bundle.long_bits,
+        },
     ).scalar_one()
 
 
@@ -189,7 +196,14 @@ def _insert_sqlite(raw: sqlite3.Connection, collection_id: int, first: int, chun
         code_bytes = codes.shape[1]
         packed = codes.tobytes()
         rows = (
-            (first + done + i, collection_id, ids[i], "", address, packed[i * code_bytes : (i + 1) * code_bytes])
+            (
+                first + done + i,
+                collection_id,
+                ids[i],
+                "",
+                address,
+                packed[i * code_bytes : (i + 1) * code_bytes],
+            )
             for i, address in enumerate(addresses.tolist())
         )
         raw.executemany(

@@ -70,7 +70,9 @@ def prepare_rest(url: str, n: int, scratch: Path, seed: int) -> TextBundle:
     engine = make_engine(url)
     try:
         if collection_size(engine, _name(n)) != n:
-            synthetic = SyntheticBundle(bundle.bundle_id, bundle.fingerprint, bundle.address_bits, bundle.long_bits)
+            synthetic = SyntheticBundle(
+                bundle.bundle_id, bundle.fingerprint, bundle.address_bits, bundle.long_bits
+            )
             seconds = populate(engine, _name(n), n, synthetic, "uniform", seed)
             print(f"[populate] {_name(n)}: {n} documents in {seconds:.1f} s", flush=True)
     finally:
@@ -108,14 +110,21 @@ class Client:
 
     def index_size(self, name: str) -> int:
         status, data = self.call("GET", "/metrics")
-        match = re.search(rf'semhash_index_documents{{collection="{re.escape(name)}"}} ([0-9.e+]+)', data.decode())
+        match = re.search(
+            rf'semhash_index_documents{{collection="{re.escape(name)}"}} ([0-9.e+]+)', data.decode()
+        )
         return int(float(match.group(1))) if match else -1
 
 
 # `semhash serve`, optionally with another GIL switch interval (SCALE_SWITCH_INTERVAL, seconds).
 _SERVE = (
-    [sys.executable, "-c", "import sys; sys.setswitchinterval(float(sys.argv.pop(1))); "
-     "from semhash_cli import app; sys.argv[0] = 'semhash'; app()", os.environ["SCALE_SWITCH_INTERVAL"]]
+    [
+        sys.executable,
+        "-c",
+        "import sys; sys.setswitchinterval(float(sys.argv.pop(1))); "
+        "from semhash_cli import app; sys.argv[0] = 'semhash'; app()",
+        os.environ["SCALE_SWITCH_INTERVAL"],
+    ]
     if os.environ.get("SCALE_SWITCH_INTERVAL")
     else [str(Path(sys.executable).parent / "semhash")]
 )
@@ -123,15 +132,33 @@ _SERVE = (
 
 def _start_servers(url: str, models: Path, scratch: Path) -> list[subprocess.Popen]:
     # PYTHONPATH: the servers run this checkout's code, wherever the virtual environment was installed from.
-    environment = {**os.environ, "SEMHASH_LOG_FORMAT": "text", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    environment = {
+        **os.environ,
+        "SEMHASH_LOG_FORMAT": "text",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+    }
     servers = []
     for port in PORTS:
         log = open(scratch / f"server_{port}.log", "w")  # noqa: SIM115 (closed with the process)
         servers.append(
             subprocess.Popen(
-                [*_SERVE, "serve", "--port", str(port), "--models",
-                 str(models), "--database-url", url, "--workers", "1", "--no-access-log"],
-                env=environment, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    *_SERVE,
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--models",
+                    str(models),
+                    "--database-url",
+                    url,
+                    "--workers",
+                    "1",
+                    "--no-access-log",
+                ],
+                env=environment,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )  # fmt: skip
         )
     return servers
@@ -162,7 +189,9 @@ def bench_single(bundle: TextBundle, name: str, count: int, seed: int) -> dict:
         document_id = f"single-{seed}-{i}"
         started = time.perf_counter()
         status, data = writer.call(
-            "POST", f"/v1/collections/{name}/documents", {"documents": [{"id": document_id, "text": body_text}]}
+            "POST",
+            f"/v1/collections/{name}/documents",
+            {"documents": [{"id": document_id, "text": body_text}]},
         )
         answered = time.perf_counter()
         if status != 200:
@@ -184,8 +213,11 @@ def bench_single(bundle: TextBundle, name: str, count: int, seed: int) -> dict:
         "visible_ms_p99": float(np.percentile(visible, 99)),
         "visible_ms_max": max(visible),
     }
-    print(f"[rest single] upsert p50 {result['upsert_ms_p50']:.2f} ms p99 {result['upsert_ms_p99']:.2f} ms; "
-          f"visible in B p50 {result['visible_ms_p50']:.0f} ms max {result['visible_ms_max']:.0f} ms", flush=True)
+    print(
+        f"[rest single] upsert p50 {result['upsert_ms_p50']:.2f} ms p99 {result['upsert_ms_p99']:.2f} ms; "
+        f"visible in B p50 {result['visible_ms_p50']:.0f} ms max {result['visible_ms_max']:.0f} ms",
+        flush=True,
+    )
     return result
 
 
@@ -290,9 +322,12 @@ def bench_mixed(name: str, n: int, seconds: float, seed: int) -> tuple[dict, dic
         "search_ms_p50": statistics.median(latencies),
         "search_ms_p99": float(np.percentile(latencies, 99)),
     }
-    print(f"[rest mixed] {result['writes_per_s']:.0f} writes/s ({result['upserts_per_s']:.0f} upserts/s), "
-          f"{result['searches_per_s']:.0f} searches/s, search p50 {result['search_ms_p50']:.2f} ms "
-          f"p99 {result['search_ms_p99']:.2f} ms", flush=True)
+    print(
+        f"[rest mixed] {result['writes_per_s']:.0f} writes/s ({result['upserts_per_s']:.0f} upserts/s), "
+        f"{result['searches_per_s']:.0f} searches/s, search p50 {result['search_ms_p50']:.2f} ms "
+        f"p99 {result['search_ms_p99']:.2f} ms",
+        flush=True,
+    )
     return result, written["state"]
 
 
@@ -306,7 +341,8 @@ def check(url: str, name: str, n: int, touched: dict[str, bool], seed: int) -> d
     with engine.connect() as connection:
         collection_id = connection.scalar(text("SELECT id FROM collections WHERE name = :n"), {"n": name})
         sql_count = connection.scalar(
-            text("SELECT count(*) FROM documents WHERE collection_id = :c AND NOT deleted"), {"c": collection_id}
+            text("SELECT count(*) FROM documents WHERE collection_id = :c AND NOT deleted"),
+            {"c": collection_id},
         )
         rows = {}
         for start in range(0, len(wanted), 5000):

@@ -16,12 +16,13 @@
 #   SMOKE_SLICE          documents bulk-indexed (default 2000)
 #   SMOKE_PORT           host port of the proxy (default 18000)
 #   SMOKE_HEAVY          prefix for the CPU-heavy steps (e.g. /work/bin/heavy), default none
+#   SMOKE_RETRAIN=0      keep a text bundle already in the models volume (a re-run skips training)
 #   SMOKE_KEEP=1         leave the stack and its volumes up at the end
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 CACHE=${SMOKE_CACHE:-$ROOT/.smoke}
-DATA=$(cd "${SMOKE_DATA_DIR:-$ROOT/../shared/data}" && pwd)
+DATA=$(cd "${SMOKE_DATA_DIR:-$ROOT/../shared/data}" 2>/dev/null && pwd) || DATA=${SMOKE_DATA_DIR:-$ROOT/../shared/data}
 TRAIN_MINUTES=${SMOKE_TRAIN_MINUTES:-8}
 SLICE=${SMOKE_SLICE:-2000}
 PORT=${SMOKE_PORT:-18000}
@@ -87,7 +88,7 @@ if ! docker run --rm "$PYTHON_IMAGE" python3 -c \
     python3 deploy/requirements.py training > "$CACHE/requirements.txt"
     python3.11 -m pip download -q --only-binary=:all: -d "$CACHE/wheels" -r "$CACHE/requirements.txt" \
         "setuptools>=69" wheel "torch==$(sed -n 's/.*"torch==\([0-9.]*\)".*/\1/p' pyproject.toml)" \
-        || die "pip download failed (needs python3.11 with pip and a reachable index)"
+        2> >(grep -v "is ignored: it is neither" >&2) || die "pip download failed (needs python3.11 with pip and a reachable index)"
     ls "$CACHE"/wheels/torch-*+cpu-*.whl >/dev/null 2>&1 \
         || die "no CPU-only torch wheel among the downloads: put one in $CACHE/wheels"
     rm -f deploy/wheels/*.whl
@@ -125,7 +126,13 @@ wait_healthy() {  # wait_healthy SECONDS CONTAINER...: every container's HEALTHC
         done
     done
 }
-cleanup() { [[ ${SMOKE_KEEP:-0} == 1 ]] || compose --profile train --profile index down -v --remove-orphans >/dev/null 2>&1 || true; }
+# On success everything goes (down -v); after a failure the volumes stay for a look (and SMOKE_RETRAIN=0).
+cleanup() {
+    local status=$?
+    [[ ${SMOKE_KEEP:-0} == 1 ]] && return
+    if [[ $status == 0 ]]; then compose --profile train --profile index down -v --remove-orphans >/dev/null 2>&1 || true
+    else compose --profile train --profile index down --remove-orphans >/dev/null 2>&1 || true; fi
+}
 trap cleanup EXIT
 
 # Data the jobs see as /data: the 20news training split and a slice of it for the bulk index.
@@ -138,8 +145,11 @@ with gzip.open(sys.argv[1], "rt") as src, open(sys.argv[2], "w") as dst:
     dst.writelines(itertools.islice(src, int(sys.argv[3])))
 EOF
 
-step "clean slate: down -v"
-compose --profile train --profile index down -v --remove-orphans >/dev/null 2>&1 || true
+step "clean slate: down -v (SMOKE_RETRAIN=0 keeps the models volume)"
+compose --profile train --profile index down --remove-orphans >/dev/null 2>&1 || true
+for volume in $(docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT"); do
+    [[ ${SMOKE_RETRAIN:-1} == 0 && $volume == "${PROJECT}_models" ]] || docker volume rm "$volume" >/dev/null
+done
 
 step "build (serving, training, proxy, postgres)"
 t=$(now)
@@ -156,10 +166,15 @@ docker run --rm --entrypoint sh semhash:smoke -c '! command -v gcc && ! command 
 
 step "train the quick text bundle into the models volume (<= $TRAIN_MINUTES min)"
 t=$(now)
+if [[ ${SMOKE_RETRAIN:-1} == 0 ]] && docker run --rm -v "${PROJECT}_models:/models" --entrypoint test semhash:smoke \
+        -s /models/text/weights.safetensors; then
+    step "SMOKE_RETRAIN=0: keeping the text bundle already in the models volume"
+else
 $HEAVY "${COMPOSE[@]}" -p "$PROJECT" --env-file "$ENV_FILE" "${COMPOSE_FILES[@]}" --profile train run --rm \
     -e OMP_NUM_THREADS=1 -e MKL_NUM_THREADS=1 -e OPENBLAS_NUM_THREADS=1 train \
     text --corpus 20news --out /models/text --profile quick --threads 1 --max-minutes "$TRAIN_MINUTES" --no-progress \
     >"$CACHE/train.log" 2>&1 || { tail -20 "$CACHE/train.log"; die "training failed"; }
+fi
 TRAIN_SECONDS=$(since "$t")
 step "trained in $TRAIN_SECONDS s"
 
@@ -226,9 +241,12 @@ http search "$BASE_URL" "$COLLECTION" "the shuttle launch was delayed by the wea
     || die "no search hits after down/up"
 step "documents before down $BEFORE, after up $AFTER"
 
+export VISIBILITY LOAD1 LOAD2 DRAIN DRAIN_LOAD="$(cat "$CACHE/drain_load.json")"
 python3 - "$RESULTS" <<EOF
-import json, sys
-visibility, load1, load2, drain = json.loads('$VISIBILITY'), json.loads('$LOAD1'), json.loads('$LOAD2'), json.loads('$DRAIN')
+import json, os, sys
+visibility, load1, load2, drain, drain_load = (
+    json.loads(os.environ[name]) for name in ("VISIBILITY", "LOAD1", "LOAD2", "DRAIN", "DRAIN_LOAD")
+)
 result = {
     "serving_image_mb": $SERVING_MB,
     "training_image_mb": $TRAINING_MB,
@@ -247,6 +265,7 @@ result = {
         "throughput_1_replica": load1,
         "throughput_2_replicas": load2,
         "drain": drain,
+        "searches_through_proxy_while_a_replica_stopped": drain_load,
         "build_seconds": $BUILD_SECONDS,
         "train_seconds": $TRAIN_SECONDS,
         "train_max_minutes": $TRAIN_MINUTES,

@@ -176,41 +176,53 @@ def cmd_load(base: str, collection: str, seconds: str, concurrency: str) -> dict
 
 
 def cmd_drain(base: str, collection: str, requests: str, docs_each: str, container: str) -> dict[str, Any]:
-    """Start REQUESTS slow batch writes at one replica, `docker stop` it while they run: all must succeed."""
+    """REQUESTS slow batch writes to one replica, `docker stop` it once all are sent: all must succeed."""
+    url = urllib.parse.urlsplit(base)
     outcomes: list[Any] = [None] * int(requests)
+    sent = [threading.Event() for _ in outcomes]
+    done_at = [float("inf")] * len(outcomes)
     batches = [
         [
             {"id": f"smoke-drain-{k}-{j}", "text": f"{QUERIES[j % len(QUERIES)]} drain batch {k} doc {j}"}
             for j in range(int(docs_each))
         ]
-        for k in range(int(requests))
+        for k in range(len(outcomes))
     ]
 
     def writer(k: int) -> None:
+        conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=120)
         try:
-            outcomes[k] = request(
-                base,
-                "POST",
-                f"/v1/collections/{collection}/documents",
-                {"documents": batches[k]},
-                timeout=120,
-            )[0]
+            body = json.dumps({"documents": batches[k]}).encode()
+            headers = {"Content-Type": "application/json", "X-API-Key": os.environ.get("SEMHASH_API_KEY", "")}
+            conn.request("POST", f"/v1/collections/{collection}/documents", body=body, headers=headers)
+            sent[k].set()  # the whole request is on the wire: from here on it is in flight
+            response = conn.getresponse()
+            response.read()
+            outcomes[k] = response.status
         except OSError as err:
             outcomes[k] = repr(err)
+        finally:
+            done_at[k] = time.monotonic()
+            sent[k].set()
+            conn.close()
 
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(len(batches))]
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(len(outcomes))]
     for thread in threads:
         thread.start()
-    time.sleep(0.3)  # the writes are in flight (each takes well over a second to encode and commit)
+    for event in sent:
+        event.wait(30)
     start = time.monotonic()
     stopped = subprocess.run(["docker", "stop", "--time", "30", container], capture_output=True, text=True)
     stop_seconds = time.monotonic() - start
     for thread in threads:
         thread.join()
-    ok = stopped.returncode == 0 and all(outcome == 200 for outcome in outcomes)
+    # Requests still running when SIGTERM went out: without any, the check would prove nothing.
+    in_flight_at_stop = sum(1 for at in done_at if at > start)
+    ok = stopped.returncode == 0 and in_flight_at_stop > 0 and all(outcome == 200 for outcome in outcomes)
     return {
         "ok": ok,
-        "in_flight": len(batches),
+        "requests": len(outcomes),
+        "in_flight_at_stop": in_flight_at_stop,
         "statuses": outcomes,
         "stop_seconds": round(stop_seconds, 2),
         "documents_each": int(docs_each),

@@ -39,7 +39,7 @@ def occupancy_warning(name: str, documents: int, address_bits: int) -> str | Non
         f"collection {name!r} holds {documents} documents in {addresses} addresses "
         f"({documents / addresses:.0f} per address): it has outgrown its {address_bits}-bit addresses, so "
         f"every radius returns about that many times more candidates; a bundle with about "
-        f"{max(1, documents - 1).bit_length()} address bits fits it (README, \"Choosing address_bits\")"
+        f'{max(1, documents - 1).bit_length()} address bits fits it (README, "Choosing address_bits")'
     )
 
 

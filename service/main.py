@@ -165,7 +165,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # the web page's reads; the page itself: GET / and /static
     app.include_router(page.reads, responses=error_responses(*common, 404, 413))
     app.include_router(page.router, responses=error_responses(*common))
-    page.mount_static(app)
     # Inside the size limit, so a JSON body is read only once the limit has let it through.
     app.add_middleware(Utf8JsonBodyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)

@@ -109,7 +109,9 @@ class DocumentPublic(BaseModel):
 # is never used), through the route's own code path: `benchmarks/short_queries_tune.py`, results in
 # benchmarks/results/short_queries_tuning.json (quick bundle). P@10 there: 0.7035 with these defaults
 # against 0.6955 with code_weight 1 / 256 probes, 0.700 with shortlist 300 (P@100 higher, touching 3.9%
-# instead of 2.4%), 0.694 with code_weight 3; exhaustive BM25 0.649.
+# instead of 2.4%), 0.694 with code_weight 3; exhaustive BM25 0.649. Rechecked with a bundle that never saw
+# the validation documents (short_queries_tuning_clean.json): 0.691 against 0.685 (w 1 / 256 probes), the
+# best setting 0.694 (within noise, touching 3.8%).
 DEFAULT_RADIUS = 2  # Hamming ball of code/address/document_id queries, and of text queries given `radius`
 DEFAULT_PROBES = 1024  # multi-probe budget (addresses) of text queries
 DEFAULT_SHORTLIST = 100

@@ -3,7 +3,7 @@
 The math is models/predictive.py's, written with numpy:
 
     conv (same padding):  y[n, o, i, j] = b[o] + sum_{c, u, v} w[o, c, u, v] x_pad[n, c, i + u, j + v]
-                          (im2col by a sliding window view, then one matrix product)
+                          (im2col, then one matrix product)
     max-pool 2x2, nearest-neighbour 2x upsampling: reshapes / repeats
     LSTM (torch's gate order i, f, g, o):  z = e W_ih^T + b_ih + h W_hh^T + b_hh,
                           c = sigmoid(f) c + sigmoid(i) tanh(g),  h = sigmoid(o) tanh(c)
@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from training.bundle_io import BundleError, bundle_id, check_shapes, read_bundle
 
@@ -115,15 +114,21 @@ def _kind_of(path: Path) -> str:
 
 # ----- numpy layers ------------------------------------------------------------------------------
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """Same-padded convolution (cross-correlation, as torch).  (N, C, H, W), (O, C, k, k) -> (N, O, H, W)."""
+    """Same-padded convolution (cross-correlation, as torch).  (N, C, H, W), (O, C, k, k) -> (N, O, H, W).
+
+    im2col in channel-major order: the k^2 shifted copies of the input, cols (C k k, N H W), filled by
+    contiguous slab copies, then one (O, C k k) @ cols product.
+    """
+    n, c, h, w = x.shape
     k = weight.shape[-1]
     p = k // 2
-    padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-    windows = sliding_window_view(padded, (k, k), axis=(2, 3))  # (N, C, H, W, k, k)
-    n, c, h, w = x.shape
-    cols = windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * h * w, c * k * k)
-    out = cols @ weight.reshape(len(weight), -1).T + bias  # (N H W, O)
-    return out.reshape(n, h, w, -1).transpose(0, 3, 1, 2)
+    padded = np.pad(x.transpose(1, 0, 2, 3), ((0, 0), (0, 0), (p, p), (p, p)))  # (C, N, H+2p, W+2p)
+    cols = np.empty((c, k, k, n, h, w), dtype=np.float32)
+    for u in range(k):
+        for v in range(k):
+            cols[:, u, v] = padded[:, :, u : u + h, v : v + w]
+    out = weight.reshape(len(weight), -1) @ cols.reshape(c * k * k, -1) + bias[:, None]
+    return out.reshape(-1, n, h, w).transpose(1, 0, 2, 3)
 
 
 def max_pool2(x: np.ndarray) -> np.ndarray:

@@ -8,12 +8,12 @@ trip, and the code-space map.
 
 from __future__ import annotations
 
+import hashlib
+import mimetypes
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import FileResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.deps import (
@@ -24,7 +24,7 @@ from service.deps import (
     SettingsDep,
     require_read_key,
 )
-from service.errors import InvalidInputError
+from service.errors import InvalidInputError, NotFoundError
 from service.page_data import SNIPPET_CHARS, code_map, snippets
 from service.validation import DocumentIdStr, Text
 
@@ -36,10 +36,43 @@ router = APIRouter(tags=["page"])
 reads = APIRouter(prefix="/v1/collections/{name}", tags=["page"], dependencies=[Depends(require_read_key)])
 
 
+def _load_static() -> dict[str, tuple[bytes, str, str]]:
+    """Every file of the page, read once: name -> (content, media type, ETag). A few tens of kB."""
+    files = {}
+    for path in sorted(STATIC_DIR.iterdir()):
+        if path.is_file():
+            content = path.read_bytes()
+            media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            media = "text/javascript" if path.suffix == ".js" else media
+            files[path.name] = (content, media, f'"{hashlib.sha256(content).hexdigest()[:16]}"')
+    return files
+
+
+STATIC_FILES = _load_static()
+
+
+def _static(name: str, if_none_match: str | None) -> Response:
+    # Served from memory on the event loop: a page load asks for several files at once.
+    found = STATIC_FILES.get(name)
+    if found is None:
+        raise NotFoundError(f"no file {name!r}")
+    content, media, etag = found
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}  # revalidated: a new release shows at once
+    if if_none_match == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(content, media_type=media, headers=headers)
+
+
 @router.get("/", include_in_schema=False)
-def page() -> FileResponse:
+async def page(if_none_match: Annotated[str | None, Header()] = None) -> Response:
     """The web page."""
-    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    return _static("index.html", if_none_match)
+
+
+@router.get("/static/{name}", include_in_schema=False)
+async def static_file(name: str, if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """The page's scripts and style sheet."""
+    return _static(name, if_none_match)
 
 
 class OverviewCollection(BaseModel):
@@ -149,8 +182,3 @@ def collection_map(
         mean=result.mean.round(5).tolist(),
         components=result.components.round(5).tolist(),
     )
-
-
-def mount_static(app: FastAPI) -> None:
-    """Serve the page's files under /static."""
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

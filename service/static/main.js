@@ -1,9 +1,6 @@
 // The page's start: the API key field, the loaded models and the collections, then each section.
 
 import { $, api, apiKey, onUnauthorized, setApiKey, showError } from "./api.js";
-import { initMap } from "./codemap.js";
-import { initDraw } from "./draw.js";
-import { initImages } from "./images.js";
 import { initSearch, loadCollections, loadDefaults } from "./search.js";
 
 function askForKey(message) {
@@ -43,17 +40,23 @@ async function boot() {
   }
   const { models, collections } = overview;
   loadCollections(collections, models.text);
-  performance.mark("interactive");
-  document.body.dataset.ready = "true";
+  performance.mark("interactive"); // searching works from here on
   if (booted) return;
   booted = true;
+  // The other sections' code loads after the search box is usable; data-ready says all of it is.
+  const [{ initMap }, { initDraw }, { initImages }] = await Promise.all([
+    import("./codemap.js"),
+    import("./draw.js"),
+    import("./images.js"),
+  ]);
+  initMap();
   const kinds = Object.keys(models);
   initDraw(kinds);
   initImages(kinds, collections, models.sparse);
+  document.body.dataset.ready = "true";
   loadDefaults().catch(() => {});
 }
 
 initKey(boot);
 initSearch();
-initMap();
 boot();

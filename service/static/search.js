@@ -2,7 +2,7 @@
 
 import { $, api, collectionPath, requestSchema, showError } from "./api.js";
 
-const OPTIONS = ["radius", "limit", "shortlist", "rerank", "lexical_candidates", "code_weight"];
+const OPTIONS = ["probes", "radius", "limit", "shortlist", "rerank", "lexical_candidates", "code_weight"];
 let searchSeq = 0;
 let listeners = [];
 
@@ -34,8 +34,9 @@ export async function loadDefaults() {
     }
     let fallback = property.default;
     if (fallback == null) {
-      const match = /Default: ([0-9]+(?:\.[0-9]+)?)/.exec(property.description || "");
-      fallback = match ? match[1] : "";
+      // "Default: 300." -> 300; "Default: 2 for `code` ... queries" (depends on the query) -> auto
+      const match = /Default: ([0-9]+(?:\.[0-9]+)?)( for)?/.exec(property.description || "");
+      fallback = match ? (match[2] ? "auto" : match[1]) : "auto";
     }
     const input = $(`opt-${name}`);
     input.placeholder = String(fallback);

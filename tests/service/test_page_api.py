@@ -158,3 +158,12 @@ def test_overview_lists_models_and_collections_from_memory(make_client, topic_co
         for c in listed
     ]
     assert overview["collections"][0]["document_count"] == 10
+
+
+def test_page_files_revalidate_by_etag(client: TestClient) -> None:
+    first = client.get("/static/main.js")
+    assert first.headers["content-type"].startswith("text/javascript")
+    assert first.headers["cache-control"] == "no-cache"
+    again = client.get("/static/main.js", headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    assert client.get("/static/..%2Fpage_data.py").status_code == 404
