@@ -150,3 +150,33 @@ def test_a_bundle_with_wrong_shapes_is_refused(tiny_bundle: Path, tmp_path: Path
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(BundleError, match="shape"):
         ConvNetBundle.load(broken)
+
+
+def test_cli_trains_with_an_epochs_override_and_evaluates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from mnist_like import write_mnist_folder
+    from typer.testing import CliRunner
+
+    import training.convnet
+    from semhash_cli import app
+
+    data = mnist_like()
+    folder = write_mnist_folder(tmp_path / "mnist", data)
+    monkeypatch.setattr("training.mnist.N_VALIDATION", 300)
+    monkeypatch.setitem(training.convnet.PROFILES, "quick", tiny_convnet_config())
+    out = tmp_path / "convnet"
+    args = ["train", "convnet", "--data", str(folder), "--out", str(out), "--no-progress", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["training"]["epochs"] == 1
+    results_file = tmp_path / "convnet.json"
+    args = ["evaluate", "convnet", "--bundle", str(out), "--data", str(folder), "--strips", "5"]
+    result = CliRunner().invoke(app, [*args, "--json", str(results_file)])
+    assert result.exit_code == 0, result.output
+    results = json.loads(results_file.read_text())
+    assert {"test_error", "string_accuracy", "digit_precision", "digit_recall", "strip_ms_p50"} <= set(
+        results
+    )

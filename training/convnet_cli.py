@@ -34,16 +34,20 @@ def register_convnet_commands(train_app: typer.Typer, evaluate_app: typer.Typer)
         no_progress: bool = NoProgressOpt,
         download: bool = DownloadOpt,
         threads: int = ThreadsOpt,
+        epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override the profile's epochs."),
     ) -> None:
         """Train the shared-weight scanning convnet (seed 002): digits anywhere in a picture.
 
         Interrupted runs resume from OUT/checkpoints when started again with the same options.
         """
+        from dataclasses import replace
+
         from training.convnet import PROFILES, train_convnet
 
+        profiles = {k: replace(v, epochs=epochs) if epochs else v for k, v in PROFILES.items()}
         _train_and_report(
             train_convnet,
-            PROFILES,
+            profiles,
             "validation_error",
             out,
             data,
