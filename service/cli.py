@@ -15,6 +15,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# `semhash index` exit codes (2 is click's own, for a bad command line).
+EXIT_BAD_INPUT = 3  # the input, the bundle or the collection is wrong: fix it, then rerun
+EXIT_DATABASE_UNAVAILABLE = 4  # the database went away or is busy: rerun when it is back
+EXIT_INTERRUPTED = 130
+
 DATABASE_URL_HELP = "SQLAlchemy database URL (default: SEMHASH_DATABASE_URL, else sqlite:///./semhash.db)."
 
 
@@ -110,9 +115,12 @@ def index(
     ),
 ) -> None:
     """Encode and upsert documents in batches; safe to stop and re-run (upserts by id, no duplicates)."""
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
     from service.bulk import index_records
     from service.db import make_engine, make_session_factory
-    from service.errors import ConflictError, NotFoundError
+    from service.errors import ConflictError, NotFoundError, database_error_kind, printable
     from service.migrate import DatabaseNotAtHeadError, ensure_at_head
     from training.bundle_io import BundleError
     from training.corpus import CorpusError, stream_corpus
@@ -123,9 +131,11 @@ def index(
         bundle = TextBundle.load(bundle_dir or settings.text_bundle_dir)
         records, total = stream_corpus(input_path, split)
     except (BundleError, CorpusError) as err:
-        logger.error("%s", err)
-        raise typer.Exit(code=2) from err
+        logger.error("%s", printable(str(err)))
+        raise typer.Exit(code=EXIT_BAD_INPUT) from None
     engine = make_engine(settings.database_url)
+    # Whatever stops the job, the batches committed before stay (each is whole): rerun the same command
+    # after the fix and it finishes. Each failure is one log line, never a traceback.
     try:
         ensure_at_head(engine)
         report = index_records(
@@ -139,12 +149,23 @@ def index(
             progress=progress,
         )
     except (CorpusError, ConflictError, NotFoundError, DatabaseNotAtHeadError) as err:
-        # Batches committed before the error stay (each is whole); a re-run after the fix finishes.
-        logger.error("indexing stopped: %s", err)
-        raise typer.Exit(code=2) from err
+        logger.error("indexing stopped: %s", printable(str(err)))
+        raise typer.Exit(code=EXIT_BAD_INPUT) from None
+    except (DBAPIError, PoolTimeoutError) as err:
+        lines = str(getattr(err, "orig", None) or err).strip().splitlines()
+        reason = printable(lines[0] if lines else type(err).__name__)
+        if database_error_kind(err) == "unavailable":
+            logger.error(
+                "indexing stopped: the database is unavailable (%s); the batches committed so far stay, "
+                "run the same command to finish",
+                reason,
+            )
+            raise typer.Exit(code=EXIT_DATABASE_UNAVAILABLE) from None
+        logger.error("indexing stopped: the database refused a batch (%s)", reason)
+        raise typer.Exit(code=EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:
         logger.warning("interrupted: the batches committed so far stay; run the same command to finish")
-        raise typer.Exit(code=130) from None
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
     finally:
         engine.dispose()
     logger.info(

@@ -11,7 +11,15 @@ from fastapi import FastAPI, Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, TimeoutError
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    TimeoutError,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -68,6 +76,40 @@ class ModelNotLoadedError(ServiceError):
     """The request needs a model bundle this server did not load."""
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+class ErrorItem(BaseModel):
+    """One problem with the request, FastAPI's validation format: where, what, which kind."""
+
+    loc: list[str | int] = Field(description="Where: `body`/`path`/`query`, then field names and indices.")
+    msg: str = Field(description="What was wrong, for a person.")
+    type: str = Field(description="The kind of problem (`value_error`, `json_invalid`, `missing`...).")
+    input: Any = Field(None, description="The rejected value, when it is a short scalar.")
+    ctx: dict[str, str] | None = Field(None, description="Parameters of the rule that failed.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error response: a message, or (422) a list of problems naming their fields."""
+
+    detail: str | list[ErrorItem]
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "The body could not be read (e.g. a malformed multipart upload).",
+    401: "A valid X-API-Key header is required.",
+    404: "The collection or document does not exist.",
+    409: "The request conflicts with stored data (a name in use, another bundle, a concurrent write).",
+    413: "The body, or an image in it, is over the configured limit.",
+    415: "The content type is neither application/json nor multipart/form-data.",
+    422: "Invalid input; each problem names its field. Also: data the database refused.",
+    429: "The image decoders are all busy: retry after Retry-After seconds.",
+    503: "The database is unreachable (retry after Retry-After), or the needed model is not loaded.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error status codes, all with the `ErrorResponse` model."""
+    return {code: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[code]} for code in codes}
 
 
 MAX_ECHOED_CHARS = 200  # a 422 echoes a rejected value only when it is a short scalar
@@ -148,22 +190,72 @@ def _service_error(_request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": error.detail()}, status_code=error.status_code, headers=error.headers)
 
 
-def _database_unavailable(_request: Request, error: Exception) -> JSONResponse:
+# SQLSTATE classes of conditions that pass: connection exceptions (08), insufficient resources (53),
+# operator intervention such as a shutdown or a cancelled statement (57), system errors (58),
+# transaction rollbacks such as serialization failures and deadlocks (40), lock not available (55P03).
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58", "40")
+_TRANSIENT_SQLSTATES = ("55P03",)
+
+
+def database_error_kind(error: DBAPIError | TimeoutError) -> str:
+    """`unavailable` (the database cannot be reached or is busy: retrying can work), `conflict` (a unique
+    key raced), `invalid` (the database refused a value), or `internal` (a bug: retrying cannot help)."""
+    if isinstance(error, TimeoutError) or getattr(error, "connection_invalidated", False):
+        return "unavailable"
+    if isinstance(error, IntegrityError):
+        return "conflict"
+    if isinstance(error, DataError):
+        return "invalid"
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    if isinstance(error, OperationalError | InterfaceError):
+        # A psycopg error without SQLSTATE failed to connect or lost the connection; SQLite's are all
+        # about the file: locked, unreadable, full.
+        if (
+            sqlstate is None
+            or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+            or sqlstate in _TRANSIENT_SQLSTATES
+        ):
+            return "unavailable"
+    if sqlstate is not None and sqlstate[:2] == "22":  # data exception raised under another class
+        return "invalid"
+    return "internal"
+
+
+def _database_error(_request: Request, error: Exception) -> JSONResponse:
     # The transaction was rolled back when its session closed, so nothing was half-written.
-    logger.warning("database error: %s", error)
-    return JSONResponse(
-        {"detail": "the database is unavailable; nothing was written, retry later"},
-        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-    )
-
-
-def _integrity_conflict(_request: Request, error: Exception) -> JSONResponse:
-    # A concurrent writer won a race on a unique key (e.g. two creates of one collection name).
-    logger.info("integrity conflict: %s", error)
-    return JSONResponse(
-        {"detail": "the request conflicts with data written concurrently; nothing was written"},
-        status_code=status.HTTP_409_CONFLICT,
-    )
+    assert isinstance(error, DBAPIError | TimeoutError)
+    kind = database_error_kind(error)
+    lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+    summary = printable(lines[0] if lines else type(error).__name__)[:MAX_ECHOED_CHARS]
+    if kind == "unavailable":
+        logger.warning("database unavailable: %s", summary)
+        return JSONResponse(
+            {"detail": "the database is unavailable; nothing was written, retry later"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
+    if kind == "conflict":
+        # A concurrent writer won a race on a unique key (e.g. two creates of one collection name).
+        logger.info("integrity conflict: %s", summary)
+        return JSONResponse(
+            {"detail": "the request conflicts with data written concurrently; nothing was written"},
+            status_code=status.HTTP_409_CONFLICT,
+        )
+    if kind == "invalid":
+        logger.info("the database refused a value: %s", summary)
+        return JSONResponse(
+            {
+                "detail": [
+                    {
+                        "loc": ["body"],
+                        "msg": f"the database refused a value; nothing was written ({summary})",
+                        "type": "value_error",
+                    }
+                ]
+            },
+            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        )
+    return _unexpected(_request, error)
 
 
 def _unexpected(_request: Request, error: Exception) -> JSONResponse:
@@ -177,7 +269,6 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for database_error in (OperationalError, DBAPIError, TimeoutError):
-        app.add_exception_handler(database_error, _database_unavailable)
-    app.add_exception_handler(IntegrityError, _integrity_conflict)
+    for database_error in (DBAPIError, TimeoutError):
+        app.add_exception_handler(database_error, _database_error)
     app.add_exception_handler(Exception, _unexpected)

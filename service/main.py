@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from service.db import make_engine, make_session_factory
 from service.decode_pool import DecodePool
-from service.errors import register_error_handlers
+from service.errors import error_responses, register_error_handlers
 from service.index_sync import IndexRegistry
 from service.middleware import (
     BodySizeLimitMiddleware,
@@ -145,11 +145,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics_registry = CollectorRegistry()
     app.state.metrics_registry.register(IndexSizeCollector(lambda: _index_sizes(app)))
     register_error_handlers(app)
-    routers = (hash, collections, documents, search, digits, motor, images, image_collections, frames, health)
-    for router in (module.router for module in routers):
-        app.include_router(router)
-    app.include_router(page.reads)  # the web page's reads; the page itself: GET / and /static
-    app.include_router(page.router)
+    # Every operation documents the errors it can answer (schema: service.errors.ErrorResponse).
+    common = (401, 422, 503)
+    images_codes = (*common, 400, 404, 413, 415, 429)
+    routers = (
+        (hash, (*common, 413)),
+        (collections, (*common, 404, 409, 413)),
+        (documents, (*common, 404, 409, 413)),
+        (search, (*common, 404, 409, 413)),
+        (digits, images_codes),
+        (motor, images_codes),
+        (images, images_codes),
+        (image_collections, (*images_codes, 409)),
+        (frames, images_codes),
+        (health, (401, 422)),
+    )
+    for module, codes in routers:
+        app.include_router(module.router, responses=error_responses(*codes))
+    # the web page's reads; the page itself: GET / and /static
+    app.include_router(page.reads, responses=error_responses(*common, 404, 413))
+    app.include_router(page.router, responses=error_responses(*common))
     # Inside the size limit, so a JSON body is read only once the limit has let it through.
     app.add_middleware(Utf8JsonBodyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)

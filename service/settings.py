@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -56,10 +55,10 @@ class Settings(BaseSettings):
         description="Largest image (width x height) the digit and image routes decode.",
     )
     image_decode_workers: int = Field(
-        min(4, os.cpu_count() or 1),
+        2,
         ge=1,
         le=64,
-        description="Threads that decode and normalise images, off the event loop (default: cores, up to 4).",
+        description="Threads that decode and normalise images, off the event loop.",
     )
     image_decode_queue: int = Field(
         8,

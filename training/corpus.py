@@ -112,7 +112,7 @@ def iter_jsonl(path: Path | str) -> Iterator[Record]:
     Blank lines are skipped; a malformed line raises `CorpusError` when it is reached.
     """
     path = Path(path)
-    if not path.is_file():
+    if not (path.is_file() or path.is_fifo()):
         raise CorpusError(f"corpus file {path} does not exist")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -280,7 +280,7 @@ def _stream_file_source(source: str | Path, split: str) -> Iterator[Record]:
             raise CorpusError(f"{path} has no {split}.jsonl[.gz] for the {split} split")
         return iter_text_folder(path)
     if path.name.endswith((".jsonl", ".jsonl.gz")):
-        if not path.is_file():
+        if not (path.is_file() or path.is_fifo()):  # a named pipe streams from another program
             raise CorpusError(f"corpus file {path} does not exist")
         return iter_jsonl(path)
     if not path.exists():

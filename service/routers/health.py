@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
+from service.deps import require_read_key
 from service.migrate import current_revision, head_revision
 from service.schemas import Health, ModelInfo, ModelsPublic, Readiness
 
@@ -42,13 +43,13 @@ def readyz(request: Request, response: Response) -> Readiness:
     )
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, dependencies=[Depends(require_read_key)])
 def metrics(request: Request) -> Response:
     """Prometheus metrics: request counts and latencies, index sizes."""
     return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", dependencies=[Depends(require_read_key)])
 def models(request: Request) -> ModelsPublic:
     """The loaded model bundles with their config and metrics."""
     # app.state.models maps a kind (text, digits, images) to any bundle with bundle_id, config, metrics.

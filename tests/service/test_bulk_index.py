@@ -190,7 +190,7 @@ def test_bad_input_stops_the_job_with_its_line_and_keeps_earlier_batches(
     first_four = topic_corpus.subset([0, 1, 2, 3])
     source = write_jsonl_gz(tmp_path / "docs.jsonl.gz", first_four, bad_records)
     result = CliRunner().invoke(cli, index_arguments(source, models_dir, migrated_url, batch_size=2))
-    assert result.exit_code == 2
+    assert result.exit_code == 3  # bad input (2 is a bad command line)
     assert re.search(message, caplog.text), caplog.text
     assert "Traceback" not in result.output
     assert sorted(live_documents(migrated_url, "news")) == sorted(first_four.ids)
@@ -199,31 +199,51 @@ def test_bad_input_stops_the_job_with_its_line_and_keeps_earlier_batches(
 def test_ctrl_c_stops_the_job_and_its_workers_cleanly_and_a_rerun_finishes(
     migrated_url: str, models_dir: Path, topic_corpus: Corpus, tmp_path: Path
 ) -> None:
-    # Many small batches of the corpus's documents, so the job is still running when it is interrupted.
+    # The job reads a named pipe: it gets 10 batches, and then waits for more input, which never comes, so
+    # it is still running when it is interrupted however fast or slow the machine (no timing involved).
     copies = 15
-    source = tmp_path / "many.jsonl"
-    with source.open("w", encoding="utf-8") as lines:
-        for copy in range(copies):
-            for external_id, text in zip(topic_corpus.ids, topic_corpus.texts, strict=True):
-                lines.write(json.dumps({"id": f"{copy}-{external_id}", "text": text}) + "\n")
+    lines = [
+        json.dumps({"id": f"{copy}-{external_id}", "text": text}) + "\n"
+        for copy in range(copies)
+        for external_id, text in zip(topic_corpus.ids, topic_corpus.texts, strict=True)
+    ]
+    pipe = tmp_path / "many.jsonl"
+    os.mkfifo(pipe)
     semhash = Path(sys.executable).with_name("semhash")
-    arguments = index_arguments(source, models_dir, migrated_url, batch_size=20, collection="many")
+    arguments = index_arguments(pipe, models_dir, migrated_url, batch_size=20, collection="many")
     command = [str(semhash), *arguments, "--workers", "2"]
     # Its own process group, as a terminal's foreground job: Ctrl-C reaches the job and its workers.
     job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    writer = None
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
+        while writer is None:  # opening a pipe's writing end succeeds once the job has opened it to read
+            try:
+                writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                assert job.poll() is None and time.monotonic() < deadline, "the job did not open its input"
+                time.sleep(0.05)
+        os.set_blocking(writer, True)
+        os.write(writer, "".join(lines[:200]).encode())
         while not live_documents(migrated_url, "many"):
             assert job.poll() is None and time.monotonic() < deadline, "the job did not start writing"
             time.sleep(0.05)
         os.killpg(job.pid, signal.SIGINT)
-        _, errors = job.communicate(timeout=30)
+        _, errors = job.communicate(timeout=60)
     finally:
+        if writer is not None:
+            os.close(writer)
         if job.poll() is None:
             job.kill()
     assert job.returncode == 130, errors
     assert "Traceback" not in errors and "interrupted" in errors
     written = live_documents(migrated_url, "many")
-    assert 0 < len(written) < copies * len(topic_corpus) and len(written) % 20 == 0  # whole batches
-    assert subprocess.run(command, capture_output=True, text=True).returncode == 0
+    assert 0 < len(written) <= 200 and len(written) % 20 == 0  # whole batches of what it was given
+    whole = tmp_path / "all.jsonl"
+    whole.write_text("".join(lines), encoding="utf-8")
+    rerun = [
+        str(semhash),
+        *index_arguments(whole, models_dir, migrated_url, batch_size=20, collection="many"),
+    ]
+    assert subprocess.run([*rerun, "--workers", "2"], capture_output=True, text=True).returncode == 0
     assert len(set(live_documents(migrated_url, "many"))) == copies * len(topic_corpus)

@@ -4,7 +4,9 @@ nothing is written, and no id can address another resource (issue 9)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -223,7 +225,7 @@ def test_undecodable_or_foreign_bodies_are_4xx_without_echoing_bytes_on_every_ro
         if method == "DELETE":
             continue  # a DELETE reads no body: it would delete what it names
         response = client.request(method, path, content=body, headers={"content-type": content_type})
-        unserved = response.status_code == 503 and "model is not available" in response.text
+        unserved = response.status_code == 503 and "model" in response.text
         assert response.status_code < 500 or unserved, (method, path, body[:20], response.status_code)
         if method in ("POST", "PUT", "PATCH") and not path.endswith("/documents/d0"):
             # every JSON route refuses the body: 422 naming it (415 where uploads are also accepted)
@@ -234,3 +236,179 @@ def test_undecodable_or_foreign_bodies_are_4xx_without_echoing_bytes_on_every_ro
             )
         assert "\\x" not in response.text and "\\ufffd" not in response.text.lower()
     assert_intact(client)
+
+
+def test_database_errors_are_classified_not_all_reported_as_an_outage() -> None:
+    import sqlite3
+
+    import psycopg.errors
+    from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
+
+    from service.errors import database_error_kind
+
+    def wrap(cls: type, orig: Exception) -> Exception:
+        return cls("INSERT ...", {}, orig)
+
+    assert database_error_kind(wrap(OperationalError, psycopg.errors.AdminShutdown("bye"))) == "unavailable"
+    assert database_error_kind(wrap(OperationalError, psycopg.OperationalError("refused"))) == "unavailable"
+    assert database_error_kind(wrap(OperationalError, sqlite3.OperationalError("locked"))) == "unavailable"
+    assert database_error_kind(wrap(OperationalError, psycopg.errors.SerializationFailure())) == "unavailable"
+    assert database_error_kind(wrap(DataError, psycopg.errors.InvalidTextRepresentation("NaN"))) == "invalid"
+    assert database_error_kind(wrap(DataError, psycopg.errors.UntranslatableCharacter())) == "invalid"
+    assert database_error_kind(wrap(IntegrityError, psycopg.errors.UniqueViolation())) == "conflict"
+    assert database_error_kind(wrap(ProgrammingError, psycopg.errors.UndefinedTable())) == "internal"
+
+
+def test_data_the_database_refuses_is_422_and_writes_nothing(
+    client: TestClient, topic_corpus: Corpus
+) -> None:
+    from sqlalchemy import event
+    from sqlalchemy.exc import DataError
+
+    make_collection(client, topic_corpus)
+    engine = client.app.state.engine
+
+    def refuse(_conn, _cursor, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO DOCUMENTS"):
+            raise DataError(statement, {}, Exception("invalid input syntax for type json\nLINE 1: ..."))
+
+    event.listen(engine, "before_cursor_execute", refuse)
+    try:
+        documents = [{"id": "x", "text": topic_corpus.texts[30], "metadata": {"a": 1}}]
+        response = client.post("/v1/collections/c/documents", json={"documents": documents})
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse)
+    assert response.status_code == 422, response.text
+    message = response.json()["detail"][0]["msg"]
+    assert "refused" in message and "nothing was written" in message and "\n" not in message
+    assert_intact(client)
+
+
+def test_text_logs_escape_user_input_and_carry_utc_times() -> None:
+    import logging
+
+    from service.request_log import TextFormatter
+
+    record = logging.LogRecord("semhash.request", logging.INFO, __file__, 1, "%s %s %d", None, None)
+    record.args = ("GET", "/v1/collections/x\n2026-01-01 INFO forged line\r", 404)
+    record.request_id = "r1"
+    line = TextFormatter().format(record)
+    assert "\n" not in line and "\r" not in line and "\\n2026" in line
+    assert line.split(" ")[0].endswith("+0000")
+
+
+def test_reads_that_list_collections_need_the_key_when_reads_do(
+    make_client: Callable[..., TestClient],
+) -> None:
+    key = "k" * 20
+    client = make_client(api_key=key, read_requires_key=True)
+    for path in ("/metrics", "/v1/models", "/v1/collections"):
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers={"X-API-Key": key}).status_code == 200, path
+    assert client.get("/healthz").status_code == 200
+
+
+def test_openapi_documents_the_error_responses_with_one_model(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    assert "ErrorResponse" in document["components"]["schemas"]
+    for path, operations in document["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            codes = set(operation["responses"])
+            assert {"401", "422"} <= codes and ("503" in codes or path == "/v1/models"), (method, path)
+            schema = operation["responses"]["422"]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (method, path)
+            if "{name}" in path:
+                assert "404" in codes, (method, path)
+    assert {"409", "413"} <= set(document["paths"]["/v1/collections"]["post"]["responses"])
+    assert {"413", "415", "429"} <= set(document["paths"]["/v1/digits/recognize"]["post"]["responses"])
+
+
+def _index(source: Path, models_dir: Path, url: str) -> list[str]:
+    return [
+        *("index", "--collection", "news", "--input", str(source), "--bundle", str(models_dir / "text")),
+        *("--batch-size", "2", "--workers", "0", "--database-url", url, "--no-progress"),
+    ]
+
+
+def _jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        ([{"id": "..", "text": "x"}], "document id '..' must not have an empty, '.' or '..' segment"),
+        ([{"id": "a", "text": "lone \ud800"}], "surrogates"),
+        ([{"text": "no id"}], "line 1"),
+    ],
+)
+def test_semhash_index_bad_input_is_one_line_and_exit_3(
+    migrated_url: str,
+    models_dir: Path,
+    tmp_path: Path,
+    records: list[dict],
+    message: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from typer.testing import CliRunner
+
+    from semhash_cli import app as cli
+
+    source = _jsonl(tmp_path / "docs.jsonl", records)
+    result = CliRunner().invoke(cli, _index(source, models_dir, migrated_url))
+    assert result.exit_code == 3, result.output
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and message in errors[0].getMessage(), caplog.text
+    assert "Traceback" not in result.output and errors[0].exc_info is None
+
+
+def test_semhash_index_keeps_committed_batches_when_the_database_goes_away(
+    migrated_url: str,
+    models_dir: Path,
+    topic_corpus: Corpus,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import psycopg
+    from sqlalchemy import Engine, event, func, select
+    from sqlalchemy.exc import OperationalError
+    from typer.testing import CliRunner
+
+    from semhash_cli import app as cli
+    from service.db import Document, make_engine
+
+    records = [{"id": topic_corpus.ids[i], "text": topic_corpus.texts[i]} for i in range(8)]
+    source = _jsonl(tmp_path / "docs.jsonl", records)
+    inserts = 0
+
+    def lose_the_server_on_the_third_batch(_conn, _cursor, statement: str, *_args: object) -> None:
+        nonlocal inserts
+        if statement.lstrip().upper().startswith("INSERT INTO DOCUMENTS"):
+            inserts += 1
+            if inserts == 3:
+                lost = psycopg.OperationalError(
+                    "server closed the connection unexpectedly\n\tThis probably..."
+                )
+                raise OperationalError(statement, {}, lost)
+
+    event.listen(Engine, "before_cursor_execute", lose_the_server_on_the_third_batch)
+    try:
+        result = CliRunner().invoke(cli, _index(source, models_dir, migrated_url))
+    finally:
+        event.remove(Engine, "before_cursor_execute", lose_the_server_on_the_third_batch)
+    assert result.exit_code == 4, result.output
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "database is unavailable" in errors[0].getMessage(), caplog.text
+    assert "\n" not in errors[0].getMessage() and "Traceback" not in result.output
+    check = make_engine(migrated_url)
+    try:
+        with check.connect() as connection:
+            assert connection.scalar(select(func.count()).select_from(Document)) == 4  # two whole batches
+    finally:
+        check.dispose()
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere?connect_timeout=2"
+    result = CliRunner().invoke(cli, _index(source, models_dir, unreachable))
+    assert result.exit_code == 4 and "Traceback" not in result.output

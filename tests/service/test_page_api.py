@@ -150,7 +150,9 @@ def test_overview_lists_models_and_collections_from_memory(make_client, topic_co
     assert client.get("/v1/overview").status_code == 401
     overview = client.get("/v1/overview", headers=headers).json()
     listed = client.get("/v1/collections", headers=headers).json()["data"]
-    assert overview["models"] == {m["kind"]: m["bundle_id"] for m in client.get("/v1/models").json()["data"]}
+    assert overview["models"] == {
+        m["kind"]: m["bundle_id"] for m in client.get("/v1/models", headers=headers).json()["data"]
+    }
     assert overview["collections"] == [
         {"name": c["name"], "bundle_id": c["bundle_id"], "document_count": c["document_count"]}
         for c in listed
