@@ -29,8 +29,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from bundles.io import write_metrics
 from service.imaging import ImageInputError, decode_image, to_mnist
-from training.bundle_io import write_metrics
 from training.convnet_bundle import ConvNetBundle, ReaderConfig
 from training.convnet_eval import STRIP_SEED, read_strips, tune_reader
 from training.digit_strips import StripConfig, make_strips
@@ -121,7 +121,7 @@ def _recognisers(
     """variant -> (predict (n, 784) -> (n,), limit on test digits)."""
     out: dict[str, tuple[Callable[[np.ndarray], np.ndarray], int | None]] = {}
     if args.digits is not None:
-        from training.vision_bundle import DigitBundle
+        from bundles.vision import DigitBundle
 
         dbn = DigitBundle.load(args.digits)
         for variant in ("finetuned", "generative"):
@@ -130,7 +130,7 @@ def _recognisers(
         convnet = ConvNetBundle.load(args.convnet)
         out["convnet"] = ((lambda x: convnet.predict_proba(x).argmax(1)), None)
     if args.motor is not None:
-        from training.motor_bundle import MotorBundle
+        from bundles.motor import MotorBundle
 
         motor = MotorBundle.load(args.motor)
         out["motor"] = ((lambda x: motor.predict_proba(x).argmax(1)), args.motor_limit)

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session, sessionmaker
 
+from bundles.sparse import Encoder, SparseBundle
 from service.db import Collection
 from service.errors import ConflictError
 from service.imaging import array_to_png
@@ -27,7 +28,6 @@ from service.indexer import IncomingDocument, write_encoded
 from service.schemas import SearchResponse
 from service.search import SearchOptions, SearchQuery, search
 from service.validation import CollectionName, DocumentIdStr, Metadata
-from training.sparse_bundle import Encoder, SparseBundle
 
 
 class SparseImageCode(BaseModel):

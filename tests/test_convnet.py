@@ -11,8 +11,8 @@ import pytest
 import torch
 from mnist_like import mnist_like, tiny_convnet_config
 
+from bundles.io import BundleError
 from models.convnet import N_OUTPUTS, NONE, STRIDE, ConvNetArchitecture, ScanningConvNet
-from training.bundle_io import BundleError
 from training.convnet import WindowConfig, make_windows, train_convnet
 from training.convnet_bundle import ConvNetBundle
 from training.convnet_eval import match, read_strips

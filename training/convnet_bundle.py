@@ -1,6 +1,6 @@
 """Serving side of the scanning convnet: recognising normalised digits and reading every digit in a picture.
 
-A bundle (training/bundle_io.py) of kind "convnet": config.json with the architecture
+A bundle (bundles/io.py) of kind "convnet": config.json with the architecture
 (models/convnet.ConvNetArchitecture) and the reader's decoding settings, weights.safetensors with the
 tensors of `models.convnet.weight_shapes`. Inference runs the torch module on the CPU.
 
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bundles.io import BundleError, bundle_id, check_shapes, read_bundle
 from models.convnet import (
     CENTRE,
     NONE,
@@ -37,7 +38,6 @@ from models.convnet import (
     digit_probabilities,
     weight_shapes,
 )
-from training.bundle_io import BundleError, bundle_id, check_shapes, read_bundle
 from training.digit_preprocess import BOX
 from training.digit_strips import prepare_strip
 
