@@ -18,9 +18,8 @@ import time
 from sqlalchemy.orm import Session, sessionmaker
 
 from bundles.text import TextBundle
-from service.codes import hex_to_long_words, long_code_hex_width
+from service.codes import hex_to_long_words, long_code_hex_width, long_codes_to_words
 from service.errors import InvalidInputError
-from service.index import long_codes_to_words
 from service.index_sync import CollectionIndex
 from service.indexer import ensure_bundle_matches
 from service.lexical import terms_of

@@ -11,7 +11,8 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer
 
 from bundles.text_features import TOKEN_PATTERN
-from service.index import BitIndex, long_codes_to_words
+from service.codes import long_codes_to_words
+from service.index import BitIndex
 from service.index_writer import Changes, SegmentedIndex
 from service.lexical import LexicalIndex, terms_of
 from service.search import positions_of_rows

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from sklearn.feature_extraction.text import CountVectorizer
 
 from bundles.text_features import TOKEN_PATTERN
-from service.index import BitIndex, long_codes_to_words
+from service.codes import long_codes_to_words
+from service.index import BitIndex
 from service.index_sync import CollectionIndex
 from service.lexical import LexicalIndex
 from service.search import SearchOptions, SearchQuery, search
