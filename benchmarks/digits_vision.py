@@ -5,7 +5,7 @@
 
 * convnet: MNIST test error of the convnet (`test_error.convnet` in digits.json); the reader's decoding
   settings are tuned on strips of MNIST *validation* digits and written into the bundle's config; then
-  1000 strips of MNIST *test* digits (training/digit_strips.py) are read: digits_read.json with
+  1000 strips of MNIST *test* digits (bundles/digit_strips.py) are read: digits_read.json with
   `string_accuracy`, `digit_precision`, `digit_recall`, `strip_ms_p50` (in-process `read`, one thread).
 * routes: every variant's test error when the test digits arrive as JSON pixels and as 28x28 PNG
   uploads, both through the service's own functions (service/imaging.py decode_image + to_mnist, the
@@ -29,11 +29,11 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from bundles.convnet import ConvNetBundle, ReaderConfig
+from bundles.digit_strips import StripConfig, make_strips
 from bundles.io import write_metrics
 from service.imaging import ImageInputError, decode_image, to_mnist
-from training.convnet_bundle import ConvNetBundle, ReaderConfig
 from training.convnet_eval import STRIP_SEED, read_strips, tune_reader
-from training.digit_strips import StripConfig, make_strips
 from training.mnist import load_mnist
 
 RESULTS = Path(__file__).parent / "results"

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
+from bundles.convnet import ConvNetBundle
 from bundles.motor import MotorBundle
 from bundles.predict import PredictiveBundle
 from bundles.text import BundleError, TextBundle
@@ -43,7 +44,6 @@ from service.routers import (
 )
 from service.settings import Settings, get_settings
 from service.vision import load_optional_bundle, load_sparse_bundle
-from training.convnet_bundle import ConvNetBundle
 
 logger = logging.getLogger(__name__)
 

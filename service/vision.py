@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from starlette.datastructures import UploadFile
 
+from bundles.convnet import ConvNetBundle
 from bundles.io import BundleError
 from bundles.motor import MotorBundle
 from bundles.predict import PredictiveBundle
@@ -31,7 +32,6 @@ from service.decode_pool import decode_pool
 from service.errors import InvalidInputError, ModelNotLoadedError, ServiceError
 from service.imaging import ImageInputError, decode_image, pixels_to_array, to_mnist
 from service.settings import Settings
-from training.convnet_bundle import ConvNetBundle
 
 logger = logging.getLogger(__name__)
 

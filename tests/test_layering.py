@@ -21,7 +21,7 @@ ALLOWED = {
     "service": {"models", "bundles", "service", "migrations"},
 }
 # The one reader of training/ the service keeps: the bulk job and CLI stream corpora with it.
-SERVICE_FROM_TRAINING = {"training.corpus", "training.convnet_bundle", "training.digit_preprocess"}
+SERVICE_FROM_TRAINING = {"training.corpus"}
 
 
 def _type_checking_block(node: ast.AST) -> bool:

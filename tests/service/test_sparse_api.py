@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from bundles.digit_preprocess import normalise_digit
 from bundles.sparse import SparseBundle
-from training.digit_preprocess import normalise_digit
 from training.mnist import MnistSplits
 
 Run = tuple[Path, dict[str, Any]]
