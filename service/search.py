@@ -146,14 +146,17 @@ def code_candidates(index: BitIndex, query: SearchQuery, options: SearchOptions)
 
 
 def search(
+    *,
     entry: CollectionIndex,
     query: SearchQuery,
     options: SearchOptions,
-    bundle: TextBundle,
-    session_factory: sessionmaker[Session],
+    bundle: TextBundle | None = None,
+    session_factory: sessionmaker[Session] | None = None,
 ) -> SearchOutcome:
     """The best `limit` of the candidates (the first `shortlist_size` documents of the code candidates,
     plus the lexical candidates of a BM25 or fused rerank), ranked as asked.
+
+    `bundle` and `session_factory` are needed by a TF-IDF rerank only (it reads the candidates' texts).
 
     A Hamming rerank needs the query's long code; when the caller gave only an address the
     shortlist keeps its address order and the outcome says `rerank="none"`.
@@ -195,6 +198,9 @@ def search(
             scores = bm25 + 1e-6 * code_scores  # ties (no shared word) go to the nearer code
     elif rerank == "tfidf":
         assert query.text is not None, "the API only allows a TF-IDF rerank for text queries"
+        assert bundle is not None and session_factory is not None, (
+            "a TF-IDF rerank reads texts with the bundle"
+        )
         with session_factory() as session:
             scores = _tfidf_scores(session, bundle, index.row_ids_at(positions), query.text)
     else:

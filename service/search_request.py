@@ -146,7 +146,9 @@ def run_search(
     started = time.perf_counter()
     options = request_options(request, settings)
     query, encoder = request_query(request, collection, bundle, session_factory)
-    outcome = search(collection, query, options, bundle, session_factory)
+    outcome = search(
+        entry=collection, query=query, options=options, bundle=bundle, session_factory=session_factory
+    )
     return SearchResponse.model_validate(
         {
             "data": [

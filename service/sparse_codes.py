@@ -152,7 +152,9 @@ def search_images(
         address=int(bundle.addresses(code)[0]), long_words=long_codes_to_words(bundle.signatures(code))[0]
     )
     options = SearchOptions(radius=radius, limit=limit, shortlist_size=shortlist, rerank="hamming")
-    outcome = search(entry, query, options, text_bundle, session_factory)
+    outcome = search(
+        entry=entry, query=query, options=options, bundle=text_bundle, session_factory=session_factory
+    )
     return SearchResponse.model_validate(
         {
             "data": [{"id": h.external_id, "distance": h.distance, "score": h.score} for h in outcome.hits],

@@ -69,7 +69,7 @@ def test_fused_ranking_is_normalised_bm25_plus_weighted_code_similarity() -> Non
         # Radius 4 of a 4-bit address: every document is a candidate.
         options = SearchOptions(radius=4, limit=150, shortlist_size=150, rerank="fused", code_weight=weight)
         outcome = search(
-            entry, SearchQuery(address=3, long_words=query_words, text=query), options, None, None
+            entry=entry, query=SearchQuery(address=3, long_words=query_words, text=query), options=options
         )
         order = [int(hit.external_id[1:]) for hit in outcome.hits]
         assert sorted(order) == list(range(150)) and outcome.shortlist_size == 150
@@ -78,7 +78,9 @@ def test_fused_ranking_is_normalised_bm25_plus_weighted_code_similarity() -> Non
         bm25_options = replace(options, rerank="bm25", limit=5)
         top = [
             int(hit.external_id[1:])
-            for hit in search(entry, SearchQuery(3, query_words, query), bm25_options, None, None).hits
+            for hit in search(
+                entry=entry, query=SearchQuery(3, query_words, query), options=bm25_options
+            ).hits
         ]
         np.testing.assert_allclose(bm25[top], np.sort(bm25)[::-1][:5], rtol=1e-5)
 
