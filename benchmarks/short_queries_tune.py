@@ -119,7 +119,7 @@ def main() -> None:
         size = len(collection.index)
 
         def search(request: SearchRequest):
-            return run_search(request, collection, state.text_bundle, state.session_factory, state.settings)
+            return run_search(request, collection, state.models.text, state.session_factory, state.settings)
 
         for set_name, (queries, labels) in sets.items():
             for name, fields in grid.items():

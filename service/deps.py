@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bundles.text import TextBundle
 from service.db import Collection
-from service.errors import ModelNotLoadedError, NotFoundError
+from service.errors import NotFoundError
 from service.index_sync import CollectionIndex, IndexRegistry
+from service.loaded_models import LoadedModelsDep
 from service.settings import Settings
 from service.store import find_collection
 from service.validation import CollectionName
@@ -44,15 +45,10 @@ async def get_session_factory(request: Request) -> sessionmaker[Session]:
 SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
 
 
-async def get_text_bundle(request: Request) -> TextBundle:
-    bundle = getattr(request.app.state, "text_bundle", None)
-    if bundle is None:
-        why = getattr(request.app.state, "text_bundle_error", None) or "none was loaded"
-        raise ModelNotLoadedError(
-            f"the text model is not available ({why}); train one with `semhash train text --corpus 20news "
-            "--out <SEMHASH_MODELS_DIR>/text` and restart the server"
-        )
-    return bundle
+async def get_text_bundle(models: LoadedModelsDep) -> TextBundle:
+    if models.text is None:
+        raise models.not_loaded("text")
+    return models.text
 
 
 BundleDep = Annotated[TextBundle, Depends(get_text_bundle)]

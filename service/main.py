@@ -5,21 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
-from bundles.convnet import ConvNetBundle
-from bundles.motor import MotorBundle
-from bundles.predict import PredictiveBundle
-from bundles.text import BundleError, TextBundle
-from bundles.vision import DigitBundle, ImageBundle
 from service.db import make_engine, make_session_factory
 from service.decode_pool import DecodePool
 from service.errors import error_responses, register_error_handlers
 from service.index_sync import IndexRegistry
+from service.loaded_models import load_models
 from service.middleware import (
     BodySizeLimitMiddleware,
     IndexSizeCollector,
@@ -43,26 +38,12 @@ from service.routers import (
     search,
 )
 from service.settings import Settings, get_settings
-from service.vision import load_optional_bundle, load_sparse_bundle
 
 logger = logging.getLogger(__name__)
 
 
 class BundleMissingError(RuntimeError):
     """The server cannot start without any model bundle."""
-
-
-def load_text_bundle(path: Path) -> tuple[TextBundle | None, str | None]:
-    """(the text bundle at `path`, None), or (None, why it is not loaded): the server runs without it."""
-    if not path.exists():
-        return None, f"no bundle at {path}"
-    try:
-        bundle = TextBundle.load(path)
-    except BundleError as err:
-        logger.error("not serving text: %s", err)
-        return None, str(err)
-    logger.info("loaded %s", bundle.bundle_id)
-    return bundle, None
 
 
 @asynccontextmanager
@@ -74,47 +55,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure_at_head(engine)
         # Every model is optional: the server starts with any subset, and the routes of a missing
         # bundle answer 503 and say why (the text routes too).
-        app.state.text_bundle, app.state.text_bundle_error = load_text_bundle(settings.text_bundle_dir)
-        app.state.digit_bundle, app.state.digit_bundle_error = load_optional_bundle(
-            DigitBundle, settings.models_dir / "digits"
-        )
-        app.state.image_bundle, app.state.image_bundle_error = load_optional_bundle(
-            ImageBundle, settings.models_dir / "images"
-        )
-        app.state.convnet_bundle, app.state.convnet_bundle_error = load_optional_bundle(
-            ConvNetBundle, settings.models_dir / "convnet"
-        )
-        app.state.motor_bundle, app.state.motor_bundle_error = load_optional_bundle(
-            MotorBundle, settings.models_dir / "motor"
-        )
-        app.state.sparse_bundle, app.state.sparse_bundle_error = load_sparse_bundle(
-            settings.models_dir / "sparse"
-        )
-        app.state.predictive_bundle, app.state.predictive_bundle_error = load_optional_bundle(
-            PredictiveBundle, settings.models_dir / "predictive"
-        )
-        loaded = {
-            "text": app.state.text_bundle,
-            "digits": app.state.digit_bundle,
-            "images": app.state.image_bundle,
-            "sparse": app.state.sparse_bundle,
-            "motor": app.state.motor_bundle,
-            "convnet": app.state.convnet_bundle,
-            "predictive": app.state.predictive_bundle,
-        }
-        app.state.models = {kind: bundle for kind, bundle in loaded.items() if bundle is not None}
-        if not app.state.models:
+        models = load_models(settings.models_dir, settings.text_bundle_dir)
+        if not models.served():
             raise BundleMissingError(
-                f"no model bundle under {settings.models_dir} (text: {app.state.text_bundle_error}). "
+                f"no model bundle under {settings.models_dir} (text: {models.why_not_loaded('text')}). "
                 f"Train one, e.g. `semhash train text --corpus 20news --out {settings.text_bundle_dir}`, "
                 "or set SEMHASH_MODELS_DIR to a folder with text/, digits/, images/, ..."
             )
+        app.state.models = models
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
         registry = IndexRegistry(app.state.session_factory)
         registry.sync()
         app.state.index_registry = registry
-        logger.info("serving %s with indexes %s", sorted(app.state.models), registry.sizes())
+        logger.info("serving %s with indexes %s", sorted(models.served()), registry.sizes())
         registry.start_polling(settings.index_poll_seconds, settings.tombstone_retention_seconds)
         app.state.decode_pool = DecodePool(settings.image_decode_workers, settings.image_decode_queue)
         try:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, Query, Request, status
@@ -23,22 +22,18 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from starlette.datastructures import UploadFile
 
 from bundles.convnet import ConvNetBundle
-from bundles.io import BundleError
 from bundles.motor import MotorBundle
-from bundles.predict import PredictiveBundle
 from bundles.sparse import SparseBundle
 from bundles.vision import DigitBundle, ImageBundle
 from service.decode_pool import decode_pool
-from service.errors import InvalidInputError, ModelNotLoadedError, ServiceError
+from service.errors import InvalidInputError, ServiceError
 from service.imaging import ImageInputError, decode_image, pixels_to_array, to_mnist
+from service.loaded_models import LoadedModelsDep
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 Pixels = list[float] | list[list[float]]
-Bundle = TypeVar(
-    "Bundle", DigitBundle, ImageBundle, MotorBundle, SparseBundle, PredictiveBundle, ConvNetBundle
-)
 
 
 class PixelsRequest(BaseModel):
@@ -91,71 +86,41 @@ class ImageTooLargeError(ServiceError):
 
 
 # ----- bundles -----------------------------------------------------------------------------------
-def load_optional_bundle(cls: type[Bundle], path: Path) -> tuple[Bundle | None, str | None]:
-    """Load a bundle the server can run without: (bundle, None), or (None, why it is not loaded)."""
-    if not path.exists():
-        return None, f"no bundle at {path}"
-    try:
-        bundle = cls.load(path)
-    except BundleError as err:
-        logger.error("not serving %s: %s", cls.kind, err)
-        return None, str(err)
-    logger.info("loaded %s", bundle.bundle_id)
-    return bundle, None
+# Each route names the bundle it needs as a dependency; a missing one answers 503 before the body is read.
+def get_digit_bundle(models: LoadedModelsDep) -> DigitBundle:
+    if models.digits is None:
+        raise models.not_loaded("digits")
+    return models.digits
 
 
-def load_sparse_bundle(path: Path) -> tuple[SparseBundle | None, str | None]:
-    """The sparse coder for the images routes: it must code whole 28x28 images (not patches)."""
-    bundle, error = load_optional_bundle(SparseBundle, path)
-    if bundle is not None and bundle.input_shape != (28, 28):
-        error = (
-            f"{path} codes {bundle.input_shape[0]}x{bundle.input_shape[1]} patches; the images routes need "
-            "a sparse bundle trained on whole 28x28 images (`semhash train sparse --profile full`)"
-        )
-        logger.error("not serving sparse: %s", error)
-        return None, error
-    return bundle, error
+def get_image_bundle(models: LoadedModelsDep) -> ImageBundle:
+    if models.images is None:
+        raise models.not_loaded("images")
+    return models.images
 
 
-def _bundle(request: Request, attribute: str, kind: str) -> Any:
-    bundle = getattr(request.app.state, attribute, None)
-    if bundle is None:
-        why = getattr(request.app.state, f"{attribute}_error", None) or "none was loaded"
-        raise ModelNotLoadedError(
-            f"the {kind} model is not available ({why}); train one with "
-            f"`semhash train {kind} --out <SEMHASH_MODELS_DIR>/{kind}` and restart the server"
-        )
-    return bundle
+def get_sparse_bundle(models: LoadedModelsDep) -> SparseBundle:
+    if models.sparse is None:
+        raise models.not_loaded("sparse")
+    return models.sparse
 
 
-def get_digit_bundle(request: Request) -> DigitBundle:
-    return _bundle(request, "digit_bundle", "digits")
+def get_motor_bundle(models: LoadedModelsDep) -> MotorBundle:
+    if models.motor is None:
+        raise models.not_loaded("motor")
+    return models.motor
 
 
-def get_image_bundle(request: Request) -> ImageBundle:
-    return _bundle(request, "image_bundle", "images")
-
-
-def get_sparse_bundle(request: Request) -> SparseBundle:
-    return _bundle(request, "sparse_bundle", "sparse")
+def get_convnet_bundle(models: LoadedModelsDep) -> ConvNetBundle:
+    if models.convnet is None:
+        raise models.not_loaded("convnet")
+    return models.convnet
 
 
 DigitBundleDep = Annotated[DigitBundle, Depends(get_digit_bundle)]
 ImageBundleDep = Annotated[ImageBundle, Depends(get_image_bundle)]
 SparseBundleDep = Annotated[SparseBundle, Depends(get_sparse_bundle)]
-
-
-def get_motor_bundle(request: Request) -> MotorBundle:
-    return _bundle(request, "motor_bundle", "motor")
-
-
 MotorBundleDep = Annotated[MotorBundle, Depends(get_motor_bundle)]
-
-
-def get_convnet_bundle(request: Request) -> ConvNetBundle:
-    return _bundle(request, "convnet_bundle", "convnet")
-
-
 ConvNetBundleDep = Annotated[ConvNetBundle, Depends(get_convnet_bundle)]
 
 

@@ -21,7 +21,7 @@ from bundles.io import BundleError
 from bundles.sparse import SparseBundle
 from models.sparse_coding import LISTA, fista
 from semhash_cli import app
-from service.vision import load_sparse_bundle
+from service.loaded_models import load_sparse_bundle
 from training.mnist import MnistSplits
 from training.sparse import random_patches
 from training.sparse_eval import first_reaching

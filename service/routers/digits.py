@@ -19,6 +19,7 @@ from bundles.convnet import ConvNetBundle, Reading
 from bundles.digit_preprocess import BlankImageError
 from service.deps import require_read_key
 from service.errors import InvalidInputError, ModelNotLoadedError
+from service.loaded_models import LoadedModels, LoadedModelsDep
 from service.vision import (
     OPENAPI_BODY,
     ConvNetBundleDep,
@@ -47,21 +48,21 @@ class DigitPredictions(BaseModel):
     count: int
 
 
-def _validation_errors(request: Request) -> dict[str, float]:
+def _validation_errors(models: LoadedModels) -> dict[str, float]:
     """Validation error of every loaded recogniser that can be the default."""
-    state, errors = request.app.state, {}
-    digits = getattr(state, "digit_bundle", None)
+    errors: dict[str, float] = {}
+    digits = models.digits
     if digits is not None:
         measured = digits.metrics.get("validation_error", {})
         errors[digits.default_variant] = float(measured.get(digits.default_variant, 1.0))
-    convnet = getattr(state, "convnet_bundle", None)
+    convnet = models.convnet
     if convnet is not None:
         errors["convnet"] = float(convnet.metrics.get("validation_error", {}).get("convnet", 1.0))
     return errors
 
 
 def recogniser(
-    request: Request,
+    models: LoadedModelsDep,
     variant: Variant | None = Query(
         None,
         description="Recogniser to use; by default the loaded one with the lowest validation error "
@@ -70,24 +71,20 @@ def recogniser(
 ) -> tuple[Any, str]:
     """(bundle, variant); a missing bundle answers 503 before the images are read."""
     if variant is None:
-        errors = _validation_errors(request)
+        errors = _validation_errors(models)
         if not errors:
-            state = request.app.state
-            why = {
-                kind: getattr(state, f"{kind}_bundle_error", None) or "none was loaded"
-                for kind in ("digit", "convnet")
-            }
             raise ModelNotLoadedError(
-                f"no digit recogniser is loaded (digits: {why['digit']}; convnet: {why['convnet']}); "
+                f"no digit recogniser is loaded (digits: {models.why_not_loaded('digits')}; "
+                f"convnet: {models.why_not_loaded('convnet')}); "
                 "train one with `semhash train digits --out <SEMHASH_MODELS_DIR>/digits` or `semhash train "
                 "convnet --out <SEMHASH_MODELS_DIR>/convnet` and restart the server"
             )
         variant = min(errors, key=lambda v: errors[v])
     if variant == "convnet":
-        return get_convnet_bundle(request), variant
+        return get_convnet_bundle(models), variant
     if variant == "motor":
-        return get_motor_bundle(request), variant
-    return get_digit_bundle(request), variant
+        return get_motor_bundle(models), variant
+    return get_digit_bundle(models), variant
 
 
 def _predict(bundle: Any, images: np.ndarray, variant: str) -> np.ndarray:

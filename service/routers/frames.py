@@ -24,8 +24,9 @@ from starlette.datastructures import UploadFile
 from bundles.predict import PredictiveBundle
 from service.decode_pool import decode_pool
 from service.deps import require_read_key
-from service.errors import InvalidInputError, ModelNotLoadedError
+from service.errors import InvalidInputError
 from service.imaging import ImageInputError, decode_image
+from service.loaded_models import LoadedModelsDep
 from service.settings import Settings
 from service.vision import UnsupportedMediaTypeError
 
@@ -88,15 +89,10 @@ OPENAPI_BODY: dict[str, Any] = {
 }
 
 
-def get_predictive_bundle(request: Request) -> PredictiveBundle:
-    bundle = getattr(request.app.state, "predictive_bundle", None)
-    if bundle is None:
-        why = getattr(request.app.state, "predictive_bundle_error", None) or "none was loaded"
-        raise ModelNotLoadedError(
-            f"the predictive model is not available ({why}); train one with `semhash train predictive "
-            "--out <SEMHASH_MODELS_DIR>/predictive` and restart the server"
-        )
-    return bundle
+def get_predictive_bundle(models: LoadedModelsDep) -> PredictiveBundle:
+    if models.predictive is None:
+        raise models.not_loaded("predictive")
+    return models.predictive
 
 
 PredictiveBundleDep = Annotated[PredictiveBundle, Depends(get_predictive_bundle)]

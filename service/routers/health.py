@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.deps import require_read_key
+from service.loaded_models import LoadedModelsDep
 from service.migrate import current_revision, head_revision
 from service.schemas import Health, ModelInfo, ModelsPublic, Readiness
 
@@ -20,9 +21,9 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", responses={503: {"model": Readiness}})
-def readyz(request: Request, response: Response) -> Readiness:
+def readyz(request: Request, response: Response, models: LoadedModelsDep) -> Readiness:
     """Models are loaded and the database is reachable and at the migration head."""
-    models_loaded = bool(getattr(request.app.state, "models", None))  # any subset of the bundles
+    models_loaded = bool(models.served())  # any subset of the bundles
     try:
         revision = current_revision(request.app.state.engine)
         reachable, detail = True, None
@@ -50,9 +51,8 @@ def metrics(request: Request) -> Response:
 
 
 @router.get("/v1/models", dependencies=[Depends(require_read_key)])
-def models(request: Request) -> ModelsPublic:
+def models(loaded: LoadedModelsDep) -> ModelsPublic:
     """The loaded model bundles with their config and metrics."""
-    # app.state.models maps a kind (text, digits, images) to any bundle with bundle_id, config, metrics.
     data = [
         ModelInfo(
             kind=kind,
@@ -61,6 +61,6 @@ def models(request: Request) -> ModelsPublic:
             config=bundle.config,
             metrics=bundle.metrics,
         )
-        for kind, bundle in request.app.state.models.items()
+        for kind, bundle in loaded.served().items()
     ]
     return ModelsPublic(data=data, count=len(data))

@@ -26,6 +26,7 @@ from service.deps import (
 from service.errors import InvalidInputError
 from service.imaging import ImageInputError, pixels_to_array, to_mnist
 from service.indexer import IncomingDocument, duplicate_positions
+from service.loaded_models import LoadedModelsDep
 from service.routers.collections import public_collection
 from service.schemas import CollectionPublic, SearchResponse, UpsertResult
 from service.sparse_codes import ImageCollectionCreate, ImagesUpsert, search_images, upsert_images
@@ -87,7 +88,7 @@ def upsert(
 
 @router.post("/{name}/search", openapi_extra=OPENAPI_BODY, dependencies=[Depends(require_read_key)])
 async def search(
-    request: Request,
+    models: LoadedModelsDep,
     images: ImagesDep,
     collection: IndexedCollectionDep,
     bundle: SparseBundleDep,
@@ -111,7 +112,6 @@ async def search(
         )
     if size < limit:
         raise InvalidInputError("shortlist must be at least limit", [("query", "shortlist")])
-    text_bundle = getattr(request.app.state, "text_bundle", None)
     return await run_in_threadpool(
-        search_images, collection, bundle, images[0], radius, limit, size, session_factory, text_bundle
+        search_images, collection, bundle, images[0], radius, limit, size, session_factory, models.text
     )

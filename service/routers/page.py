@@ -13,7 +13,7 @@ import mimetypes
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.deps import (
@@ -25,6 +25,7 @@ from service.deps import (
     require_read_key,
 )
 from service.errors import InvalidInputError, NotFoundError
+from service.loaded_models import LoadedModelsDep
 from service.page_data import SNIPPET_CHARS, code_map, snippets
 from service.validation import DocumentIdStr, Text
 
@@ -87,9 +88,9 @@ class Overview(BaseModel):
 
 
 @router.get("/v1/overview", dependencies=[Depends(require_read_key)])
-async def overview(request: Request, registry: RegistryDep) -> Overview:
+async def overview(loaded: LoadedModelsDep, registry: RegistryDep) -> Overview:
     """What a client needs to start, in one round trip and from memory: loaded models and collections."""
-    models = {kind: bundle.bundle_id for kind, bundle in request.app.state.models.items()}
+    models = {kind: bundle.bundle_id for kind, bundle in loaded.served().items()}
     collections = []
     for name, size in sorted(registry.sizes().items()):
         entry = registry.get(name)

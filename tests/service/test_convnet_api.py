@@ -94,7 +94,7 @@ def test_the_default_is_the_recogniser_with_the_lowest_validation_error(
     response = client.post("/v1/digits/recognize", json={"pixels": mnist_splits.test_x[0].tolist()})
     assert response.status_code == 200, response.text
     variant = response.json()["data"][0]["variant"]
-    assert variant == ("convnet" if convnet <= best_dbn else client.app.state.digit_bundle.default_variant)  # type: ignore[attr-defined]
+    assert variant == ("convnet" if convnet <= best_dbn else client.app.state.models.digits.default_variant)  # type: ignore[attr-defined]
 
 
 def test_read_a_strip_json_and_upload(client: TestClient, mnist_splits: MnistSplits) -> None:

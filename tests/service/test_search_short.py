@@ -148,7 +148,7 @@ def test_run_search_answers_as_the_route_does(query_client: TestClient) -> None:
         {"text": SHORT, "radius": 2, "rerank": "bm25"},
     ):
         direct = run_search(
-            SearchRequest(**body), collection, state.text_bundle, state.session_factory, state.settings
+            SearchRequest(**body), collection, state.models.text, state.session_factory, state.settings
         )
         rest = _search(query_client, **body)
         assert direct.model_dump(exclude={"took_ms"}) == {k: v for k, v in rest.items() if k != "took_ms"}

@@ -88,7 +88,7 @@ def test_the_app_loads_both_bundles(client: TestClient, digits_run: Run, images_
 
 
 def test_recognize_json_single_square_and_batch(client: TestClient, mnist_splits: MnistSplits) -> None:
-    bundle_id = client.app.state.digit_bundle.bundle_id  # type: ignore[attr-defined]
+    bundle_id = client.app.state.models.digits.bundle_id  # type: ignore[attr-defined]
     x = mnist_splits.test_x
     for body in ({"pixels": x[0].tolist()}, {"pixels": x[0].reshape(28, 28).tolist()}):
         response = client.post("/v1/digits/recognize", json=body)
@@ -97,7 +97,7 @@ def test_recognize_json_single_square_and_batch(client: TestClient, mnist_splits
         assert item["bundle_id"] == bundle_id and len(item["probabilities"]) == 10
         assert item["digit"] == int(np.argmax(item["probabilities"]))
         assert sum(item["probabilities"]) == pytest.approx(1.0, abs=1e-5)
-    bundle: DigitBundle = client.app.state.digit_bundle  # type: ignore[attr-defined]
+    bundle: DigitBundle = client.app.state.models.digits  # type: ignore[attr-defined]
     for query, inputs in (("", normalised(x[:3])), ("&preprocess=false", x[:3])):
         response = client.post(
             f"/v1/digits/recognize?variant=generative{query}", json={"images": x[:3].tolist()}
@@ -131,7 +131,7 @@ def test_encode_with_and_without_reconstruction(client: TestClient, mnist_splits
     x = mnist_splits.test_x[:2]
     response = client.post("/v1/images/encode?reconstruct=true&preprocess=false", json={"images": x.tolist()})
     assert response.status_code == 200, response.text
-    bundle: ImageBundle = client.app.state.image_bundle  # type: ignore[attr-defined]
+    bundle: ImageBundle = client.app.state.models.images  # type: ignore[attr-defined]
     for item, row in zip(response.json()["data"], x, strict=True):
         np.testing.assert_allclose(item["code"], bundle.encode(row[None])[0], rtol=1e-5, atol=1e-5)
         assert set(item["binary_code"]) <= {"0", "1"} and len(item["binary_code"]) == bundle.code_size
