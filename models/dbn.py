@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.rbm import BernoulliRBM
+from models.rbm import RBM, BernoulliRBM
 
 
-def up_pass(rbms: Sequence[BernoulliRBM], v: Tensor) -> Tensor:
+def up_pass(rbms: Sequence[RBM], v: Tensor) -> Tensor:
     """Mean-field bottom-up pass: the hidden probabilities of the last RBM.  (B, n_in) -> (B, n_out)."""
     for rbm in rbms:
         v = rbm.mean_hiddens(v)
@@ -56,8 +56,11 @@ class LabelledRBM(BernoulliRBM):
         *,
         discriminative_weight: float = 0.0,
         init_std: float = 0.01,
+        generator: torch.Generator | None = None,
     ):
-        super().__init__(n_features + n_labels, n_hidden, hidden_units="binary", init_std=init_std)
+        super().__init__(
+            n_features + n_labels, n_hidden, hidden_units="binary", init_std=init_std, generator=generator
+        )
         self.n_features = n_features
         self.n_labels = n_labels
         self.discriminative_weight = discriminative_weight

@@ -36,10 +36,18 @@ class RBM(nn.Module):
     hidden_units : "binary" for stochastic logistic units, "gaussian" for linear units with unit-variance
         Gaussian noise (the 30-D code layer of the image autoencoder, slide 63).
     init_std : standard deviation of the initial weights (small, so that hidden units start unsaturated).
+    generator : the random numbers the initial weights W ~ N(0, init_std^2) are drawn from; None draws
+        from torch's default generator (what `training.seed.set_seed` seeds).
     """
 
     def __init__(
-        self, n_visible: int, n_hidden: int, *, hidden_units: str = "binary", init_std: float = 0.01
+        self,
+        n_visible: int,
+        n_hidden: int,
+        *,
+        hidden_units: str = "binary",
+        init_std: float = 0.01,
+        generator: torch.Generator | None = None,
     ):
         super().__init__()
         if hidden_units not in ("binary", "gaussian"):
@@ -47,7 +55,7 @@ class RBM(nn.Module):
         self.n_visible = n_visible
         self.n_hidden = n_hidden
         self.hidden_units = hidden_units
-        self.W = nn.Parameter(torch.randn(n_visible, n_hidden) * init_std)
+        self.W = nn.Parameter(torch.randn(n_visible, n_hidden, generator=generator) * init_std)
         self.visible_bias = nn.Parameter(torch.zeros(n_visible))
         self.hidden_bias = nn.Parameter(torch.zeros(n_hidden))
 
@@ -160,14 +168,22 @@ class ConstrainedPoissonRBM(RBM):
     share the hidden bias, and the bias keeps pace with the input x = v W, which also grows like N;
     otherwise s(N) = 1 as in the constrained-Poisson model of the semantic-hashing paper.
     Energy:  E(v, h) = -v.b - s(N) h.c - v W h.
+
+    N is not a function of h: the visible-layer methods take the documents' lengths (B, 1) as
+    `lengths`, and `gibbs` passes its starting documents' lengths to every step of the chain.
     """
 
     def __init__(
-        self, n_visible: int, n_hidden: int, *, scale_hidden_bias: bool = True, init_std: float = 0.01
+        self,
+        n_visible: int,
+        n_hidden: int,
+        *,
+        scale_hidden_bias: bool = True,
+        init_std: float = 0.01,
+        generator: torch.Generator | None = None,
     ):
-        super().__init__(n_visible, n_hidden, hidden_units="binary", init_std=init_std)
+        super().__init__(n_visible, n_hidden, hidden_units="binary", init_std=init_std, generator=generator)
         self.scale_hidden_bias = scale_hidden_bias
-        self._lengths: Tensor | None = None  # N of the documents in the current Gibbs chain
 
     @staticmethod
     def document_lengths(v: Tensor) -> Tensor:
@@ -182,20 +198,22 @@ class ConstrainedPoissonRBM(RBM):
         """log softmax(b + W h) over the vocabulary.  (B, H) -> (B, V)."""
         return F.log_softmax(h @ self.W.T + self.visible_bias, dim=1)
 
-    def mean_visibles(self, h: Tensor) -> Tensor:
-        """Expected counts N * softmax(b + W h); N comes from the chain's starting documents."""
-        return self._chain_lengths(h) * self.word_log_probs(h).exp()
+    def mean_visibles(self, h: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Expected counts N * softmax(b + W h).  h (B, H), lengths N (B, 1) -> (B, V)."""
+        return _required(lengths) * self.word_log_probs(h).exp()
 
-    def sample_visibles(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Counts drawn as N words from softmax(b + W h) (a multinomial per document)."""
+    def sample_visibles(
+        self, h: Tensor, generator: torch.Generator | None = None, lengths: Tensor | None = None
+    ) -> Tensor:
+        """Counts drawn as N words from softmax(b + W h) (a multinomial per document).  (B, V)."""
         probs = self.word_log_probs(h).exp()
-        lengths = self._chain_lengths(h).squeeze(1).round().long()
+        n_words = _required(lengths).squeeze(1).round().long()  # (B,)
         counts = torch.zeros_like(probs)
-        max_len = int(lengths.max().item()) if lengths.numel() else 0
+        max_len = int(n_words.max().item()) if n_words.numel() else 0
         if max_len == 0:
             return counts
         words = torch.multinomial(probs, max_len, replacement=True, generator=generator)  # (B, max_len)
-        keep = torch.arange(max_len, device=h.device)[None, :] < lengths[:, None]
+        keep = torch.arange(max_len, device=h.device)[None, :] < n_words[:, None]
         counts.scatter_add_(1, words, keep.to(probs.dtype))
         return counts
 
@@ -204,11 +222,14 @@ class ConstrainedPoissonRBM(RBM):
 
     def gibbs(self, v: Tensor, k: int = 1, generator: torch.Generator | None = None) -> Tensor:
         """As RBM.gibbs, with every reconstruction keeping its document's length N."""
-        self._lengths = self.document_lengths(v)
-        try:
-            return super().gibbs(v, k, generator)
-        finally:
-            self._lengths = None
+        lengths = self.document_lengths(v)
+        for step in range(k):
+            h = self.sample_hiddens(v, generator)
+            if step == k - 1:
+                v = self.mean_visibles(h, lengths)
+            else:
+                v = self.sample_visibles(h, generator, lengths)
+        return v
 
     def reconstruction_error(self, v: Tensor) -> Tensor:
         """Mean cross-entropy, in nats per word, of the observed words under the reconstructed softmax."""
@@ -216,7 +237,8 @@ class ConstrainedPoissonRBM(RBM):
             log_probs = self.word_log_probs(self.mean_hiddens(v))
             return -(v * log_probs).sum() / v.sum().clamp_min(1.0)
 
-    def _chain_lengths(self, h: Tensor) -> Tensor:
-        if self._lengths is None:
-            raise RuntimeError("document lengths are only known inside gibbs(); call gibbs(v) instead")
-        return self._lengths
+
+def _required(lengths: Tensor | None) -> Tensor:
+    if lengths is None:
+        raise ValueError("a constrained-Poisson reconstruction needs the documents' lengths N (B, 1)")
+    return lengths

@@ -77,6 +77,30 @@ def test_constrained_poisson_reconstructions_keep_document_length() -> None:
     torch.testing.assert_close(sampled.sum(1), counts.sum(1))
 
 
+def test_constrained_poisson_rbm_keeps_no_chain_state() -> None:
+    """Document lengths are passed, not stored: a reconstruction without them is refused."""
+    counts = topic_counts(8, 12)
+    rbm = ConstrainedPoissonRBM(12, 4)
+    h = rbm.mean_hiddens(counts)
+    with pytest.raises(ValueError, match="lengths"):
+        rbm.mean_visibles(h)
+    lengths = rbm.document_lengths(counts)
+    torch.testing.assert_close(rbm.mean_visibles(h, lengths).sum(1, keepdim=True), lengths)
+    rbm.gibbs(counts, k=2, generator=torch.Generator().manual_seed(0))
+    # Besides nn.Module's own bookkeeping, the instance holds its hyperparameters and nothing else.
+    own = {name for name in vars(rbm) if name not in vars(torch.nn.Module())}
+    assert own == {"n_visible", "n_hidden", "hidden_units", "scale_hidden_bias"}
+
+
+@pytest.mark.parametrize("cls", [BernoulliRBM, ConstrainedPoissonRBM])
+def test_initial_weights_come_from_the_generator_passed_in(cls: type[BernoulliRBM]) -> None:
+    first = cls(10, 3, generator=torch.Generator().manual_seed(7))
+    second = cls(10, 3, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(first.W, second.W)
+    torch.manual_seed(7)  # without one: torch's default generator, as seeded by set_seed
+    torch.testing.assert_close(cls(10, 3).W, first.W)
+
+
 def test_gaussian_hidden_units_are_linear_means() -> None:
     rbm = BernoulliRBM(10, 3, hidden_units="gaussian")
     v = torch.rand(5, 10)

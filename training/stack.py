@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from models.dbn import up_pass
-from models.rbm import RBM, BernoulliRBM
+from models.rbm import RBM
 from training.pretrain import CDSchedule, train_rbm
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def train_or_resume(
     data: Tensor,
     schedule: CDSchedule,
     *,
-    below: Sequence[BernoulliRBM],
+    below: Sequence[RBM],
     checkpoint_dir: Path | None,
     key: str,
     validation: Tensor | None = None,
@@ -120,7 +120,7 @@ def pretrain_stack(
                 f"{prefix}{layer}",
                 data,
                 schedule,
-                below=list(rbms[:layer]),  # type: ignore[arg-type]
+                below=rbms[:layer],
                 checkpoint_dir=checkpoint_dir,
                 key=f"{key}-{layer}",
                 validation=validation,

@@ -346,7 +346,7 @@ def train_code_encoder(
         f"{name}_code{bits}",
         data.fit,
         profile.upper,
-        below=list(shared),  # type: ignore[arg-type]
+        below=shared,
         checkpoint_dir=checkpoint_dir,
         key=f"{key}-code{bits}",
         validation=data.validation,
