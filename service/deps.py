@@ -46,9 +46,7 @@ SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory
 
 
 async def get_text_bundle(models: LoadedModelsDep) -> TextBundle:
-    if models.text is None:
-        raise models.not_loaded("text")
-    return models.text
+    return models.require(models.text, "text")
 
 
 BundleDep = Annotated[TextBundle, Depends(get_text_bundle)]

@@ -9,7 +9,7 @@ so a test can hand the app other models.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
@@ -30,9 +30,7 @@ logger = logging.getLogger(__name__)
 # The kinds of model, each a folder of SEMHASH_MODELS_DIR and a field of LoadedModels, in /v1/models order.
 KINDS = ("text", "digits", "images", "sparse", "motor", "convnet", "predictive")
 
-Loadable = TypeVar(
-    "Loadable", DigitBundle, ImageBundle, MotorBundle, SparseBundle, PredictiveBundle, ConvNetBundle
-)
+Required = TypeVar("Required")
 
 
 class Bundle(Protocol):
@@ -75,42 +73,45 @@ class LoadedModels:
     def why_not_loaded(self, kind: str) -> str:
         return self.errors.get(kind) or "none was loaded"
 
-    def not_loaded(self, kind: str) -> ModelNotLoadedError:
-        """The 503 of a route that needs the `kind` model, saying why it is missing and how to train one."""
-        corpus = " --corpus 20news" if kind == "text" else ""
-        return ModelNotLoadedError(
-            f"the {kind} model is not available ({self.why_not_loaded(kind)}); train one with "
-            f"`semhash train {kind}{corpus} --out <SEMHASH_MODELS_DIR>/{kind}` and restart the server"
-        )
+    def require(self, bundle: Required | None, kind: str) -> Required:
+        """`bundle` (the one of `kind`), or the 503 saying why it is not loaded and how to train one."""
+        if bundle is None:
+            corpus = " --corpus 20news" if kind == "text" else ""
+            raise ModelNotLoadedError(
+                f"the {kind} model is not available ({self.why_not_loaded(kind)}); train one with "
+                f"`semhash train {kind}{corpus} --out <SEMHASH_MODELS_DIR>/{kind}` and restart the server"
+            )
+        return bundle
 
 
 NO_MODELS = LoadedModels()
+B = TypeVar("B", bound=Bundle)
+Loadable = TypeVar(
+    "Loadable", DigitBundle, ImageBundle, MotorBundle, SparseBundle, PredictiveBundle, ConvNetBundle
+)
+
+
+def _load(load: Callable[[Path], B], kind: str, path: Path) -> tuple[B | None, str | None]:
+    """(the bundle `load` reads at `path`, None), or (None, why it is not loaded)."""
+    if not path.exists():
+        return None, f"no bundle at {path}"
+    try:
+        bundle = load(path)
+    except BundleError as err:
+        logger.error("not serving %s: %s", kind, err)
+        return None, str(err)
+    logger.info("loaded %s", bundle.bundle_id)
+    return bundle, None
 
 
 def load_optional_bundle(cls: type[Loadable], path: Path) -> tuple[Loadable | None, str | None]:
     """Load a bundle the server can run without: (bundle, None), or (None, why it is not loaded)."""
-    if not path.exists():
-        return None, f"no bundle at {path}"
-    try:
-        bundle = cls.load(path)
-    except BundleError as err:
-        logger.error("not serving %s: %s", cls.kind, err)
-        return None, str(err)
-    logger.info("loaded %s", bundle.bundle_id)
-    return bundle, None
+    return _load(cls.load, cls.kind, path)
 
 
 def load_text_bundle(path: Path) -> tuple[TextBundle | None, str | None]:
     """(the text bundle at `path`, None), or (None, why it is not loaded): the server runs without it."""
-    if not path.exists():
-        return None, f"no bundle at {path}"
-    try:
-        bundle = TextBundle.load(path)
-    except BundleError as err:
-        logger.error("not serving text: %s", err)
-        return None, str(err)
-    logger.info("loaded %s", bundle.bundle_id)
-    return bundle, None
+    return _load(TextBundle.load, "text", path)
 
 
 def load_sparse_bundle(path: Path) -> tuple[SparseBundle | None, str | None]:

@@ -88,33 +88,23 @@ class ImageTooLargeError(ServiceError):
 # ----- bundles -----------------------------------------------------------------------------------
 # Each route names the bundle it needs as a dependency; a missing one answers 503 before the body is read.
 def get_digit_bundle(models: LoadedModelsDep) -> DigitBundle:
-    if models.digits is None:
-        raise models.not_loaded("digits")
-    return models.digits
+    return models.require(models.digits, "digits")
 
 
 def get_image_bundle(models: LoadedModelsDep) -> ImageBundle:
-    if models.images is None:
-        raise models.not_loaded("images")
-    return models.images
+    return models.require(models.images, "images")
 
 
 def get_sparse_bundle(models: LoadedModelsDep) -> SparseBundle:
-    if models.sparse is None:
-        raise models.not_loaded("sparse")
-    return models.sparse
+    return models.require(models.sparse, "sparse")
 
 
 def get_motor_bundle(models: LoadedModelsDep) -> MotorBundle:
-    if models.motor is None:
-        raise models.not_loaded("motor")
-    return models.motor
+    return models.require(models.motor, "motor")
 
 
 def get_convnet_bundle(models: LoadedModelsDep) -> ConvNetBundle:
-    if models.convnet is None:
-        raise models.not_loaded("convnet")
-    return models.convnet
+    return models.require(models.convnet, "convnet")
 
 
 DigitBundleDep = Annotated[DigitBundle, Depends(get_digit_bundle)]

@@ -90,9 +90,7 @@ OPENAPI_BODY: dict[str, Any] = {
 
 
 def get_predictive_bundle(models: LoadedModelsDep) -> PredictiveBundle:
-    if models.predictive is None:
-        raise models.not_loaded("predictive")
-    return models.predictive
+    return models.require(models.predictive, "predictive")
 
 
 PredictiveBundleDep = Annotated[PredictiveBundle, Depends(get_predictive_bundle)]
