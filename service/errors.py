@@ -71,6 +71,11 @@ class InvalidInputError(ServiceError):
             {"loc": location, "msg": self.message, "type": self.error_type} for location in self.locations
         ]
 
+    @classmethod
+    def empty_text(cls, locations: Sequence[Location]) -> InvalidInputError:
+        """The 422 of texts the text model cannot code (`bundles.text.EmptyDocumentError`)."""
+        return cls("text is empty or has no word of the model's vocabulary", locations)
+
 
 class ModelNotLoadedError(ServiceError):
     """The request needs a model bundle this server did not load."""

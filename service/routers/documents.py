@@ -50,7 +50,7 @@ def upsert(
         raise InvalidInputError("duplicate document id within the batch", locations) from err
     except EmptyDocumentError as err:
         locations = [("body", "documents", index, "text") for index in err.indices]
-        raise InvalidInputError("text is empty or has no word of the model's vocabulary", locations) from err
+        raise InvalidInputError.empty_text(locations) from err
     session.commit()
     registry.sync_after_write(collection.name)
     return UpsertResult(upserted=upserted)

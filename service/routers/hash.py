@@ -27,7 +27,7 @@ def hash_texts(request: HashRequest, bundle: BundleDep, settings: SettingsDep) -
         locations = (
             [("body", "text")] if request.text is not None else [("body", "texts", i) for i in err.indices]
         )
-        raise InvalidInputError("text is empty or has no word of the model's vocabulary", locations) from err
+        raise InvalidInputError.empty_text(locations) from err
     data = [
         HashCode(
             address=int(address),
