@@ -94,6 +94,17 @@ def image_weight_shapes(sizes: list[int]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _read_pixel_bundle(
+    path: Path, kind: str, format_version: int
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any], list[int]]:
+    """`read_bundle` of a net over 28x28 images: (config, weights, metrics, layer sizes from 784 on)."""
+    config, weights, metrics = read_bundle(path, kind=kind, format_version=format_version)
+    sizes = _int_list(config, "layer_sizes", path)
+    if sizes[0] != N_PIXELS:
+        raise BundleError(f"{path}: the input layer must have {N_PIXELS} units, not {sizes[0]}")
+    return config, weights, metrics, sizes
+
+
 class DigitBundle:
     """A trained digit recogniser: `predict_proba(images (n, 784) in [0, 1]) -> (n, 10)`."""
 
@@ -113,10 +124,7 @@ class DigitBundle:
     @classmethod
     def load(cls, path: Path | str) -> DigitBundle:
         path = Path(path)
-        config, weights, metrics = read_bundle(path, kind=cls.kind, format_version=DIGITS_FORMAT_VERSION)
-        sizes = _int_list(config, "layer_sizes", path)
-        if sizes[0] != N_PIXELS:
-            raise BundleError(f"{path}: the input layer must have {N_PIXELS} units, not {sizes[0]}")
+        config, weights, metrics, sizes = _read_pixel_bundle(path, cls.kind, DIGITS_FORMAT_VERSION)
         check_shapes(
             path,
             weights,
@@ -164,10 +172,7 @@ class ImageBundle:
     @classmethod
     def load(cls, path: Path | str) -> ImageBundle:
         path = Path(path)
-        config, weights, metrics = read_bundle(path, kind=cls.kind, format_version=IMAGES_FORMAT_VERSION)
-        sizes = _int_list(config, "layer_sizes", path)
-        if sizes[0] != N_PIXELS:
-            raise BundleError(f"{path}: the input layer must have {N_PIXELS} units, not {sizes[0]}")
+        config, weights, metrics, sizes = _read_pixel_bundle(path, cls.kind, IMAGES_FORMAT_VERSION)
         check_shapes(path, weights, image_weight_shapes(sizes))
         return cls(path, config, weights, metrics)
 
