@@ -24,7 +24,6 @@ import json
 import multiprocessing
 import os
 import re
-import secrets
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from bundles.text import TextBundle  # noqa: E402
 from service.codes import long_codes_to_words  # noqa: E402
-from service.db import make_engine  # noqa: E402
+from service.db import make_engine, scratch_postgres_database  # noqa: E402
 from service.index import BitIndex  # noqa: E402
 from service.migrate import upgrade_to_head  # noqa: E402
 from training.corpus import load_corpus  # noqa: E402
@@ -174,17 +173,11 @@ def bulk_index(url: str, bundle_dir: Path, workers: int) -> float:
 @contextlib.contextmanager
 def fresh_postgres_database():
     """The URL of a new, empty PostgreSQL database, dropped afterwards."""
-    from sqlalchemy import text
-
     admin = make_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
-    name = f"semhash_bench_{secrets.token_hex(4)}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
+        with scratch_postgres_database(admin, "semhash_bench") as url:
+            yield url
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 

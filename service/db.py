@@ -12,6 +12,10 @@ that was further behind than that knows it may have missed a delete and reloads 
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +36,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
@@ -125,3 +130,19 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded attributes after commit (responses are built after it)."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def scratch_postgres_database(admin: Engine, prefix: str) -> Iterator[str]:
+    """A new, empty database on `admin`'s PostgreSQL server (an AUTOCOMMIT engine), dropped afterwards.
+
+    Yields its URL. For tests and benchmarks, which must never write into a database someone uses.
+    """
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -8,7 +8,6 @@ starts from an empty schema. Without a reachable server they skip, unless SEMHAS
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from bundles.text import TextBundle
-from service.db import make_engine
+from service.db import make_engine, scratch_postgres_database
 from service.main import create_app
 from service.migrate import upgrade_to_head
 from service.settings import Settings
@@ -46,14 +45,10 @@ def postgres_session_url() -> Iterator[str]:
         if os.environ.get("SEMHASH_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"SEMHASH_REQUIRE_POSTGRES=1 but {reason}")
         pytest.skip(reason)
-    name = f"semhash_test_{os.getpid()}_{secrets.token_hex(4)}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
+        with scratch_postgres_database(admin, "semhash_test") as url:
+            yield url
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
