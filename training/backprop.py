@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+
+from training.batches import epoch_batches
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +84,15 @@ def fine_tune(
     for epoch in range(1, schedule.epochs + 1):
         epoch_started = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=generator)
         total, count = 0.0, 0
-        bar = tqdm(
-            range(0, n, schedule.batch_size),
-            desc=f"{description} epoch {epoch}/{schedule.epochs}",
-            disable=not progress,
-            leave=False,
+        bar = epoch_batches(
+            n,
+            schedule.batch_size,
+            generator=generator,
+            description=f"{description} epoch {epoch}/{schedule.epochs}",
+            progress=progress,
         )
-        for start in bar:
-            idx = order[start : start + schedule.batch_size]
+        for idx in bar:
             xb = x[idx].to(device)
             yb = y[idx].to(device) if y is not None else None
             for group in opt.param_groups:

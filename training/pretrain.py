@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from models.rbm import RBM
+from training.batches import epoch_batches
 
 log = logging.getLogger(__name__)
 
@@ -75,16 +75,16 @@ def train_rbm(
         momentum = 0.5 if epoch < schedule.initial_momentum_epochs else schedule.momentum
         for group in optimizer.param_groups:
             group["momentum"] = momentum
-        order = torch.randperm(n, generator=generator)
         total_error, batches = 0.0, 0
-        bar = tqdm(
-            range(0, n, schedule.batch_size),
-            desc=f"{description} epoch {epoch + 1}/{schedule.epochs}",
-            disable=not progress,
-            leave=False,
+        bar = epoch_batches(
+            n,
+            schedule.batch_size,
+            generator=generator,
+            description=f"{description} epoch {epoch + 1}/{schedule.epochs}",
+            progress=progress,
         )
-        for start in bar:
-            batch = prepare(data[order[start : start + schedule.batch_size]].to(device))
+        for idx in bar:
+            batch = prepare(data[idx].to(device))
             loss, _ = rbm.contrastive_divergence_loss(batch, schedule.cd_steps, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
