@@ -58,7 +58,8 @@ def _max_pool(x: np.ndarray) -> np.ndarray:
     """2x2 max-pooling with stride 2, dropping an odd last row/column (torch's floor mode)."""
     b, h, w, c = x.shape
     x = x[:, : h // 2 * 2, : w // 2 * 2]
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    pooled: np.ndarray = x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    return pooled
 
 
 def forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
@@ -70,13 +71,15 @@ def forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     h = _max_pool(_conv_relu(h, weights["conv1.weight"], weights["conv1.bias"]))
     h = _max_pool(_conv_relu(h, weights["conv2.weight"], weights["conv2.bias"]))
     h = _conv_relu(h, weights["conv3.weight"], weights["conv3.bias"])
-    return h @ weights["conv4.weight"][:, :, 0, 0].T + weights["conv4.bias"]
+    logits: np.ndarray = h @ weights["conv4.weight"][:, :, 0, 0].T + weights["conv4.bias"]
+    return logits
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over the last axis."""
     z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
+    probabilities: np.ndarray = z / z.sum(axis=-1, keepdims=True)
+    return probabilities
 
 
 @dataclass(frozen=True)

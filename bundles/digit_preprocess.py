@@ -86,7 +86,8 @@ def shrink(gray: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
     if factor <= 1:
         return gray
     h, w = (gray.shape[0] // factor) * factor, (gray.shape[1] // factor) * factor
-    return gray[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    pooled: np.ndarray = gray[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    return pooled
 
 
 def find_ink(gray: np.ndarray) -> Ink:

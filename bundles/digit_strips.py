@@ -93,7 +93,7 @@ def compose_strip(
         x += c.shape[1] + round(rng.uniform(*cfg.gap) * scale)
         x = max(x, lefts[-1] + 1)
     width = max(left + c.shape[1] for left, c in zip(lefts, crops, strict=True)) + margin
-    image = np.zeros((height, width), dtype=np.float32)
+    image: np.ndarray = np.zeros((height, width), dtype=np.float32)
     boxes, centres = [], []
     for c, top, left in zip(crops, tops, lefts, strict=True):
         h, w = c.shape
@@ -102,7 +102,8 @@ def compose_strip(
         centres.append(left + float((np.arange(w) * c.sum(0)).sum() / c.sum()))
     std = float(rng.choice(cfg.noise))
     if std > 0:
-        image = np.clip(image + rng.normal(0.0, std, image.shape).astype(np.float32), 0.0, 1.0)
+        noise = rng.normal(0.0, std, size=image.shape)
+        image = np.clip(image + noise.astype(np.float32), 0.0, 1.0)
     if rng.random() < cfg.inverted:
         image = 1.0 - image
     return Strip(image, [int(labels[i]) for i in chosen], boxes, centres)

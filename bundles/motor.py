@@ -143,9 +143,10 @@ class MotorBundle:
     def recognize_codes(self, images: np.ndarray) -> np.ndarray:
         """Every class's code for every image.  (N, 784) -> (C, N, 70)."""
         x = np.broadcast_to(images.astype(np.float32), (self.n_classes, *images.shape))
-        return self.prototypes[:, None, :] + self.scale * stack_forward(
+        codes: np.ndarray = self.prototypes[:, None, :] + self.scale * stack_forward(
             x, self.recognition, sigmoid_output=False
         )
+        return codes
 
     def code_gradient(self, codes: np.ndarray, residual: np.ndarray) -> np.ndarray:
         """J_G(z)^T r in z units for codes (C, N, 70) and pixel residuals (C, N, 784) -> (C, N, 70)."""
@@ -155,7 +156,7 @@ class MotorBundle:
             activations.append(np.maximum(activations[-1] @ w + b, 0.0))
         w, b = self.generative[-1]
         out = 1.0 / (1.0 + np.exp(-(activations[-1] @ w + b)))
-        delta = residual * out * (1.0 - out)
+        delta: np.ndarray = residual * out * (1.0 - out)
         for (w, _), h in zip(reversed(self.generative), reversed(activations), strict=True):
             delta = delta @ np.swapaxes(w, 1, 2)
             if h is not z:
@@ -187,7 +188,8 @@ class MotorBundle:
 
     def probabilities(self, errors: np.ndarray) -> np.ndarray:
         """softmax(-errors / temperature).  (N, C) -> (N, C)."""
-        return np.exp(log_softmax(-errors / self.temperature, axis=1))
+        probabilities: np.ndarray = np.exp(log_softmax(-errors / self.temperature, axis=1))
+        return probabilities
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities by reconstruction after local search.  (N, 784) -> (N, C)."""
@@ -219,13 +221,15 @@ class MotorBundle:
             raise ValueError(f"digit must be in 0..{self.n_classes - 1}, got {digit}")
         rng = np.random.default_rng(seed)
         code = self.class_codes[digit, rng.integers(self.class_codes.shape[1])].astype(np.float64)
-        return perturb_codes(code[None], self.noise.scaled(noise), lambda shape: rng.standard_normal(shape))[
-            0
-        ]
+        new_code: np.ndarray = perturb_codes(
+            code[None], self.noise.scaled(noise), lambda shape: rng.standard_normal(shape)
+        )[0]
+        return new_code
 
     def sample_program(self, digit: int, seed: int, noise: float = 1.0) -> np.ndarray:
         """The program of `sample_code(digit, seed, noise)`.  -> (70,)."""
-        return readable(program_from_code(self.sample_code(digit, seed, noise)[None]))[0]
+        program: np.ndarray = readable(program_from_code(self.sample_code(digit, seed, noise)[None]))[0]
+        return program
 
     def draw_program(self, program: np.ndarray) -> Drawing:
         """Render one program (70,) (batch of one), in float64 like `trace`."""

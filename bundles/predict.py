@@ -127,14 +127,16 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     for u in range(k):
         for v in range(k):
             cols[:, u, v] = padded[:, :, u : u + h, v : v + w]
-    out = weight.reshape(len(weight), -1) @ cols.reshape(c * k * k, -1) + bias[:, None]
-    return out.reshape(-1, n, h, w).transpose(1, 0, 2, 3)
+    flat = weight.reshape(len(weight), -1) @ cols.reshape(c * k * k, -1) + bias[:, None]
+    out: np.ndarray = flat.reshape(-1, n, h, w).transpose(1, 0, 2, 3)
+    return out
 
 
 def max_pool2(x: np.ndarray) -> np.ndarray:
     """2x2 max-pooling, stride 2.  (N, C, H, W) -> (N, C, H/2, W/2)."""
     n, c, h, w = x.shape
-    return x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+    pooled: np.ndarray = x.reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
+    return pooled
 
 
 def upsample2(x: np.ndarray) -> np.ndarray:

@@ -36,7 +36,8 @@ def flip_costs(probabilities: np.ndarray) -> np.ndarray:
         raise ValueError("probabilities must be finite numbers in [0, 1]")
     with np.errstate(divide="ignore"):
         logits = np.log(p) - np.log1p(-p)
-    return np.minimum(np.abs(logits), MAX_LOGIT)
+    costs: np.ndarray = np.minimum(np.abs(logits), MAX_LOGIT)
+    return costs
 
 
 def most_likely_address(probabilities: np.ndarray) -> int:

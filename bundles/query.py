@@ -117,7 +117,7 @@ class QueryEncoder:
 
     def logits(self, counts: sp.spmatrix) -> np.ndarray:
         """z of every code unit (address units first).  (n, Q) counts -> (n, a + l) float32."""
-        h: Any = query_features(counts, self.idf)
+        h: np.ndarray = query_features(counts, self.idf)
         last = len(self.layers) - 2
         for layer in range(last + 1):
             h = np.asarray(h @ self.weights[f"query.layer.{layer}.weight"], dtype=np.float32)

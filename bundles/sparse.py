@@ -71,8 +71,10 @@ def _rows_times(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """x @ weights for x (B, a) and weights (a, b); for one row, only the rows of x's non-zeros are read."""
     if x.shape[0] == 1:
         active = np.flatnonzero(x[0])
-        return (x[0, active] @ weights[active])[None, :]
-    return x @ weights
+        codes: np.ndarray = (x[0, active] @ weights[active])[None, :]
+        return codes
+    codes = x @ weights
+    return codes
 
 
 class SparseBundle:
@@ -126,7 +128,8 @@ class SparseBundle:
     def _shrink(self, x: np.ndarray, theta: np.ndarray | float) -> np.ndarray:
         if self.nonnegative:
             return np.maximum(x - theta, 0.0)
-        return np.sign(x) * np.maximum(np.abs(x) - theta, 0.0)
+        shrunk: np.ndarray = np.sign(x) * np.maximum(np.abs(x) - theta, 0.0)
+        return shrunk
 
     def encode(
         self, inputs: np.ndarray, encoder: Encoder = "lista", iterations: int | None = None
@@ -191,4 +194,5 @@ class SparseBundle:
             "address_thresholds"
         ]
         powers = 1 << np.arange(self.address_bits - 1, -1, -1, dtype=np.int64)
-        return bits.astype(np.int64) @ powers
+        addresses: np.ndarray = bits.astype(np.int64) @ powers
+        return addresses

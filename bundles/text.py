@@ -100,7 +100,8 @@ class QueryProbabilities:
 def pack_addresses(bits: np.ndarray) -> np.ndarray:
     """(n, a) bool address bits (bit 0 most significant) -> (n,) uint64 addresses."""
     weights = np.uint64(1) << np.arange(bits.shape[1] - 1, -1, -1, dtype=np.uint64)
-    return (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+    addresses: np.ndarray = (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+    return addresses
 
 
 def check_code_sizes(address_bits: int, long_bits: int) -> None:
@@ -303,7 +304,7 @@ class TextBundle:
         rows = np.flatnonzero(use_query)
         if rows.size:
             assert self.query_encoder is not None
-            counts = self.query_encoder.counts([texts[i] for i in rows])
+            counts = self.query_encoder.counts([texts[i] for i in rows.tolist()])
             address[rows], long[rows] = self.query_encoder.probabilities(counts)
             known[rows] = np.asarray(counts.sum(axis=1)).ravel() > 0
         return QueryProbabilities(address, long, known, "query" if use_query.any() else "document")
@@ -351,5 +352,5 @@ class TextBundle:
         if sp.issparse(texts_or_counts) or isinstance(texts_or_counts, np.ndarray):
             counts = self._check_counts(texts_or_counts)
         else:
-            counts = self.counts(texts_or_counts)  # type: ignore[arg-type]
+            counts = self.counts(texts_or_counts)
         return tfidf(counts, self.idf)

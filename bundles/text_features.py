@@ -70,7 +70,8 @@ def smooth_idf(counts: sp.spmatrix) -> np.ndarray:
     """idf_i = ln((1 + n) / (1 + df_i)) + 1 from a (n, V) count matrix.  Returns (V,) float64."""
     counts = sp.csr_matrix(counts)
     document_frequency = np.bincount(counts.indices, minlength=counts.shape[1])
-    return np.log((1.0 + counts.shape[0]) / (1.0 + document_frequency)) + 1.0
+    idf: np.ndarray = np.log((1.0 + counts.shape[0]) / (1.0 + document_frequency)) + 1.0
+    return idf
 
 
 def count_matrix(texts: Sequence[str], index: WordIndex) -> sp.csr_matrix:

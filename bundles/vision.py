@@ -140,7 +140,8 @@ class DigitBundle:
         n_hidden_layers = len(self.layer_sizes) - 1
         if variant == "finetuned":
             top = _sigmoid_stack(x, w, "finetuned", n_hidden_layers)
-            return softmax(top @ w["finetuned.V"] + w["finetuned.a"], axis=1)
+            probabilities: np.ndarray = softmax(top @ w["finetuned.V"] + w["finetuned.a"], axis=1)
+            return probabilities
         if variant == "generative":
             f = _sigmoid_stack(x, w, "generative", n_hidden_layers - 1)
             n_f = f.shape[1]
@@ -148,12 +149,14 @@ class DigitBundle:
             b_f, b_y = w["generative.top_b"][:n_f], w["generative.top_b"][n_f:]
             x_top = (f @ w_f + w["generative.top_c"])[:, None, :] + w_y[None]  # (n, 10, H)
             free_energy = -(f @ b_f)[:, None] - b_y[None] - np.logaddexp(0.0, x_top).sum(axis=2)
-            return np.exp(log_softmax(-free_energy, axis=1))
+            probabilities = np.exp(log_softmax(-free_energy, axis=1))
+            return probabilities
         raise ValueError(f"variant must be one of {DIGIT_VARIANTS}, got {variant!r}")
 
     def predict(self, images: np.ndarray, variant: str | None = None) -> np.ndarray:
         """Most probable digit per image.  (n, 784) -> (n,) int."""
-        return self.predict_proba(images, variant).argmax(axis=1)
+        digits: np.ndarray = self.predict_proba(images, variant).argmax(axis=1)
+        return digits
 
 
 class ImageBundle:
@@ -181,7 +184,9 @@ class ImageBundle:
         x = _check_images(images)
         n_layers = len(self.layer_sizes) - 1
         x = _sigmoid_stack(x, self.weights, "encoder", n_layers - 1)
-        return x @ self.weights[f"encoder.W{n_layers - 1}"] + self.weights[f"encoder.b{n_layers - 1}"]
+        last = n_layers - 1
+        codes: np.ndarray = x @ self.weights[f"encoder.W{last}"] + self.weights[f"encoder.b{last}"]
+        return codes
 
     def binary_codes(self, images: np.ndarray) -> np.ndarray:
         """Bits of the rotated codes, each on for half the training images.  (n, code_size) uint8."""

@@ -83,7 +83,7 @@ class DeepAutoencoder(nn.Module):
     def code_input(self, counts: Tensor) -> Tensor:
         """z, the total input of the code units, without noise.  (B, V) counts -> (B, bits)."""
         scale = counts.sum(dim=1, keepdim=True) if self.scale_input_bias else 1.0
-        h = counts @ self.encoder_weights[0] + scale * self.encoder_biases[0]
+        h: Tensor = counts @ self.encoder_weights[0] + scale * self.encoder_biases[0]
         for layer in range(
             1, len(self.encoder_weights)
         ):  # indexing (not slicing) keeps functional_call working
@@ -121,4 +121,5 @@ class DeepAutoencoder(nn.Module):
         """
         target = counts if target is None else target
         lengths = target.sum(dim=1, keepdim=True).clamp_min(1.0)
-        return -((target / lengths) * self(counts, noise)).sum(dim=1).mean()
+        loss: Tensor = -((target / lengths) * self(counts, noise)).sum(dim=1).mean()
+        return loss

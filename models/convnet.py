@@ -63,11 +63,13 @@ class ScanningConvNet(nn.Module):
         h = F.max_pool2d(F.relu(self.conv1(x)), 2)
         h = F.max_pool2d(F.relu(self.conv2(h)), 2)
         h = self.dropout(F.relu(self.conv3(h)))
-        return self.conv4(h)
+        logits: torch.Tensor = self.conv4(h)
+        return logits
 
     def window_logits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 784) or (B, 1, 28, 28) digits -> (B, 11) logits of the single window."""
-        return self(images.reshape(-1, 1, SIDE, SIDE)).reshape(-1, N_OUTPUTS)
+        logits: torch.Tensor = self(images.reshape(-1, 1, SIDE, SIDE)).reshape(-1, N_OUTPUTS)
+        return logits
 
 
 def digit_probabilities(logits: torch.Tensor) -> torch.Tensor:

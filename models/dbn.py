@@ -17,6 +17,7 @@ No I/O here; training loops are in `training/digits.py`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -110,7 +111,14 @@ class GenerativeDBN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Label log-probabilities log p(y | x).  x: (B, 784) in [0, 1] -> (B, 10)."""
-        return self.top.label_log_probs(up_pass(self.lower, x))
+        return self.top.label_log_probs(up_pass(self.lower_rbms, x))
+
+    @property
+    def lower_rbms(self) -> list[BernoulliRBM]:
+        """The lower RBMs, bottom first (`lower` as the typed list `up_pass` takes)."""
+        rbms = list(self.lower)
+        assert all(isinstance(rbm, BernoulliRBM) for rbm in rbms)
+        return cast(list[BernoulliRBM], rbms)
 
 
 class DBNClassifier(nn.Module):
@@ -141,6 +149,7 @@ class DBNClassifier(nn.Module):
         net = cls([rbms[0].n_visible] + [r.n_hidden for r in rbms], n_classes, **kwargs)
         with torch.no_grad():
             for layer, rbm in zip(net.hidden, rbms, strict=True):
+                assert isinstance(layer, nn.Linear)
                 layer.weight.copy_(rbm.W.T)
                 layer.bias.copy_(rbm.hidden_bias)
         return net
@@ -154,4 +163,5 @@ class DBNClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits.  (B, 784) -> (B, n_classes)."""
-        return self.output(self.features(x))
+        logits: Tensor = self.output(self.features(x))
+        return logits

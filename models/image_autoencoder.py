@@ -37,6 +37,7 @@ class DeepAutoencoder(nn.Module):
         net = cls([rbms[0].n_visible] + [r.n_hidden for r in rbms])
         with torch.no_grad():
             for enc, dec, rbm in zip(net.encoder, reversed(net.decoder), rbms, strict=True):
+                assert isinstance(enc, nn.Linear) and isinstance(dec, nn.Linear)
                 enc.weight.copy_(rbm.W.T)
                 enc.bias.copy_(rbm.hidden_bias)
                 dec.weight.copy_(rbm.W)

@@ -51,7 +51,8 @@ class ClassNets(nn.Module):
 
     def forward(self, x: Tensor, *, sigmoid_output: bool = False) -> Tensor:
         """(C, B, sizes[0]) -> (C, B, sizes[-1])."""
-        return stack_forward(x, self.layers(), sigmoid_output=sigmoid_output)
+        out: Tensor = stack_forward(x, self.layers(), sigmoid_output=sigmoid_output)
+        return out
 
 
 class MotorNets(nn.Module):
@@ -64,6 +65,8 @@ class MotorNets(nn.Module):
     def __init__(self, prototypes: Tensor, scale: Tensor, hidden: Sequence[int] = (256, 256)):
         super().__init__()
         n_classes = prototypes.shape[0]
+        self.prototypes: Tensor  # buffers, registered (so they move with the module and are saved)
+        self.scale: Tensor
         self.register_buffer("prototypes", prototypes.clone())
         self.register_buffer("scale", scale.clone())
         self.recognition = ClassNets(n_classes, (N_PIXELS, *hidden, PROGRAM_SIZE), last_init_std=1e-3)
@@ -80,4 +83,5 @@ class MotorNets(nn.Module):
     def generate(self, codes: Tensor) -> Tensor:
         """Each class's neural rendering of its codes.  codes: (C, B, 70) -> images (C, B, 784)."""
         z = (codes - self.prototypes[:, None, :]) / self.scale
-        return self.generative(z, sigmoid_output=True)
+        images: Tensor = self.generative(z, sigmoid_output=True)
+        return images

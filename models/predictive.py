@@ -88,7 +88,8 @@ class Decoder(nn.Module):
     def logits(self, h: Tensor) -> Tensor:
         x = torch.relu(self.fc(h)).view(-1, self.c2, self.side, self.side)
         x = torch.relu(self.conv1(nn.functional.interpolate(x, scale_factor=2, mode="nearest")))
-        return self.conv2(nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+        frames: Tensor = self.conv2(nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+        return frames
 
     def forward(self, h: Tensor) -> Tensor:
         return torch.sigmoid(self.logits(h))
@@ -155,7 +156,8 @@ class FrameAutoencoder(nn.Module):
 
     def forward(self, frames: Tensor) -> Tensor:
         """(N, H, W) -> reconstructions (N, H, W)."""
-        return self.decoder(self.encode(frames)).squeeze(1)
+        predicted: Tensor = self.decoder(self.encode(frames)).squeeze(1)
+        return predicted
 
 
 class Discriminator(nn.Module):
@@ -173,7 +175,8 @@ class Discriminator(nn.Module):
 
     def forward(self, previous: Tensor, candidate: Tensor) -> Tensor:
         """previous, candidate (N, H, W) -> logits (N,)."""
-        return self.net(torch.cat([previous.flatten(1), candidate.flatten(1)], dim=1)).squeeze(1)
+        scores: Tensor = self.net(torch.cat([previous.flatten(1), candidate.flatten(1)], dim=1)).squeeze(1)
+        return scores
 
 
 def discriminator_loss(critic: Discriminator, previous: Tensor, real: Tensor, fake: Tensor) -> Tensor:

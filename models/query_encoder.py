@@ -44,13 +44,13 @@ class QueryEncoderNet(nn.Module):
     def init_output_bias(self, mean_targets: Tensor) -> None:
         """Start every code unit at the logit of its mean target: the net first predicts the prior."""
         p = mean_targets.clamp(1e-4, 1 - 1e-4)
-        last = self.linears[-1] if len(self.linears) else None
+        bias = self._linear(len(self.linears) - 1).bias if len(self.linears) else self.first_bias
         with torch.no_grad():
-            (last.bias if last is not None else self.first_bias).copy_(torch.log(p) - torch.log1p(-p))
+            bias.copy_(torch.log(p) - torch.log1p(-p))
 
     def forward(self, indices: Tensor, offsets: Tensor, values: Tensor) -> Tensor:
         """Logits z (B, a + l) of a batch given as flattened CSR rows (indices, row offsets, values)."""
-        h = self.embedding(indices, offsets, per_sample_weights=values) + self.first_bias
+        h: Tensor = self.embedding(indices, offsets, per_sample_weights=values) + self.first_bias
         for linear in self.linears:
             h = linear(F.relu(h))
         return h
@@ -68,7 +68,13 @@ class QueryEncoderNet(nn.Module):
             "query.layer.0.weight": self.embedding.weight.detach().cpu().numpy(),
             "query.layer.0.bias": self.first_bias.detach().cpu().numpy(),
         }
-        for layer, linear in enumerate(self.linears, start=1):
-            arrays[f"query.layer.{layer}.weight"] = linear.weight.detach().cpu().numpy().T
-            arrays[f"query.layer.{layer}.bias"] = linear.bias.detach().cpu().numpy()
+        for layer in range(len(self.linears)):
+            linear = self._linear(layer)
+            arrays[f"query.layer.{layer + 1}.weight"] = linear.weight.detach().cpu().numpy().T
+            arrays[f"query.layer.{layer + 1}.bias"] = linear.bias.detach().cpu().numpy()
         return arrays
+
+    def _linear(self, index: int) -> nn.Linear:
+        linear = self.linears[index]
+        assert isinstance(linear, nn.Linear)
+        return linear

@@ -195,7 +195,8 @@ class PSD(nn.Module):
 
     def predict(self, y: Tensor) -> Tensor:
         """The encoder's code g_e(Y) = h_theta(Y W_e).  (B, n) -> (B, m)."""
-        return self.encoder(y)
+        codes: Tensor = self.encoder(y)
+        return codes
 
     @torch.no_grad()
     def infer(self, y: Tensor, n_iter: int, *, lipschitz: float | None = None) -> Tensor:
