@@ -6,7 +6,7 @@ import base64
 from typing import Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -15,6 +15,7 @@ from bundles.vision import ImageBundle
 from service.deps import require_read_key
 from service.errors import InvalidInputError
 from service.imaging import array_to_png
+from service.loaded_models import LoadedModelsDep
 from service.sparse_codes import SparseImageCodes, encode_sparse
 from service.vision import OPENAPI_BODY, ImagesDep, get_image_bundle, get_sparse_bundle
 
@@ -58,7 +59,7 @@ def _encode(bundle: ImageBundle, images: np.ndarray, reconstruct: bool) -> list[
 
 @router.post("/encode", openapi_extra=OPENAPI_BODY, response_model=ImageCodes | SparseImageCodes)
 async def encode(
-    request: Request,
+    models: LoadedModelsDep,
     images: ImagesDep,
     model: Literal["autoencoder", "sparse"] = Query(
         "autoencoder",
@@ -85,11 +86,11 @@ async def encode(
         for name, value in (("encoder", encoder), ("iterations", iterations)):
             if value is not None:
                 raise InvalidInputError(f"`{name}` applies to model=sparse only", [("query", name)])
-        bundle = get_image_bundle(request)
+        bundle = get_image_bundle(models)
         data = await run_in_threadpool(_encode, bundle, images, reconstruct)
         return ImageCodes(data=data, count=len(data))
     chosen: Encoder = encoder or "lista"
     if iterations is not None and chosen != "fista":
         raise InvalidInputError("`iterations` applies to encoder=fista only", [("query", "iterations")])
-    sparse = get_sparse_bundle(request)
+    sparse = get_sparse_bundle(models)
     return await run_in_threadpool(encode_sparse, sparse, images, chosen, iterations, reconstruct)
