@@ -46,7 +46,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> 
     if not data:
         raise ImageInputError("the file is empty")
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as err:
         raise ImageInputError("not an image: expected a PNG or JPEG file") from err
     except Image.DecompressionBombError as err:

@@ -324,7 +324,8 @@ class BitIndex:
     def _gather(self, base_values: np.ndarray, delta_values: np.ndarray, positions: np.ndarray) -> np.ndarray:
         positions = np.asarray(positions, np.int64)
         if not self.delta.count or not positions.size or int(positions.max()) < self._n:
-            return base_values[positions]
+            values: np.ndarray = base_values[positions]
+            return values
         in_delta = positions >= self._n
         values = np.empty((len(positions), *base_values.shape[1:]), base_values.dtype)
         values[~in_delta] = base_values[positions[~in_delta]]
@@ -358,7 +359,10 @@ class BitIndex:
 
     def long_code_distances(self, positions: np.ndarray, query_words: np.ndarray) -> np.ndarray:
         """Hamming distances between the long codes at `positions` and one query code (as uint64 words)."""
-        return np.bitwise_count(self.long_words_at(positions) ^ query_words).sum(axis=1, dtype=np.int64)
+        distances: np.ndarray = np.bitwise_count(self.long_words_at(positions) ^ query_words).sum(
+            axis=1, dtype=np.int64
+        )
+        return distances
 
     def live_positions(self) -> np.ndarray:
         """(len(self),) int64 positions of every live document: base ones first, then the delta's."""
@@ -370,4 +374,5 @@ class BitIndex:
         """Positions of every live document within `radius`, by scanning all addresses (a reference path)."""
         positions = self.live_positions()
         distances = np.bitwise_count(self.addresses_at(positions) ^ np.uint32(address))
-        return positions[distances <= radius]
+        inside: np.ndarray = positions[distances <= radius]
+        return inside

@@ -222,7 +222,8 @@ class LexicalIndex:
         """(t,) float32 Lucene idf of the terms under the current statistics."""
         n = self._totals[0]
         df = self._df[term_ids].astype(np.float64)
-        return np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
+        idf: np.ndarray = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
+        return idf
 
     def slots_of_rows(self, row_ids: np.ndarray) -> np.ndarray:
         """(k,) int64 live slot of each row id, -1 for rows this index does not hold."""
@@ -230,7 +231,8 @@ class LexicalIndex:
         return np.fromiter((get(int(row), -1) for row in row_ids), np.int64, len(row_ids))
 
     def rows_of_slots(self, slots: np.ndarray) -> np.ndarray:
-        return self._slots.row_ids[slots]
+        rows: np.ndarray = self._slots.row_ids[slots]
+        return rows
 
     def candidates(self, query: QueryTerms, budget: int) -> tuple[np.ndarray, int]:
         """Live slots of the documents holding the query's rarest terms: whole postings lists, rarest

@@ -60,7 +60,8 @@ class TextFormatter(logging.Formatter):
     """Plain text lines, UTC ISO 8601 times with their zone; the message's control characters escaped
     (a `%0A` in a URL stays on its line). Tracebacks keep their own lines."""
 
-    converter = time.gmtime
+    def converter(self, timestamp: float | None) -> time.struct_time:  # UTC, not the local time
+        return time.gmtime(timestamp)
 
     def __init__(self) -> None:
         super().__init__(

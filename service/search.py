@@ -130,7 +130,10 @@ def _lexical_candidates(
 def _address_distances(index: BitIndex, positions: np.ndarray, address: int | None) -> list[int | None]:
     if address is None:
         return [None] * len(positions)
-    return np.bitwise_count(index.addresses_at(positions).astype(np.uint64) ^ np.uint64(address)).tolist()
+    distances: list[int | None] = np.bitwise_count(
+        index.addresses_at(positions).astype(np.uint64) ^ np.uint64(address)
+    ).tolist()
+    return distances
 
 
 def code_candidates(index: BitIndex, query: SearchQuery, options: SearchOptions) -> tuple[np.ndarray, int]:

@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from bundles.convnet import CONVNET_FORMAT_VERSION, ConvNetBundle
 from bundles.io import write_bundle
-from models.convnet import NONE, SIDE, ConvNetArchitecture, ScanningConvNet
+from models.convnet import ScanningConvNet
+from models.convnet_layout import NONE, SIDE, ConvNetArchitecture
 from training.mnist import MnistSplits
 from training.stack import resolve_device
 

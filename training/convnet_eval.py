@@ -71,8 +71,8 @@ def tune_reader(bundle: ConvNetBundle, data: MnistSplits, n: int = 300) -> dict[
     for refine in (1, 2):  # then the class averaged over shifted windows, at the best detection settings
         cfg = ReaderConfig(threshold, min_distance, refine)
         grid[f"{threshold}/{min_distance}/{refine}"] = read_strips(bundle, strips, cfg)["string_accuracy"]
-    threshold, min_distance, refine = map(float, max(grid, key=lambda k: grid[k]).split("/"))
-    best = ReaderConfig(threshold, min_distance, int(refine))
+    threshold, min_distance, best_refine = map(float, max(grid, key=lambda k: grid[k]).split("/"))
+    best = ReaderConfig(threshold, min_distance, int(best_refine))
     return {"grid": grid, "keys": "threshold/min_distance/refine", "best": asdict(best), "strips": n}
 
 

@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,8 +71,8 @@ class Corpus:
 
     def records(self) -> Iterator[Record]:
         """The documents one at a time, as a streamed source would give them."""
-        labels = self.labels or [None] * len(self.texts)
-        label_sets = self.label_sets or [None] * len(self.texts)
+        labels: Sequence[str | None] = self.labels or [None] * len(self.texts)
+        label_sets: Sequence[tuple[str, ...] | None] = self.label_sets or [None] * len(self.texts)
         for external_id, text, label, label_set in zip(self.ids, self.texts, labels, label_sets, strict=True):
             yield Record(external_id, text, label, f"{self.source}, document {external_id}", label_set)
 

@@ -131,7 +131,12 @@ def train_digits(
     top = LabelledRBM(sizes[-2], config.n_classes, sizes[-1]).to(device)
     joint = torch.cat([x, _labels_one_hot(y, config.n_classes)], dim=1)
     top_key = fingerprint([key, asdict(config.top)])
-    common = {"below": lower, "checkpoint_dir": checkpoints, "generator": generator, "progress": progress}
+    common: dict[str, Any] = {
+        "below": lower,
+        "checkpoint_dir": checkpoints,
+        "generator": generator,
+        "progress": progress,
+    }
     top_history = train_or_resume(
         top, "top_cd", joint, config.top, key=top_key, features_from=sizes[0], **common
     )
@@ -217,11 +222,12 @@ def export_weights(classifier: DBNClassifier, generative: GenerativeDBN) -> dict
 
     weights: dict[str, np.ndarray] = {}
     for layer, linear in enumerate(classifier.hidden):
+        assert isinstance(linear, nn.Linear)
         weights[f"finetuned.W{layer}"] = arr(linear.weight.T)
         weights[f"finetuned.b{layer}"] = arr(linear.bias)
     weights["finetuned.V"] = arr(classifier.output.weight.T)
     weights["finetuned.a"] = arr(classifier.output.bias)
-    for layer, rbm in enumerate(generative.lower):
+    for layer, rbm in enumerate(generative.lower_rbms):
         weights[f"generative.W{layer}"] = arr(rbm.W)
         weights[f"generative.b{layer}"] = arr(rbm.hidden_bias)
     weights["generative.top_W"] = arr(generative.top.W)

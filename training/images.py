@@ -133,7 +133,7 @@ def train_images(
         codes = torch.cat([model.encode(x[s : s + 5000]) for s in range(0, n, 5000)]).cpu().numpy()
     binary_code = fit_binary_code(codes, seed=config.seed)
     seconds = time.perf_counter() - started
-    metrics = {
+    metrics: dict[str, Any] = {
         "validation_mse": {"pretrained": pretrained_mse, "autoencoder": mean_squared_error(model, xv)},
         "best_finetune_epoch": best_epoch,
         "train_seconds": seconds,

@@ -101,7 +101,8 @@ def code_scale() -> Tensor:
 def draw(codes: Tensor, renderer: RendererConfig) -> Tensor:
     """Render codes (..., 70) -> images (..., 784)."""
     flat = codes.reshape(-1, PROGRAM_SIZE)
-    return render(program_from_code(flat), renderer).images.reshape(*codes.shape[:-1], -1)
+    images: Tensor = render(program_from_code(flat), renderer).images.reshape(*codes.shape[:-1], -1)
+    return images
 
 
 # ----- training -----------------------------------------------------------------------------------
@@ -190,7 +191,7 @@ def train_motor(
 ) -> dict[str, Any]:
     """Train every class's nets, write the bundle to `out` and return its metrics."""
     started = time.perf_counter()
-    generator = set_seed(config.seed)
+    generator: torch.Generator | None = set_seed(config.seed)
     device = resolve_device(config.device)
     if device.type != "cpu":
         generator = None  # CUDA kernels sample from the seeded global generator
@@ -292,7 +293,7 @@ def calibrate(out: Path, images: np.ndarray, labels: np.ndarray, config: MotorCo
     the class probabilities, on validation digits, with the numpy inference that serving runs."""
     bundle = MotorBundle.load(out)
     rows = np.arange(len(labels))
-    trials = {}
+    trials: dict[float, dict[str, Any]] = {}
     for step in config.local_search_steps:
         bundle.local_search = LocalSearch(config.local_search_iterations, step)
         analysis = bundle.analyse(images)

@@ -14,7 +14,8 @@ def _best_wrong(errors: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The lowest error among the wrong classes of each image.  (N, C) -> (N,)."""
     wrong = errors.copy()
     wrong[np.arange(len(labels)), labels] = np.inf
-    return wrong.min(axis=1)
+    nearest_wrong: np.ndarray = wrong.min(axis=1)
+    return nearest_wrong
 
 
 def confusion(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> list[list[int]]:

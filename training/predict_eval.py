@@ -49,12 +49,17 @@ def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> np.ndarray:
     """Mean SSIM of image pairs (..., H, W) in [0, 1] (Wang et al. 2004, Gaussian window).  -> (...)."""
     c1, c2 = 0.01**2, 0.03**2
     axes = (0,) * (a.ndim - 2) + (sigma, sigma)
-    blur = lambda x: gaussian_filter(x.astype(np.float64), axes, truncate=3.5)  # noqa: E731
+
+    def blur(x: np.ndarray) -> np.ndarray:
+        blurred: np.ndarray = gaussian_filter(x.astype(np.float64), axes, truncate=3.5)
+        return blurred
+
     mu_a, mu_b = blur(a), blur(b)
     var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
     cov = blur(a * b) - mu_a * mu_b
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return s.mean(axis=(-2, -1))
+    mean_ssim: np.ndarray = s.mean(axis=(-2, -1))
+    return mean_ssim
 
 
 def _batches(frames: np.ndarray) -> list[torch.Tensor]:

@@ -149,8 +149,8 @@ def measure_query_encoder(
     table = AddressTable(
         pack_addresses(bundle.code_bits("address", counts)), database_long, bundle.address_bits
     )
-    subjects = [(i, subject_line(corpus.texts[i])) for i in held]
-    subjects = [(i, s) for i, s in subjects if s and len(s.split()) >= min_subject_words]
+    candidates = [(i, subject_line(corpus.texts[i])) for i in held]
+    subjects = [(i, s) for i, s in candidates if s and len(s.split()) >= min_subject_words]
     rows = np.array([i for i, _ in subjects], dtype=np.int64)
     relevance = Relevance.from_labels([(labels[i],) for i in rows], [(labels[i],) for i in fit])
     out: dict[str, Any] = {

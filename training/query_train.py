@@ -107,7 +107,7 @@ def mean_loss(net: QueryEncoderNet, features: sp.csr_matrix, targets: np.ndarray
             logits = net(*_batch(features[rows]))
             n = logits.shape[0]
             total += float(net.loss(logits, torch.from_numpy(targets[rows]), weight)) * n
-    return total / max(1, features.shape[0])
+    return total / max(1, int(features.shape[0]))
 
 
 def train_query_encoder(
@@ -152,7 +152,7 @@ def train_query_encoder(
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)
     rng = np.random.default_rng(seed + 2)
     key = fingerprint({**asdict(settings), "seed": seed, "bundle": bundle.fingerprint, "fit": fit.tolist()})
-    state = {
+    state: dict[str, Any] = {
         "epoch": 0,
         "history": [],
         "best": None,

@@ -78,13 +78,15 @@ class Relevance:
         return self.query_ids is None
 
     def __len__(self) -> int:
-        return self.query.shape[0]
+        return int(self.query.shape[0])
 
     def block(self, start: int, stop: int) -> np.ndarray:
         """(stop - start, n) bool: relevance of every database document to queries start..stop-1."""
         if self.query_ids is not None and self.database_ids is not None:
-            return self.query_ids[start:stop, None] == self.database_ids[None, :]
-        return (self.query[start:stop] @ self.database.T).toarray() > 0
+            same: np.ndarray = self.query_ids[start:stop, None] == self.database_ids[None, :]
+            return same
+        shared: np.ndarray = (self.query[start:stop] @ self.database.T).toarray() > 0
+        return shared
 
     def subset(self, query_rows: np.ndarray) -> Relevance:
         """The same relevance for a subset of the queries."""
@@ -110,7 +112,8 @@ def hamming_distances(queries: np.ndarray, database: np.ndarray) -> np.ndarray:
     a = queries.astype(np.float32)
     b = database.astype(np.float32)
     agree = a @ b.T + (1 - a) @ (1 - b).T  # bits where both are 1 plus bits where both are 0
-    return (queries.shape[1] - agree).round().astype(np.int32)
+    distances: np.ndarray = (queries.shape[1] - agree).round().astype(np.int32)
+    return distances
 
 
 def hamming_relevant_at(

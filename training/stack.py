@@ -73,7 +73,8 @@ def train_or_resume(
         if saved.get("key") == key:
             rbm.load_state_dict(saved["state"])
             log.info("%s: resumed from %s", name, path)
-            return saved["history"]
+            history: list[dict[str, float]] = saved["history"]
+            return history
 
     def transform(batch: Tensor) -> Tensor:
         with torch.no_grad():

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,6 +134,6 @@ def baseline_metrics(
     return results
 
 
-def best_lsa(baselines: dict[str, Any], size: int) -> float:
+def best_lsa(baselines: Mapping[str, Any], size: int) -> float:
     """The better of LSA over the model's vocabulary and over the full vocabulary at `size` dimensions."""
-    return max(baselines[key][str(size)]["precision_at_100"] for key in ("lsa", "lsa_full"))
+    return float(max(baselines[key][str(size)]["precision_at_100"] for key in ("lsa", "lsa_full")))

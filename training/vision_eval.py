@@ -147,7 +147,8 @@ def euclidean_hits_at_k(
 
 def _hits(dist: np.ndarray, query_y: np.ndarray, db_y: np.ndarray, k: int) -> np.ndarray:
     nearest = np.argpartition(dist, k, axis=1, kind="introselect")[:, :k]
-    return (db_y[nearest] == query_y[:, None]).mean(axis=1)
+    precision: np.ndarray = (db_y[nearest] == query_y[:, None]).mean(axis=1)
+    return precision
 
 
 def _plot_confusion(counts: np.ndarray, path: Path, variant: str, error: float) -> None:

@@ -79,7 +79,12 @@ def recogniser(
                 "train one with `semhash train digits --out <SEMHASH_MODELS_DIR>/digits` or `semhash train "
                 "convnet --out <SEMHASH_MODELS_DIR>/convnet` and restart the server"
             )
-        variant = min(errors, key=lambda v: errors[v])
+        best: str = min(errors, key=lambda v: errors[v])
+        return _recogniser_of(models, best)
+    return _recogniser_of(models, variant)
+
+
+def _recogniser_of(models: LoadedModels, variant: str) -> tuple[Any, str]:
     if variant == "convnet":
         return get_convnet_bundle(models), variant
     if variant == "motor":
@@ -89,8 +94,10 @@ def recogniser(
 
 def _predict(bundle: Any, images: np.ndarray, variant: str) -> np.ndarray:
     if variant in ("convnet", "motor"):
-        return bundle.predict_proba(images)
-    return bundle.predict_proba(images, variant)
+        probabilities: np.ndarray = bundle.predict_proba(images)
+        return probabilities
+    probabilities = bundle.predict_proba(images, variant)
+    return probabilities
 
 
 @router.post("/recognize", openapi_extra=OPENAPI_BODY)

@@ -10,7 +10,7 @@ animate the pen.
 from __future__ import annotations
 
 import base64
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query
@@ -108,7 +108,7 @@ class RenderedDigit(DrawingOut):
     bundle_id: str
 
 
-def _drawing(bundle: MotorBundle, program: np.ndarray, drawing: Drawing) -> dict[str, object]:
+def _drawing(bundle: MotorBundle, program: np.ndarray, drawing: Drawing) -> dict[str, Any]:
     return {
         "program": MotorProgram.from_array(program),
         "trajectory": pixel_trajectory(drawing, bundle.renderer).round(3).tolist(),
