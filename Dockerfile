@@ -75,7 +75,7 @@ RUN apt-get update && apt-get install --yes --no-install-recommends binutils \
     && python strip_libs.py /opt/venv \
     && python -m pip uninstall --yes --quiet pip setuptools wheel \
     && find /opt/venv/lib/python3.11/site-packages -depth -type d -name tests -exec rm -rf {} + \
-    && PYTHONDONTWRITEBYTECODE= python -c "import semhash_cli, service.cli, service.main, service.bulk, service.indexer, service.migrate, uvicorn.loops.auto, uvicorn.protocols.http.auto, uvicorn.lifespan.on; service.main.create_app()" \
+    && PYTHONDONTWRITEBYTECODE= python -c "import semhash_cli, service.cli, service.main, service.bulk, service.upsert, service.migrate, uvicorn.loops.auto, uvicorn.protocols.http.auto, uvicorn.lifespan.on; service.main.create_app()" \
     && PYTHONDONTWRITEBYTECODE= python -m compileall -q /opt/venv/lib/python3.11/site-packages/migrations
 
 # ---------------------------------------------------------------------------------------------------------

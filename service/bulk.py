@@ -25,8 +25,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from bundles.text import EmptyDocumentError, TextBundle, TextCodes
 from service.db import Collection
 from service.errors import NotFoundError
-from service.indexer import IncomingDocument, check_batch, ensure_bundle_matches, write_encoded
 from service.store import create_collection, find_collection
+from service.upsert import IncomingDocument, check_batch, ensure_bundle_matches, write_encoded
 from service.validation import document_id_problem, text_problem
 from training.corpus import CorpusError, Record
 

@@ -21,7 +21,6 @@ from bundles.text import TextBundle
 from service.codes import hex_to_long_words, long_code_hex_width, long_codes_to_words
 from service.errors import InvalidInputError
 from service.index_sync import CollectionIndex
-from service.indexer import ensure_bundle_matches
 from service.lexical import terms_of
 from service.schemas import (
     DEFAULT_CODE_WEIGHT,
@@ -32,6 +31,7 @@ from service.schemas import (
 from service.search import LEXICAL_RERANKS, SearchOptions, SearchQuery, search
 from service.settings import Settings
 from service.store import find_collection, find_document
+from service.upsert import ensure_bundle_matches
 
 SessionFactory = sessionmaker[Session]
 

@@ -24,9 +24,9 @@ from service.db import Collection
 from service.errors import ConflictError
 from service.imaging import array_to_png
 from service.index_sync import CollectionIndex
-from service.indexer import IncomingDocument, write_encoded
 from service.schemas import SearchResponse
 from service.search import SearchOptions, SearchQuery, search
+from service.upsert import IncomingDocument, write_encoded
 from service.validation import CollectionName, DocumentIdStr, Metadata
 
 

@@ -140,7 +140,7 @@ def test_the_service_imports_without_the_training_only_packages():
                     raise ImportError(f"{{name}} is not in the serving image")
 
         sys.meta_path.insert(0, Block())
-        import semhash_cli, service.cli, service.main, service.bulk, service.indexer, service.migrate
+        import semhash_cli, service.cli, service.main, service.bulk, service.upsert, service.migrate
         service.main.create_app()
         from typer.testing import CliRunner
         result = CliRunner().invoke(semhash_cli.app, ["serve", "--help"])

@@ -18,9 +18,9 @@ from service.deps import (
     require_write_key,
 )
 from service.errors import InvalidInputError
-from service.indexer import DuplicateIdsError, IncomingDocument, upsert_documents
 from service.schemas import DocumentPublic, DocumentsUpsert, UpsertResult
 from service.store import delete_document, find_document
+from service.upsert import DuplicateIdsError, IncomingDocument, upsert_documents
 from service.validation import DocumentIdStr
 
 router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"])

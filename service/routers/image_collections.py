@@ -25,12 +25,12 @@ from service.deps import (
 )
 from service.errors import InvalidInputError
 from service.imaging import ImageInputError, pixels_to_array, to_mnist
-from service.indexer import IncomingDocument, duplicate_positions
 from service.loaded_models import LoadedModelsDep
 from service.routers.collections import public_collection
 from service.schemas import CollectionPublic, SearchResponse, UpsertResult
 from service.sparse_codes import ImageCollectionCreate, ImagesUpsert, search_images, upsert_images
 from service.store import create_collection
+from service.upsert import IncomingDocument, duplicate_positions
 from service.vision import OPENAPI_BODY, ImagesDep, SparseBundleDep
 
 router = APIRouter(prefix="/v1/images/collections", tags=["images"])

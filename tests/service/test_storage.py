@@ -19,9 +19,9 @@ from sqlalchemy.exc import DBAPIError
 from service.db import Base, Collection, Document, make_engine, make_session_factory
 from service.errors import NotFoundError
 from service.index_sync import IndexRegistry
-from service.indexer import IncomingDocument, write_encoded
 from service.migrate import DatabaseNotAtHeadError, alembic_config, ensure_at_head, upgrade_to_head
 from service.store import delete_document, purge_tombstones, sql_ball
+from service.upsert import IncomingDocument, write_encoded
 
 _names = count()
 
