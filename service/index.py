@@ -41,10 +41,11 @@ from service.index_segments import (
 # The scalars of a version, in one int64 array (fewer arguments make a cheaper numba call).
 _DENSE, _SHIFT, _HEAD_SHIFT, _DELTA_COUNT, _VERSION = range(5)
 _NO_LABELS = np.zeros(0, np.uint8)
+Int = int | np.int64  # what the compiled kernels' integers are in Python terms (numba ignores annotations)
 
 
 @numba.njit(cache=True, nogil=True)
-def _cell(address: int, dense: bool, shift: np.uint64) -> int:
+def _cell(address: int, dense: bool, shift: np.uint64) -> Int:
     return address if dense else np.int64((np.uint64(address) * HASH_MULTIPLIER) >> shift)
 
 
@@ -53,10 +54,10 @@ def _write_live(
     out: np.ndarray,
     size: int,
     written: int,
-    begin: int,
-    stop: int,
+    begin: Int,
+    stop: Int,
     address: int,
-    label: int,
+    label: Int,
     addresses: np.ndarray,
     dead: np.ndarray,
     dense: bool,
@@ -84,7 +85,7 @@ def _write_delta(
     entry: int,
     n: int,
     address: int,
-    label: int,
+    label: Int,
     entries: np.ndarray,
     delta_count: int,
     version: int,
@@ -146,7 +147,7 @@ def probe_index(
     has_delta = head.shape[0] > 0
     none = np.empty(0, dtype=np.int64)
     probed = probes.shape[0]
-    found = 0
+    found: Int = 0
     for i in range(probes.shape[0]):
         address = probes[i] ^ query
         cell = _cell(address, dense, shift)

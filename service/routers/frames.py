@@ -128,8 +128,8 @@ async def _read_multipart(request: Request, max_pixels: int) -> tuple[list[np.nd
     return frames, options
 
 
-async def read_frames(request: Request) -> tuple[np.ndarray, PredictRequest, str]:
-    """The request's frames as (T, H, W) float32 (unchecked size), its options, and where they came from."""
+async def read_frames(request: Request) -> tuple[list[np.ndarray], PredictRequest, str]:
+    """The request's frames, (H, W) float32 each (size unchecked), its options, and where they came from."""
     settings: Settings = request.app.state.settings
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
@@ -140,18 +140,16 @@ async def read_frames(request: Request) -> tuple[np.ndarray, PredictRequest, str
             options = PredictRequest.model_validate_json(await request.body())
         except ValidationError as err:
             raise _validation_error(err) from err
-        frames = [
-            np.asarray(frame, dtype=np.float32) if _rectangular(frame) else None for frame in options.frames
-        ]
-        for i, frame in enumerate(frames):
-            if frame is None:
+        for i, rows in enumerate(options.frames):
+            if not _rectangular(rows):
                 raise InvalidInputError("each frame must be rows of equal length", [("body", "frames", i)])
+        frames = [np.asarray(rows, dtype=np.float32) for rows in options.frames]
         source = "frames"
     else:
         raise UnsupportedMediaTypeError(
             f"unsupported content type {content_type!r}: send application/json or multipart/form-data"
         )
-    return frames, options, source  # type: ignore[return-value]
+    return frames, options, source
 
 
 def _rectangular(frame: Frame) -> bool:
