@@ -78,7 +78,8 @@ class MotorNets(nn.Module):
 
     def recognize(self, images: Tensor) -> Tensor:
         """Each class's code for each image.  images: (C, B, 784) -> codes (C, B, 70)."""
-        return self.prototypes[:, None, :] + self.scale * self.recognition(images)
+        codes: Tensor = self.prototypes[:, None, :] + self.scale * self.recognition(images)
+        return codes
 
     def generate(self, codes: Tensor) -> Tensor:
         """Each class's neural rendering of its codes.  codes: (C, B, 70) -> images (C, B, 784)."""
