@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from scale_data import SyntheticBundle, collection_size, external_ids, populate
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from service.db import make_engine
 from service.migrate import upgrade_to_head
@@ -345,14 +345,14 @@ def check(url: str, name: str, n: int, touched: dict[str, bool], seed: int) -> d
             {"c": collection_id},
         )
         rows = {}
+        by_ids = text(
+            "SELECT external_id, address, deleted FROM documents "
+            "WHERE collection_id = :c AND external_id IN :ids"
+        ).bindparams(bindparam("ids", expanding=True))
         for start in range(0, len(wanted), 5000):
-            part = wanted[start : start + 5000]
-            for external_id, address, deleted in connection.execute(
-                text("SELECT external_id, address, deleted FROM documents WHERE collection_id = :c "
-                     "AND external_id = ANY(:ids)"),
-                {"c": collection_id, "ids": part},
-            ):  # fmt: skip
-                rows[external_id] = (address, deleted)
+            found = connection.execute(by_ids, {"c": collection_id, "ids": wanted[start : start + 5000]})
+            for external_id, address, deleted in found:
+                rows[external_id] = (address, bool(deleted))
     engine.dispose()
     result: dict = {"sql_count": sql_count, "checked_documents": len(rows), "processes": {}}
     lost_or_stale = 0

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+import numpy as np
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError, NoResultFound
 from sqlalchemy.orm import Session
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from service.db import Collection, Document
 from service.errors import ConflictError, NotFoundError
 from service.index import xor_masks
+from service.index_writer import ChangeBatch, Changes
 
 
 class CodingBundle(Protocol):
@@ -26,6 +28,35 @@ class CodingBundle(Protocol):
     def address_bits(self) -> int: ...
     @property
     def long_bits(self) -> int: ...
+
+
+class CollectionRef(Protocol):
+    """What a write needs to know of its collection: a `Collection` row, or the in-memory index's
+    description of it (`service.index_sync.CollectionIndex`), which spares a read per request."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def bundle_id(self) -> str: ...
+    @property
+    def bundle_fingerprint(self) -> str: ...
+    @property
+    def long_bits(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one write transaction changed, for the writing process's own indexes once it has committed
+    (`IndexRegistry.apply_written`): they take it without reading it back."""
+
+    collection_id: int
+    collection_name: str
+    batch: ChangeBatch  # every row the transaction stamped, all with `batch.newest_seq`
+
+    def __len__(self) -> int:
+        return len(self.batch)
 
 
 # Keep each IN list well under SQLite's limit on bound parameters (32766).
@@ -116,10 +147,10 @@ def find_document(session: Session, collection: Collection, external_id: str) ->
     return document
 
 
-def delete_document(session: Session, collection: Collection, external_id: str) -> None:
+def delete_document(session: Session, collection: CollectionRef, external_id: str) -> Written:
     """Turn a document into a tombstone (text and metadata dropped) so every index sees it go."""
     change_seq = next_change_seq(session, collection.id)
-    result = session.execute(
+    row_id = session.execute(
         update(Document)
         .where(
             Document.collection_id == collection.id,
@@ -127,10 +158,13 @@ def delete_document(session: Session, collection: Collection, external_id: str) 
             Document.deleted.is_(False),
         )
         .values(deleted=True, text="", metadata_=None, change_seq=change_seq, updated_at=func.now())
+        .returning(Document.id)
         .execution_options(synchronize_session=False)
-    )
-    if result.rowcount == 0:
+    ).scalar()
+    if row_id is None:
         raise NotFoundError(f"document {external_id!r} not found in collection {collection.name!r}")
+    tombstone = Changes.deletes(np.array([row_id], np.int64), (collection.long_bits + 63) // 64)
+    return Written(collection.id, collection.name, ChangeBatch(tombstone, [""], change_seq))
 
 
 def purge_tombstones(session: Session, older_than: datetime) -> int:
