@@ -10,13 +10,13 @@ from fastapi import Depends, Header, HTTPException, Path, Request, status
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from bundles.text import TextBundle
 from service.db import Collection
 from service.errors import ModelNotLoadedError, NotFoundError
 from service.index_sync import CollectionIndex, IndexRegistry
 from service.settings import Settings
 from service.store import CollectionRef, find_collection
 from service.validation import CollectionName
-from training.text_bundle import TextBundle
 
 # Dependencies that do no I/O are `async def`: they run on the event loop, without a thread-pool hop.
 

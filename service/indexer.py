@@ -22,12 +22,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from bundles.text import TextBundle
 from service.codes import stored_codes_to_words
 from service.db import Document
 from service.errors import ConflictError
 from service.index_writer import ChangeBatch, Changes
 from service.store import CollectionRef, Written, next_change_seq
-from training.text_bundle import TextBundle
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError, NoResultFound
 from sqlalchemy.orm import Session
 
+from service.codes import xor_masks
 from service.db import Collection, Document
 from service.errors import ConflictError, NotFoundError
-from service.index import xor_masks
 from service.index_writer import ChangeBatch, Changes
 
 
