@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Protocol
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError, NoResultFound
+from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.codes import xor_masks
@@ -72,19 +72,33 @@ class BallMatch:
     distance: int
 
 
+_COLLECTIONS = Collection.__table__.c
+_DOCUMENTS = Document.__table__.c
+# Core statements with bound parameters, built once: every API write runs them.
+_NEXT_CHANGE_SEQ = (
+    update(Collection.__table__)
+    .where(_COLLECTIONS.id == bindparam("collection"))
+    .values(change_seq=_COLLECTIONS.change_seq + 1)
+    .returning(_COLLECTIONS.change_seq)
+)
+_TOMBSTONE = (
+    update(Document.__table__)
+    .where(
+        _DOCUMENTS.collection_id == bindparam("collection"),
+        _DOCUMENTS.external_id == bindparam("external"),
+        _DOCUMENTS.deleted.is_(False),
+    )
+    .values(deleted=True, text="", metadata=None, change_seq=bindparam("seq"), updated_at=func.now())
+    .returning(_DOCUMENTS.id)
+)
+
+
 def next_change_seq(session: Session, collection_id: int) -> int:
     """Bump the collection's change counter in this transaction (locking its row until commit)."""
-    statement = (
-        update(Collection)
-        .where(Collection.id == collection_id)
-        .values(change_seq=Collection.change_seq + 1)
-        .returning(Collection.change_seq)
-        .execution_options(synchronize_session=False)
-    )
-    try:
-        return session.execute(statement).scalar_one()
-    except NoResultFound as err:
-        raise NotFoundError(f"collection {collection_id} was deleted meanwhile") from err
+    change_seq = session.connection().execute(_NEXT_CHANGE_SEQ, {"collection": collection_id}).scalar()
+    if change_seq is None:
+        raise NotFoundError(f"collection {collection_id} was deleted meanwhile")
+    return int(change_seq)
 
 
 def create_collection(session: Session, name: str, bundle: CodingBundle) -> Collection:
@@ -150,17 +164,11 @@ def find_document(session: Session, collection: Collection, external_id: str) ->
 def delete_document(session: Session, collection: CollectionRef, external_id: str) -> Written:
     """Turn a document into a tombstone (text and metadata dropped) so every index sees it go."""
     change_seq = next_change_seq(session, collection.id)
-    row_id = session.execute(
-        update(Document)
-        .where(
-            Document.collection_id == collection.id,
-            Document.external_id == external_id,
-            Document.deleted.is_(False),
-        )
-        .values(deleted=True, text="", metadata_=None, change_seq=change_seq, updated_at=func.now())
-        .returning(Document.id)
-        .execution_options(synchronize_session=False)
-    ).scalar()
+    row_id = (
+        session.connection()
+        .execute(_TOMBSTONE, {"collection": collection.id, "external": external_id, "seq": change_seq})
+        .scalar()
+    )
     if row_id is None:
         raise NotFoundError(f"document {external_id!r} not found in collection {collection.name!r}")
     tombstone = Changes.deletes(np.array([row_id], np.int64), (collection.long_bits + 63) // 64)
