@@ -145,20 +145,16 @@ def check_batch(collection: CollectionRef, bundle: TextBundle, documents: Sequen
     ensure_bundle_matches(collection, bundle)
 
 
-def write_encoded(
+def _upsert_rows(
     session: Session,
-    collection: CollectionRef,
+    collection_id: int,
+    change_seq: int,
     documents: Sequence[IncomingDocument],
     addresses: np.ndarray,
-    long_codes: np.ndarray,
-) -> Written:
-    """Insert or replace already-encoded documents by external id in the session's transaction."""
-    change_seq = next_change_seq(session, collection.id) if documents else 0
-    dialect = session.get_bind().dialect.name
-    codes = [long_code.tobytes() for long_code in long_codes]
-    if not documents:
-        row_ids: dict[str, int] = {}
-    elif dialect == "postgresql" and len(documents) > _COPY_MIN_ROWS:
+    codes: list[bytes],
+) -> dict[str, int]:
+    """Insert or replace the rows, stamped with `change_seq`; the row id of each external id."""
+    if session.get_bind().dialect.name == "postgresql" and len(documents) > _COPY_MIN_ROWS:
         rows = [
             (
                 document.external_id,
@@ -169,23 +165,38 @@ def write_encoded(
             )
             for document, address, code in zip(documents, addresses, codes, strict=True)
         ]
-        row_ids = _copy_upsert_postgres(session, collection.id, change_seq, rows)
-    else:  # SQLite, or a few rows: one INSERT ... ON CONFLICT (COPY costs three round trips)
-        values = [
-            {
-                "collection_id": collection.id,
-                "external_id": document.external_id,
-                "text": document.text,
-                "metadata": document.metadata,
-                "address": int(address),
-                "long_code": code,
-                "deleted": False,
-                "change_seq": change_seq,
-            }
-            for document, address, code in zip(documents, addresses, codes, strict=True)
-        ]
-        returned = session.execute(_upsert_statement(dialect), values)
-        row_ids = {external_id: row_id for row_id, external_id in returned}
+        return _copy_upsert_postgres(session, collection_id, change_seq, rows)
+    values = [  # SQLite, or a few rows: one INSERT ... ON CONFLICT (COPY costs three round trips)
+        {
+            "collection_id": collection_id,
+            "external_id": document.external_id,
+            "text": document.text,
+            "metadata": document.metadata,
+            "address": int(address),
+            "long_code": code,
+            "deleted": False,
+            "change_seq": change_seq,
+        }
+        for document, address, code in zip(documents, addresses, codes, strict=True)
+    ]
+    returned = session.execute(_upsert_statement(session.get_bind().dialect.name), values)
+    return {external_id: row_id for row_id, external_id in returned}
+
+
+def write_encoded(
+    session: Session,
+    collection: CollectionRef,
+    documents: Sequence[IncomingDocument],
+    addresses: np.ndarray,
+    long_codes: np.ndarray,
+) -> Written:
+    """Insert or replace already-encoded documents by external id in the session's transaction."""
+    codes = [long_code.tobytes() for long_code in long_codes]
+    if documents:
+        change_seq = next_change_seq(session, collection.id)
+        row_ids = _upsert_rows(session, collection.id, change_seq, documents, addresses, codes)
+    else:
+        change_seq, row_ids = 0, {}
     changes = Changes(
         np.array([row_ids[document.external_id] for document in documents], np.int64),
         np.zeros(len(documents), bool),
