@@ -1,9 +1,10 @@
 """REST parts of benchmarks/scale.py: single-document writes through two `semhash serve` processes.
 
-The collection (`scale-rest-<size>`, uniform synthetic codes, written by COPY) belongs to a tiny text
-bundle trained here on generated topic texts (20-bit addresses, 128-bit codes), so upserts go through
-the real path: encode, one transaction each, `sync_after_write`. Server A takes the writes, server B
-(another process on the same database) only learns of them by polling.
+The collection (`scale-rest-<size>`, uniform synthetic codes, written straight into the table, in
+PostgreSQL or SQLite) belongs to a tiny text bundle trained here on generated topic texts (20-bit
+addresses, 128-bit codes), so upserts go through the real path: encode, one transaction each,
+`apply_written`. Server A takes the writes, server B (another process on the same database) only
+learns of them by polling.
 
 * single: sequential single-document upserts to A; latency p50/p99, and for every 5th the time from A's
   answer until a search on B (by the document's address, radius 0, polled every 5 ms) returns it.
