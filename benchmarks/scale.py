@@ -382,6 +382,7 @@ def main() -> None:
                 "rest_writes_per_s": rest["mixed"]["writes_per_s"],
                 "search_p50_ms_under_writes": rest["mixed"]["search_ms_p50"],
                 "search_p99_ms_under_writes": rest["mixed"]["search_ms_p99"],
+                "database_commit_ms_p50": rest["database"]["commit_ms_p50"],
             }
             for key, value in keys.items():
                 results.setdefault(f"{key}_by_database", {}).setdefault(size, {})[database] = value

@@ -372,9 +372,34 @@ def check(url: str, name: str, n: int, touched: dict[str, bool], seed: int) -> d
     return result
 
 
+def commit_latency(url: str, count: int = 200) -> dict:
+    """The database's own floor under a write: p50/p99 ms of a one-row UPDATE and its COMMIT, with the
+    service's engine settings (a PostgreSQL commit waits for its WAL flush; SQLite's WAL with
+    synchronous=NORMAL does not sync at commit)."""
+    engine = make_engine(url)
+    timings = []
+    with engine.connect() as connection:
+        connection.execute(
+            text("CREATE TABLE IF NOT EXISTS scale_commit_probe (id INTEGER PRIMARY KEY, v INTEGER)")
+        )
+        connection.execute(text("DELETE FROM scale_commit_probe"))
+        connection.execute(text("INSERT INTO scale_commit_probe VALUES (1, 0)"))
+        connection.commit()
+        for _ in range(count):
+            started = time.perf_counter()
+            connection.execute(text("UPDATE scale_commit_probe SET v = v + 1 WHERE id = 1"))
+            connection.commit()
+            timings.append((time.perf_counter() - started) * 1000)
+    engine.dispose()
+    result = {"commit_ms_p50": statistics.median(timings), "commit_ms_p99": float(np.percentile(timings, 99))}
+    print(f"[rest commit] {result}", flush=True)
+    return result
+
+
 def bench_rest(url: str, n: int, scratch: Path, seed: int, mixed_seconds: float) -> dict:
     bundle = prepare_rest(url, n, scratch, seed)
     name = _name(n)
+    database = commit_latency(url)
     servers = _start_servers(url, scratch / "models", scratch)
     try:
         load_seconds = _wait_loaded(name, n)
@@ -386,4 +411,10 @@ def bench_rest(url: str, n: int, scratch: Path, seed: int, mixed_seconds: float)
             server.terminate()
         for server in servers:
             server.wait(timeout=60)
-    return {"servers_ready_seconds": load_seconds, "single": single, "mixed": mixed, "check": checked}
+    return {
+        "database": database,
+        "servers_ready_seconds": load_seconds,
+        "single": single,
+        "mixed": mixed,
+        "check": checked,
+    }
