@@ -46,7 +46,8 @@ PORTS = (8771, 8772)
 TOPICS = ("space", "hockey", "guns", "medicine")
 SAMPLE_UNTOUCHED = 1000
 SINGLE_UPSERTS = 300
-VISIBILITY_EVERY = 5  # wait for every 5th upsert to show up in the second server (a poll takes up to 0.5 s)
+VISIBILITY_EVERY = 5  # wait for every 5th upsert to show up in the second server
+POLL_SECONDS = 0.5  # the servers' SEMHASH_INDEX_POLL_SECONDS (the default)
 
 
 def _name(n: int) -> str:
@@ -188,6 +189,10 @@ def bench_single(bundle: TextBundle, name: str, count: int, seed: int) -> dict:
     upserts, visible = [], []
     for i, (body_text, address) in enumerate(zip(texts, addresses, strict=True)):
         document_id = f"single-{seed}-{i}"
+        if i % VISIBILITY_EVERY == 0:
+            # Waiting for B to find the last sampled write puts us right after one of its polls: a
+            # random pause keeps the sampled writes from all landing at the same point of its cycle.
+            time.sleep(rng.uniform(0, POLL_SECONDS))
         started = time.perf_counter()
         status, data = writer.call(
             "POST",
