@@ -383,6 +383,8 @@ def main() -> None:
                 "search_p50_ms_under_writes": rest["mixed"]["search_ms_p50"],
                 "search_p99_ms_under_writes": rest["mixed"]["search_ms_p99"],
                 "database_commit_ms_p50": rest["database"]["commit_ms_p50"],
+                "rest_upserts_per_s_concurrent_writers": rest["mixed_concurrent_writers"]["upserts_per_s"],
+                "search_p99_ms_under_concurrent_writes": rest["mixed_concurrent_writers"]["search_ms_p99"],
             }
             for key, value in keys.items():
                 results.setdefault(f"{key}_by_database", {}).setdefault(size, {})[database] = value

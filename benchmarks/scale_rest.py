@@ -10,9 +10,10 @@ learns of them by polling.
   answer until a search on B (by the document's address, radius 0, polled every 5 ms) returns it.
 * mixed: one writer (upserts of new and existing ids, deletes of written and of loaded documents, as
   fast as answers come back) against A, and SEARCHERS concurrent searchers (radius 2, limit 10, random
-  addresses; half on A, half on B), for `seconds`.
-* check: after the mixed run, each server's index size (from /metrics) against the SQL count, and every
-  document the writer touched plus a sample of the others searched by its address on both servers:
+  addresses; half on A, half on B), for `seconds`; then again with CONCURRENT_WRITERS writers, each
+  with one request in flight (its own connection), to see what one collection takes when writes overlap.
+* check: after the mixed runs, each server's index size (from /metrics) against the SQL count, and every
+  document a writer touched plus a sample of the others searched by its address on both servers:
   live ones must be found, deleted ones not. `lost_or_stale` counts every failure.
 """
 
@@ -42,6 +43,7 @@ from training.text_train import train_text_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 SEARCHERS = 8
+CONCURRENT_WRITERS = 4  # the second mixed run: writer connections with a request in flight each
 PORTS = (8771, 8772)
 TOPICS = ("space", "hockey", "guns", "medicine")
 SAMPLE_UNTOUCHED = 1000
@@ -305,18 +307,25 @@ def _searchers(name: str, seconds: float, seed: int, start_at: float) -> list[fl
     return latencies
 
 
-def bench_mixed(name: str, n: int, seconds: float, seed: int) -> tuple[dict, dict[str, bool]]:
+def bench_mixed(name: str, n: int, seconds: float, seed: int, writers: int) -> tuple[dict, dict[str, bool]]:
+    """`writers` connections each writing one document at a time (the issue's writer is one; more show
+    what one collection takes when requests overlap), SEARCHERS searchers."""
     context = multiprocessing.get_context("spawn")
-    with context.Pool(2) as pool:
+    with context.Pool(1 + writers) as pool:
         start_at = time.time() + 2.0
-        writes = pool.apply_async(_writer, (name, n, seconds, seed, start_at))
+        # Each writer its own ids (its seed); deleting a loaded document twice is a 404, also fine.
+        writes = [
+            pool.apply_async(_writer, (name, n, seconds, seed + 1000 * k, start_at)) for k in range(writers)
+        ]
         searches = pool.apply_async(_searchers, (name, seconds, seed, start_at))
-        written, latencies = writes.get(), searches.get()
-    counts = written["counts"]
-    write_latencies = written["latencies"]
+        written, latencies = [w.get() for w in writes], searches.get()
+    counts = {kind: sum(w["counts"][kind] for w in written) for kind in written[0]["counts"]}
+    write_latencies = [latency for w in written for latency in w["latencies"]]
+    state = {key: alive for w in written for key, alive in w["state"].items()}
     upserts = counts["insert"] + counts["replace"]
     result = {
         "seconds": seconds,
+        "writers": writers,
         "searchers": SEARCHERS,
         "writes": counts,
         "writes_per_s": sum(counts.values()) / seconds,
@@ -329,12 +338,13 @@ def bench_mixed(name: str, n: int, seconds: float, seed: int) -> tuple[dict, dic
         "search_ms_p99": float(np.percentile(latencies, 99)),
     }
     print(
-        f"[rest mixed] {result['writes_per_s']:.0f} writes/s ({result['upserts_per_s']:.0f} upserts/s), "
+        f"[rest mixed, {writers} writer(s)] {result['writes_per_s']:.0f} writes/s "
+        f"({result['upserts_per_s']:.0f} upserts/s), "
         f"{result['searches_per_s']:.0f} searches/s, search p50 {result['search_ms_p50']:.2f} ms "
         f"p99 {result['search_ms_p99']:.2f} ms",
         flush=True,
     )
-    return result, written["state"]
+    return result, state
 
 
 def check(url: str, name: str, n: int, touched: dict[str, bool], seed: int) -> dict:
@@ -409,8 +419,9 @@ def bench_rest(url: str, n: int, scratch: Path, seed: int, mixed_seconds: float)
     try:
         load_seconds = _wait_loaded(name, n)
         single = bench_single(bundle, name, SINGLE_UPSERTS, seed)
-        mixed, touched = bench_mixed(name, n, mixed_seconds, seed)
-        checked = check(url, name, n, touched, seed)
+        mixed, touched = bench_mixed(name, n, mixed_seconds, seed, writers=1)
+        concurrent, touched_too = bench_mixed(name, n, mixed_seconds, seed + 1, writers=CONCURRENT_WRITERS)
+        checked = check(url, name, n, {**touched, **touched_too}, seed)
     finally:
         for server in servers:
             server.terminate()
@@ -421,5 +432,6 @@ def bench_rest(url: str, n: int, scratch: Path, seed: int, mixed_seconds: float)
         "servers_ready_seconds": load_seconds,
         "single": single,
         "mixed": mixed,
+        "mixed_concurrent_writers": concurrent,
         "check": checked,
     }
