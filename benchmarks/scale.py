@@ -320,7 +320,7 @@ def main() -> None:
             "seconds": time.time() - started,
         }
         # Parts run separately add to one file: keep each run's conditions.
-        results.setdefault("machine_by_parts", {})[args.parts] = results["machine"]
+        results.setdefault("machine_by_parts", {})[f"{args.parts} {args.databases}"] = results["machine"]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
