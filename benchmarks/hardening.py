@@ -351,7 +351,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
-    models = models_with_every_kind(args.models, args.serve_models)
+    # Only schemathesis and the hostile battery need every route served (tiny bundles trained for them).
+    needs_every_kind = bool(parts & {"schemathesis", "hostile"})
+    models = models_with_every_kind(args.models, args.serve_models) if needs_every_kind else args.models
     results: dict = json.loads(args.out.read_text()) if args.out.exists() else {}
     results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as scratch_dir:
