@@ -144,12 +144,30 @@ def server(models: Path, url: str, **env: str) -> Iterator[tuple[str, subprocess
             process.kill()
 
 
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found.extend(below)
+        todo.extend(below)
+    return found
+
+
 def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident memory so far (VmHWM), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    """Peak resident memory so far (VmHWM), in MB, of the process and every process under it (the image
+    decoding workers run in processes of their own), summed: an upper bound of their peak together."""
+    total = 0
+    for process in [pid, *_descendants(pid)]:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{process}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+    return total / 1024
 
 
 # ----- schemathesis ----------------------------------------------------------------------------------
@@ -253,6 +271,8 @@ def run_healthz(models: Path, scratch: Path, requests: int, clients: int, side: 
                         status = client.post("/v1/digits/recognize", files=files).status_code
                     except httpx.TimeoutException:
                         status = 0  # no answer within the client's timeout (counted as "0")
+                    except httpx.TransportError:
+                        break  # the server was stopped with this batch still decoding
                     with lock:
                         statuses[status] += 1
                     if status == 429:
@@ -264,8 +284,9 @@ def run_healthz(models: Path, scratch: Path, requests: int, clients: int, side: 
         time.sleep(2.0)  # let the decoders fill up
         load_p99, load_p50 = healthz_p99(base, requests)
         stop.set()
-        for thread in threads:
-            thread.join()
+        # Leaving the block stops the server: batches still decoding need not be waited for.
+    for thread in threads:
+        thread.join()
     return {
         "idle": round(idle_p99, 2),
         "image_load": round(load_p99, 2),
@@ -309,7 +330,7 @@ def run_suite_repeats(runs: int, tests: list[str]) -> dict:
     burner = subprocess.Popen([sys.executable, "-c", "while True: sum(i * i for i in range(10**6))"])
     passed, durations = 0, []
     try:
-        for _ in range(runs):
+        for run in range(runs):
             started = time.perf_counter()
             result = subprocess.run(
                 [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
@@ -319,6 +340,8 @@ def run_suite_repeats(runs: int, tests: list[str]) -> dict:
             )
             durations.append(round(time.perf_counter() - started, 1))
             passed += result.returncode == 0
+            summary = result.stdout.strip().splitlines()[-1:] or ["(no output)"]
+            print(f"run {run + 1}/{runs}: {summary[0]} ({durations[-1]} s)", file=sys.stderr, flush=True)
     finally:
         burner.kill()
     return {"passed": passed, "runs": runs, "tests": tests, "seconds_per_run": durations}
