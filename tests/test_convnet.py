@@ -11,13 +11,13 @@ import pytest
 import torch
 from mnist_like import mnist_like, tiny_convnet_config
 
+from bundles.convnet import SCAN_BAND_ROWS, ConvNetBundle, forward
+from bundles.digit_preprocess import BlankImageError
+from bundles.digit_strips import StripConfig, compose_strip, make_strips, prepare_strip
+from bundles.io import BundleError
 from models.convnet import N_OUTPUTS, NONE, STRIDE, ConvNetArchitecture, ScanningConvNet
-from training.bundle_io import BundleError
 from training.convnet import WindowConfig, make_windows, train_convnet
-from training.convnet_bundle import ConvNetBundle
 from training.convnet_eval import match, read_strips
-from training.digit_preprocess import BlankImageError
-from training.digit_strips import StripConfig, compose_strip, make_strips, prepare_strip
 
 SMALL = ConvNetArchitecture(conv1=6, conv2=12, hidden=32, dropout=0.0)
 
@@ -32,6 +32,22 @@ def test_scanning_is_the_net_applied_to_every_window() -> None:
         for j in range(5):
             window = picture[:, :, i * STRIDE : i * STRIDE + 28, j * STRIDE : j * STRIDE + 28]
             assert torch.allclose(net.window_logits(window)[0], scanned[:, i, j], atol=1e-5)
+
+
+def test_the_numpy_reader_computes_what_the_torch_module_computes(tiny_bundle: Path) -> None:
+    """Serving runs numpy (no torch in the serving image): the module's logits, banded scans included."""
+    bundle = ConvNetBundle.load(tiny_bundle)
+    net = ScanningConvNet(bundle.architecture).eval()
+    net.load_state_dict({name: torch.from_numpy(value) for name, value in bundle.weights.items()})
+    tall = 28 + STRIDE * (SCAN_BAND_ROWS + 5) + 3  # more than one band, and an odd remainder
+    picture = torch.rand(1, 1, tall, 41, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = net(picture)[0]  # (11, R, C)
+    got = forward(bundle.weights, picture[0].numpy())[0].transpose(2, 0, 1)
+    np.testing.assert_allclose(got, logits.numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        bundle.scan(picture[0, 0].numpy()), torch.softmax(logits, 0).numpy(), atol=1e-5
+    )
 
 
 def test_the_shared_gradient_is_the_sum_over_the_copies() -> None:

@@ -23,6 +23,7 @@ import pytest
 import typer
 import yaml
 from dockerfile_parse import dockerfile_stages
+from fastapi.testclient import TestClient
 from typer.models import ParameterInfo
 from typer.testing import CliRunner
 
@@ -203,8 +204,12 @@ def test_api_table_matches_the_routes():
     def shape(path: str) -> str:  # parameter names may differ between code and prose
         return re.sub(r"\{[^}]*\}", "{}", path)
 
-    paths = create_app().openapi()["paths"]
+    app = create_app()
+    paths = app.openapi()["paths"]
     served = {(method.upper(), shape(path)) for path, operations in paths.items() for method in operations}
+    # The web page is kept out of the OpenAPI schema, but it is served and documented.
+    assert TestClient(app).get("/").status_code == 200
+    served.add(("GET", "/"))
     readme = (ROOT / "README.md").read_text()
     documented = {
         (method, shape(path))

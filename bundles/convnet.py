@@ -1,8 +1,9 @@
 """Serving side of the scanning convnet: recognising normalised digits and reading every digit in a picture.
 
-A bundle (training/bundle_io.py) of kind "convnet": config.json with the architecture
+A bundle (bundles/io.py) of kind "convnet": config.json with the architecture
 (models/convnet.ConvNetArchitecture) and the reader's decoding settings, weights.safetensors with the
-tensors of `models.convnet.weight_shapes`. Inference runs the torch module on the CPU.
+tensors of `models.convnet.weight_shapes`. Inference is numpy (`forward` below, the same layers as
+models/convnet.ScanningConvNet in eval mode), so serving needs no torch.
 
 Reading a picture (`read`): prepare it (training/digit_strips.prepare_strip: ink, scale so digits are
 MNIST-sized, pad), run the net over all of it at once (one output per 4 px, models/convnet.py), then
@@ -15,7 +16,8 @@ candidate is kept and those closer than `min_distance` px (in the scaled picture
 kept column is a digit: p(digit | a digit) is the softmax over the 10 digit outputs at (r*, c),
 averaged over the 3 x 3 windows shifted by 0 and +-`refine` px (the net was trained to read a digit up
 to 1.5 px off the centre, so each shifted window is another look at it); the class is its argmax, and
-the box the 20x20 MNIST box around the window's centre, mapped back to the picture's pixels. The string reads the digits from left to right.
+the box the 20x20 MNIST box around the window's centre, mapped back to the picture's pixels.
+The string reads the digits from left to right.
 """
 
 from __future__ import annotations
@@ -25,24 +27,56 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from models.convnet import (
-    CENTRE,
-    NONE,
-    SIDE,
-    STRIDE,
-    ConvNetArchitecture,
-    ScanningConvNet,
-    digit_probabilities,
-    weight_shapes,
-)
-from training.bundle_io import BundleError, bundle_id, check_shapes, read_bundle
-from training.digit_preprocess import BOX
-from training.digit_strips import prepare_strip
+from bundles.digit_preprocess import BOX
+from bundles.digit_strips import prepare_strip
+from bundles.io import BundleError, bundle_id, check_shapes, read_bundle
+from models.convnet_layout import CENTRE, N_DIGITS, NONE, SIDE, STRIDE, ConvNetArchitecture, weight_shapes
 
 CONVNET_FORMAT_VERSION = 1
 MAX_SCAN_PIXELS = 4_000_000  # a prepared picture larger than this holds digits too small to read
+SCAN_BAND_ROWS = 32  # output rows computed at once: bounds the first layer's activations on big pictures
+
+
+def _conv_relu(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """relu(valid convolution): x (B, H, W, Cin), weight (Cout, Cin, kh, kw) -> (B, H-kh+1, W-kw+1, Cout).
+
+    out[b, i, j] = sum_{dy, dx} x[b, i + dy, j + dx] @ weight[:, :, dy, dx].T + bias: one matrix product
+    per kernel offset, so no im2col copy of kh * kw times the input is ever made.
+    """
+    _, cin, kh, kw = weight.shape
+    h, w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    out = np.zeros((x.shape[0], h, w, weight.shape[0]), dtype=np.float32)
+    for dy in range(kh):
+        for dx in range(kw):
+            out += x[:, dy : dy + h, dx : dx + w, :] @ weight[:, :, dy, dx].T
+    out += bias
+    return np.maximum(out, 0.0, out=out)
+
+
+def _max_pool(x: np.ndarray) -> np.ndarray:
+    """2x2 max-pooling with stride 2, dropping an odd last row/column (torch's floor mode)."""
+    b, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2]
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """models/convnet.ScanningConvNet.forward in numpy (eval mode: no dropout).
+
+    x (B, H, W) ink, H, W >= 28 -> logits (B, (H-28)//4+1, (W-28)//4+1, 11), channels last.
+    """
+    h = x[..., None].astype(np.float32, copy=False)
+    h = _max_pool(_conv_relu(h, weights["conv1.weight"], weights["conv1.bias"]))
+    h = _max_pool(_conv_relu(h, weights["conv2.weight"], weights["conv2.bias"]))
+    h = _conv_relu(h, weights["conv3.weight"], weights["conv3.bias"])
+    return h @ weights["conv4.weight"][:, :, 0, 0].T + weights["conv4.bias"]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis."""
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -97,9 +131,7 @@ class ConvNetBundle:
         self.path, self.config, self.metrics = path, config, metrics
         self.architecture = _architecture(config, path)
         self.reader = ReaderConfig(**config.get("reader", {}))
-        self.model = ScanningConvNet(self.architecture)
-        self.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
-        self.model.eval()
+        self.weights = {name: np.asarray(value, dtype=np.float32) for name, value in weights.items()}
         self.bundle_id = bundle_id(path, self.kind)
 
     @classmethod
@@ -109,22 +141,34 @@ class ConvNetBundle:
         check_shapes(path, weights, weight_shapes(_architecture(config, path)))
         return cls(path, config, weights, metrics)
 
-    @torch.inference_mode()
+    def _digit_probabilities(self, windows: np.ndarray) -> np.ndarray:
+        """p(digit | a digit is there) of (n, 28, 28) windows: softmax over the 10 digit logits."""
+        return softmax(forward(self.weights, windows)[:, 0, 0, :N_DIGITS])
+
     def predict_proba(self, images: np.ndarray, variant: str | None = None) -> np.ndarray:
         """p(digit) of MNIST-normalised digits.  (n, 784) in [0, 1] -> (n, 10), rows summing to 1."""
         x = np.asarray(images, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != SIDE * SIDE:
             raise ValueError(f"images must have shape (n, {SIDE * SIDE}), got {x.shape}")
-        logits = self.model.window_logits(torch.from_numpy(x))
-        return digit_probabilities(logits).numpy().astype(np.float64)
+        return self._digit_probabilities(x.reshape(-1, SIDE, SIDE)).astype(np.float64)
 
-    @torch.inference_mode()
     def scan(self, ink: np.ndarray) -> np.ndarray:
-        """Softmax over the 11 outputs at every window of prepared ink (H, W).  -> (11, R, C)."""
-        logits = self.model(torch.from_numpy(np.ascontiguousarray(ink, dtype=np.float32))[None, None])
-        return torch.softmax(logits[0], dim=0).numpy()
+        """Softmax over the 11 outputs at every window of prepared ink (H, W).  -> (11, R, C).
 
-    @torch.inference_mode()
+        Computed in bands of SCAN_BAND_ROWS output rows: output row r reads input rows 4r .. 4r + 27,
+        and a band starting at a multiple of 4 keeps the poolings aligned, so the bands are exact."""
+        ink = np.asarray(ink, dtype=np.float32)
+        if ink.ndim != 2 or min(ink.shape) < SIDE:
+            raise ValueError(f"expected a picture (H, W) with H, W >= {SIDE}, got {ink.shape}")
+        rows = (ink.shape[0] - SIDE) // STRIDE + 1
+        bands = [
+            forward(
+                self.weights, ink[None, r * STRIDE : (min(r + SCAN_BAND_ROWS, rows) - 1) * STRIDE + SIDE]
+            )[0]
+            for r in range(0, rows, SCAN_BAND_ROWS)
+        ]
+        return softmax(np.concatenate(bands, axis=0)).transpose(2, 0, 1)
+
     def _classify(self, ink: np.ndarray, positions: list[tuple[int, int]], refine: int) -> list[np.ndarray]:
         """p(digit | a digit) at output positions (r, c), averaged over the windows shifted by 0 and
         +-refine px in each direction (3 x 3 windows; shifts that leave the picture are skipped)."""
@@ -140,14 +184,13 @@ class ConvNetBundle:
                 for y, x in [(r * STRIDE + dy, c * STRIDE + dx)]
                 if 0 <= y <= ink.shape[0] - SIDE and 0 <= x <= ink.shape[1] - SIDE
             ]
-            logits = self.model.window_logits(torch.from_numpy(np.stack(windows).astype(np.float32)))
-            out.append(digit_probabilities(logits).mean(0).numpy())
+            out.append(self._digit_probabilities(np.stack(windows)).mean(0))
         return out
 
     def read(self, gray: np.ndarray, reader: ReaderConfig | None = None) -> Reading:
         """Every digit in a grayscale picture (H, W) in [0, 1], either polarity, read left to right.
 
-        Raises training.digit_preprocess.BlankImageError for a blank picture and ValueError when its
+        Raises bundles.digit_preprocess.BlankImageError for a blank picture and ValueError when its
         digits are too small for the picture's size.
         """
         cfg = reader or self.reader
