@@ -67,7 +67,8 @@ class DecoderStoppedError(ServiceError):
 def default_workers() -> int:
     """One worker fewer than the cores this process may run on (at least one): a core stays free for the
     event loop."""
-    return max(1, len(os.sched_getaffinity(0)) - 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 def _start_worker(niceness: int, server_pid: int) -> None:
