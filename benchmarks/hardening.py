@@ -282,7 +282,9 @@ def run_healthz(models: Path, scratch: Path, requests: int, clients: int, side: 
         for thread in threads:
             thread.start()
         time.sleep(2.0)  # let the decoders fill up
+        started = time.perf_counter()
         load_p99, load_p50 = healthz_p99(base, requests)
+        load_seconds = time.perf_counter() - started
         stop.set()
         # Leaving the block stops the server: batches still decoding need not be waited for.
     for thread in threads:
@@ -298,6 +300,7 @@ def run_healthz(models: Path, scratch: Path, requests: int, clients: int, side: 
             "request_bytes": sum(len(item[1][1]) for item in files),
             "image_responses": {str(k): v for k, v in sorted(statuses.items())},
             "healthz_requests": requests,
+            "healthz_seconds": round(load_seconds, 1),
         },
     }
 
