@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from bundles.io import BundleError
+from bundles.predict import PredictiveBundle, conv2d
 from models.predictive import (
     Discriminator,
     FrameAutoencoder,
@@ -19,11 +21,9 @@ from models.predictive import (
     discriminator_loss,
     generator_loss,
 )
-from training.bundle_io import BundleError
 from training.mnist import MnistSplits
 from training.moving_mnist import DIGIT, MovingMnistSpec, generate, sequence_set, split_digits
 from training.predict import PROFILES, load_model, train_predictive
-from training.predict_bundle import PredictiveBundle, conv2d
 
 Run = tuple[Path, dict[str, Any]]
 SPEC = MovingMnistSpec()
