@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from bundles.digit_strips import make_strips
 from training.convnet_eval import STRIP_SEED
-from training.digit_strips import make_strips
 from training.mnist import load_mnist
 
 RESULTS = Path(__file__).parent / "results"
@@ -134,7 +134,7 @@ def main() -> None:
     }
     results: dict[str, dict[str, Any]] = {}
     if args.convnet is not None:
-        from training.convnet_bundle import ConvNetBundle
+        from bundles.convnet import ConvNetBundle
 
         convnet = ConvNetBundle.load(args.convnet)
         results["digits_read.json"] = {
@@ -142,7 +142,7 @@ def main() -> None:
             "timing": f"in-process ConvNetBundle.read of one strip (numpy), p50 of {n} test strips",
         }
     if args.motor is not None:
-        from training.motor_bundle import MotorBundle
+        from bundles.motor import MotorBundle
 
         motor = MotorBundle.load(args.motor)
         results["motor.json"] = {
@@ -151,7 +151,7 @@ def main() -> None:
             f"{n // 2} test digits, 1 thread",
         }
     if args.sparse is not None:
-        from training.sparse_bundle import SparseBundle
+        from bundles.sparse import SparseBundle
 
         sparse = SparseBundle.load(args.sparse)
         results["sparse.json"] = {
