@@ -195,7 +195,7 @@ def part_routes_and_robustness(args: argparse.Namespace, parts: set[str]) -> Non
 def part_convnet(args: argparse.Namespace) -> None:
     data = load_mnist(args.data)
     bundle = ConvNetBundle.load(args.convnet)
-    tuning = tune_reader(bundle, data)
+    tuning = tune_reader(bundle, data, args.tune_strips)
     bundle.config["reader"] = tuning["best"]
     (args.convnet / "config.json").write_text(json.dumps(bundle.config, indent=2, sort_keys=True) + "\n")
     bundle = ConvNetBundle.load(args.convnet)
@@ -251,6 +251,9 @@ def main() -> None:
     parser.add_argument("--parts", default="convnet,routes,robustness")
     parser.add_argument("--limit", type=int, default=None, help="Test digits for routes/robustness.")
     parser.add_argument("--strips", type=int, default=1000)
+    parser.add_argument(
+        "--tune-strips", type=int, default=300, help="Strips of validation digits for tuning the reader."
+    )
     args = parser.parse_args()
     import torch
 
