@@ -54,6 +54,7 @@ RUN python requirements.py serving > /tmp/requirements.txt \
 # --no-deps: its metadata names torch, which the serving image deliberately lacks.
 COPY README.md semhash_cli.py ./
 COPY models/ models/
+COPY bundles/ bundles/
 COPY training/ training/
 COPY service/ service/
 COPY migrations/ migrations/

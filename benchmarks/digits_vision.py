@@ -5,7 +5,7 @@
 
 * convnet: MNIST test error of the convnet (`test_error.convnet` in digits.json); the reader's decoding
   settings are tuned on strips of MNIST *validation* digits and written into the bundle's config; then
-  1000 strips of MNIST *test* digits (training/digit_strips.py) are read: digits_read.json with
+  1000 strips of MNIST *test* digits (bundles/digit_strips.py) are read: digits_read.json with
   `string_accuracy`, `digit_precision`, `digit_recall`, `strip_ms_p50` (in-process `read`, one thread).
 * routes: every variant's test error when the test digits arrive as JSON pixels and as 28x28 PNG
   uploads, both through the service's own functions (service/imaging.py decode_image + to_mnist, the
@@ -29,11 +29,11 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from bundles.convnet import ConvNetBundle, ReaderConfig
+from bundles.digit_strips import StripConfig, make_strips
+from bundles.io import write_metrics
 from service.imaging import ImageInputError, decode_image, to_mnist
-from training.bundle_io import write_metrics
-from training.convnet_bundle import ConvNetBundle, ReaderConfig
 from training.convnet_eval import STRIP_SEED, read_strips, tune_reader
-from training.digit_strips import StripConfig, make_strips
 from training.mnist import load_mnist
 
 RESULTS = Path(__file__).parent / "results"
@@ -121,7 +121,7 @@ def _recognisers(
     """variant -> (predict (n, 784) -> (n,), limit on test digits)."""
     out: dict[str, tuple[Callable[[np.ndarray], np.ndarray], int | None]] = {}
     if args.digits is not None:
-        from training.vision_bundle import DigitBundle
+        from bundles.vision import DigitBundle
 
         dbn = DigitBundle.load(args.digits)
         for variant in ("finetuned", "generative"):
@@ -130,7 +130,7 @@ def _recognisers(
         convnet = ConvNetBundle.load(args.convnet)
         out["convnet"] = ((lambda x: convnet.predict_proba(x).argmax(1)), None)
     if args.motor is not None:
-        from training.motor_bundle import MotorBundle
+        from bundles.motor import MotorBundle
 
         motor = MotorBundle.load(args.motor)
         out["motor"] = ((lambda x: motor.predict_proba(x).argmax(1)), args.motor_limit)

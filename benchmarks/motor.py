@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from bundles.convnet import ConvNetBundle
+from bundles.digit_preprocess import BlankImageError, normalise_digit
+from bundles.motor import MotorBundle, draw
 from models.motor_codes import perturb_codes
 from training.convnet import PROFILES as CONVNET_PROFILES
 from training.convnet import train_convnet
-from training.convnet_bundle import ConvNetBundle
-from training.digit_preprocess import BlankImageError, normalise_digit
 from training.mnist import MnistSplits, load_mnist
-from training.motor_bundle import MotorBundle, draw
 from training.motor_eval import evaluate_motor
 
 RESULTS = Path(__file__).parent / "results"

@@ -33,10 +33,10 @@ import numpy as np
 from scale_data import SyntheticBundle, collection_size, external_ids, populate
 from sqlalchemy import text
 
+from bundles.text import TextBundle
 from service.db import make_engine
 from service.migrate import upgrade_to_head
 from training.corpus import Corpus
-from training.text_bundle import TextBundle
 from training.text_train import train_text_bundle
 
 REPO = Path(__file__).resolve().parent.parent

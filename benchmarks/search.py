@@ -39,11 +39,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bundles.text import TextBundle  # noqa: E402
+from service.codes import long_codes_to_words  # noqa: E402
 from service.db import make_engine  # noqa: E402
-from service.index import BitIndex, long_codes_to_words  # noqa: E402
+from service.index import BitIndex  # noqa: E402
 from service.migrate import upgrade_to_head  # noqa: E402
 from training.corpus import load_corpus  # noqa: E402
-from training.text_bundle import TextBundle  # noqa: E402
 
 N_DOCUMENTS = 1_000_000
 ADDRESS_BITS = 20

@@ -271,8 +271,8 @@ def exhaustive_baselines(
 
 def document_queries(bundle_dir: Path, train: Corpus, test: Corpus) -> dict[str, Any]:
     """P@100 of whole test documents against the training documents by the bundle's document codes."""
+    from bundles.text import TextBundle
     from training.retrieval import Relevance, hamming_relevant_at
-    from training.text_bundle import TextBundle
 
     bundle = TextBundle.load(bundle_dir)
     keep = {
@@ -355,7 +355,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rest_p50_ms",
         "server_took_ms_p50",
     )
-    from training.text_bundle import TextBundle
+    from bundles.text import TextBundle
 
     bundle = TextBundle.load(args.bundle)
     return {

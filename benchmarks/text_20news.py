@@ -29,10 +29,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from bundles.text_features import WordIndex, cap_lengths, count_matrix, fit_vocabulary, tfidf
 from training.corpus import Corpus, load_corpus
 from training.text_baselines import FullVocabulary, baseline_metrics, full_vocabulary
 from training.text_eval import Split, code_metrics, make_split, shortlist_metrics, summarise
-from training.text_features import WordIndex, cap_lengths, count_matrix, fit_vocabulary, tfidf
 from training.text_plots import plot_document_map, plot_pr_curves
 from training.text_train import (
     PROFILES,

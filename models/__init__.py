@@ -1,1 +1,1 @@
-"""PyTorch model code: math only, no I/O (see training/ for loops, data and bundles)."""
+"""PyTorch model code: math only, no I/O (training/ has the loops and data, bundles/ the formats)."""

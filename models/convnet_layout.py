@@ -1,7 +1,7 @@
 """The scanning convnet's layout without torch: window geometry, classes, architecture, weight shapes.
 
 models/convnet.py (the torch module, for training) and the numpy reader that serves it
-(training/convnet_bundle.py) share these, so the serving side never imports torch.
+(bundles/convnet.py) share these, so the serving side never imports torch.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ softmax)"): it sees the previous frame and a candidate next frame, flattened and
 outputs the logit of "this next frame is real" (a 2-way softmax is a sigmoid of one logit). The
 generator's adversarial loss is the discriminator's cross-entropy with the labels flipped.
 
-No I/O here; training lives in training/predict.py, numpy inference in training/predict_bundle.py.
+No I/O here; training lives in training/predict.py, numpy inference in bundles/predict.py.
 """
 
 from __future__ import annotations

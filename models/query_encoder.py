@@ -11,7 +11,7 @@ whole of d, and the loss the binary cross-entropy
     BCE(z, t) = -sum_j [ t_j ln sigmoid(z_j) + (1 - t_j) ln(1 - sigmoid(z_j)) ]
 
 averaged over the address units and over the long units, mixed by `address_weight`. Its numpy twin
-for serving is `training.query_bundle.QueryEncoder` (same weight layout: W_l is (n_in, n_out)).
+for serving is `bundles.query.QueryEncoder` (same weight layout: W_l is (n_in, n_out)).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class QueryEncoderNet(nn.Module):
         return (address_weight * address + long) / (address_weight + 1.0)
 
     def numpy_weights(self) -> dict[str, np.ndarray]:
-        """The weights named as `training.query_bundle` stores them ((n_in, n_out) matrices)."""
+        """The weights named as `bundles.query` stores them ((n_in, n_out) matrices)."""
         arrays = {
             "query.layer.0.weight": self.embedding.weight.detach().cpu().numpy(),
             "query.layer.0.bias": self.first_bias.detach().cpu().numpy(),

@@ -33,7 +33,7 @@ matrices by backprop through time, so that K steps predict Z* better than K step
 initialised at ISTA itself (W_e = D / L, S = I - D^T D / L, theta = lam / L), so K counts shrinkage
 steps exactly as ISTA/FISTA iterations are counted from Z = 0. The PSD encoder is LISTA with K = 1.
 
-No I/O here; training loops live in training/sparse.py, numpy serving in training/sparse_bundle.py.
+No I/O here; training loops live in training/sparse.py, numpy serving in bundles/sparse.py.
 """
 
 from __future__ import annotations

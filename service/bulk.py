@@ -22,13 +22,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from bundles.text import EmptyDocumentError, TextBundle, TextCodes
 from service.db import Collection
 from service.errors import NotFoundError
 from service.indexer import IncomingDocument, check_batch, ensure_bundle_matches, write_encoded
 from service.store import create_collection, find_collection
 from service.validation import document_id_problem, text_problem
 from training.corpus import CorpusError, Record
-from training.text_bundle import EmptyDocumentError, TextBundle, TextCodes
 
 logger = logging.getLogger(__name__)
 

@@ -118,13 +118,13 @@ def index(
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+    from bundles.io import BundleError
+    from bundles.text import TextBundle
     from service.bulk import index_records
     from service.db import make_engine, make_session_factory
     from service.errors import ConflictError, NotFoundError, database_error_kind, printable
     from service.migrate import DatabaseNotAtHeadError, ensure_at_head
-    from training.bundle_io import BundleError
     from training.corpus import CorpusError, stream_corpus
-    from training.text_bundle import TextBundle
 
     settings = _settings(database_url)
     try:

@@ -9,13 +9,13 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Path, Request, status
 from sqlalchemy.orm import Session, sessionmaker
 
+from bundles.text import TextBundle
 from service.db import Collection
 from service.errors import ModelNotLoadedError, NotFoundError
 from service.index_sync import CollectionIndex, IndexRegistry
 from service.settings import Settings
 from service.store import find_collection
 from service.validation import CollectionName
-from training.text_bundle import TextBundle
 
 # Dependencies that do no I/O are `async def`: they run on the event loop, without a thread-pool hop.
 

@@ -1,7 +1,7 @@
 """Turning uploads and JSON arrays into MNIST-style inputs: 784 floats in [0, 1], ink high.
 
 Uploads are decoded to grayscale; uploads and JSON pixels then take the same path, the normalisation
-of training/digit_preprocess.py (polarity, noise, crop, scale and centring as MNIST was made), unless
+of bundles/digit_preprocess.py (polarity, noise, crop, scale and centring as MNIST was made), unless
 the caller says the pixels are already normalised MNIST (`preprocess=False`). Every problem with an
 input raises `ImageInputError` with a message meant for the client.
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from training.digit_preprocess import SIDE, BlankImageError, normalise_digit
+from bundles.digit_preprocess import SIDE, BlankImageError, normalise_digit
 
 N_PIXELS = SIDE * SIDE
 ALLOWED_FORMATS = ("PNG", "JPEG")
@@ -80,7 +80,7 @@ def to_mnist(gray: np.ndarray, *, preprocess: bool = True, allow_blank: bool = F
     """A grayscale picture (H, W) in [0, 1] -> an MNIST-style digit (784,) float32, ink high.
 
     With `preprocess` (the default) every picture goes through the one normalisation of
-    training/digit_preprocess.py (polarity, noise, crop, scale, centring as MNIST). Without it the
+    bundles/digit_preprocess.py (polarity, noise, crop, scale, centring as MNIST). Without it the
     picture must already be a normalised 28x28 MNIST digit (ink high) and is used as it is.
     A blank picture is refused unless `allow_blank` (then it becomes an empty field).
     """

@@ -19,14 +19,13 @@ documents; `benchmarks/search.py`).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numba
 import numpy as np
 
+from service.codes import MAX_ADDRESS_BITS, xor_masks
 from service.index_segments import (
     ALIVE,
     DIRTY_CELL,
@@ -38,44 +37,6 @@ from service.index_segments import (
     IdStore,
     Segment,
 )
-
-MAX_ADDRESS_BITS = 32
-
-
-@dataclass(frozen=True)
-class XorMasks:
-    """Every mask of popcount <= radius over `address_bits` bits, sorted by popcount."""
-
-    masks: np.ndarray  # (m,) int64 (addresses have at most 32 bits; the compiled lookup indexes with them)
-    popcounts: np.ndarray  # (m,) uint8
-
-
-@lru_cache(maxsize=64)
-def xor_masks(address_bits: int, radius: int) -> XorMasks:
-    """The precomputed masks for one (address_bits, radius); cached, as every query reuses them."""
-    if not 1 <= address_bits <= MAX_ADDRESS_BITS:
-        raise ValueError(f"address_bits must be in 1..{MAX_ADDRESS_BITS}, got {address_bits}")
-    if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
-    masks: list[int] = []
-    popcounts: list[int] = []
-    for distance in range(radius + 1):
-        for bits in itertools.combinations(range(address_bits), distance):
-            masks.append(sum(1 << bit for bit in bits))
-            popcounts.append(distance)
-    return XorMasks(masks=np.array(masks, dtype=np.int64), popcounts=np.array(popcounts, dtype=np.uint8))
-
-
-def long_codes_to_words(long_codes: np.ndarray) -> np.ndarray:
-    """(n, bytes) uint8 packed codes -> (n, ceil(bytes / 8)) uint64 words for popcount distances."""
-    codes = np.ascontiguousarray(long_codes, dtype=np.uint8)
-    if codes.ndim != 2:
-        raise ValueError(f"long codes must be a 2-D (n, bytes) array, got shape {codes.shape}")
-    padding = (-codes.shape[1]) % 8
-    if padding:
-        codes = np.concatenate([codes, np.zeros((codes.shape[0], padding), dtype=np.uint8)], axis=1)
-    return codes.view(np.uint64)
-
 
 # The scalars of a version, in one int64 array (fewer arguments make a cheaper numba call).
 _DENSE, _SHIFT, _HEAD_SHIFT, _DELTA_COUNT, _VERSION = range(5)

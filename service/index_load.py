@@ -22,8 +22,8 @@ from sqlalchemy import BigInteger, Integer, and_, bindparam, func
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
+from service.codes import long_codes_to_words
 from service.db import Collection, Document
-from service.index import long_codes_to_words
 from service.index_segments import IdStore, Segment
 from service.index_writer import Changes
 

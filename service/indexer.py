@@ -20,10 +20,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from bundles.text import TextBundle
 from service.db import Collection, Document
 from service.errors import ConflictError
 from service.store import next_change_seq
-from training.text_bundle import TextBundle
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Full-vocabulary BM25 over one collection, in memory, keyed by SQL row id.
 
 The text bundle sees only its 2000-word vocabulary; this index sees every non-stop word of every stored
-document (the tokenizer of `training.text_features`: lowercase runs of 2+ word characters, scikit-learn's
+document (the tokenizer of `bundles.text_features`: lowercase runs of 2+ word characters, scikit-learn's
 English stop words removed), so a rare word ("clipper") counts even though the encoder never saw it.
 
 Scoring (Robertson & Zaragoza, Lucene's idf, as `training.text_baselines.bm25_database`):
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.feature_extraction._stop_words import ENGLISH_STOP_WORDS
 
-from training.text_features import tokenize
+from bundles.text_features import tokenize
 
 BM25_K1, BM25_B = 1.2, 0.75
 STOP_WORDS = frozenset(ENGLISH_STOP_WORDS)

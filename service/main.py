@@ -11,6 +11,11 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
+from bundles.convnet import ConvNetBundle
+from bundles.motor import MotorBundle
+from bundles.predict import PredictiveBundle
+from bundles.text import BundleError, TextBundle
+from bundles.vision import DigitBundle, ImageBundle
 from service.db import make_engine, make_session_factory
 from service.decode_pool import DecodePool
 from service.errors import error_responses, register_error_handlers
@@ -39,11 +44,6 @@ from service.routers import (
 )
 from service.settings import Settings, get_settings
 from service.vision import load_optional_bundle, load_sparse_bundle
-from training.convnet_bundle import ConvNetBundle
-from training.motor_bundle import MotorBundle
-from training.predict_bundle import PredictiveBundle
-from training.text_bundle import BundleError, TextBundle
-from training.vision_bundle import DigitBundle, ImageBundle
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ rarest words; then a rerank of those candidates.
 Code candidates: the documents at the addresses of a Hamming ball of fixed radius around the query's
 address, nearest first, or (multi-probe, `SearchOptions.probes` > 0, for a query whose address bit
 probabilities are known) at the `probes` most likely addresses under those probabilities, most likely
-first (`training.probes`): the uncertain bits of a short query flip first. Either stops at
+first (`bundles.probes`): the uncertain bits of a short query flip first. Either stops at
 `shortlist_size` documents.
 
 Reranks:
@@ -29,14 +29,14 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bundles.probes import probe_addresses
 from service.db import Document
 from service.index import BitIndex
 from service.index_sync import CollectionIndex
 from service.lexical import LexicalIndex, QueryTerms
-from training.probes import probe_addresses
 
 if TYPE_CHECKING:
-    from training.text_bundle import TextBundle
+    from bundles.text import TextBundle
 
 Rerank = Literal["fused", "bm25", "hamming", "tfidf", "none"]
 LEXICAL_RERANKS = ("fused", "bm25")

@@ -17,9 +17,9 @@ import time
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.codes import hex_to_long_words, long_code_hex_width
+from bundles.text import TextBundle
+from service.codes import hex_to_long_words, long_code_hex_width, long_codes_to_words
 from service.errors import InvalidInputError
-from service.index import long_codes_to_words
 from service.index_sync import CollectionIndex
 from service.indexer import ensure_bundle_matches
 from service.lexical import terms_of
@@ -32,7 +32,6 @@ from service.schemas import (
 from service.search import LEXICAL_RERANKS, SearchOptions, SearchQuery, search
 from service.settings import Settings
 from service.store import find_collection, find_document
-from training.text_bundle import TextBundle
 
 SessionFactory = sessionmaker[Session]
 

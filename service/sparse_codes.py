@@ -18,16 +18,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session, sessionmaker
 
+from bundles.sparse import Encoder, SparseBundle
+from service.codes import long_codes_to_words
 from service.db import Collection
 from service.errors import ConflictError
 from service.imaging import array_to_png
-from service.index import long_codes_to_words
 from service.index_sync import CollectionIndex
 from service.indexer import IncomingDocument, write_encoded
 from service.schemas import SearchResponse
 from service.search import SearchOptions, SearchQuery, search
 from service.validation import CollectionName, DocumentIdStr, Metadata
-from training.sparse_bundle import Encoder, SparseBundle
 
 
 class SparseImageCode(BaseModel):

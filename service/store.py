@@ -10,9 +10,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError, NoResultFound
 from sqlalchemy.orm import Session
 
+from service.codes import xor_masks
 from service.db import Collection, Document
 from service.errors import ConflictError, NotFoundError
-from service.index import xor_masks
 
 
 class CodingBundle(Protocol):

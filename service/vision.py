@@ -22,16 +22,16 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from starlette.datastructures import UploadFile
 
+from bundles.convnet import ConvNetBundle
+from bundles.io import BundleError
+from bundles.motor import MotorBundle
+from bundles.predict import PredictiveBundle
+from bundles.sparse import SparseBundle
+from bundles.vision import DigitBundle, ImageBundle
 from service.decode_pool import decode_pool
 from service.errors import InvalidInputError, ModelNotLoadedError, ServiceError
 from service.imaging import ImageInputError, decode_image, pixels_to_array, to_mnist
 from service.settings import Settings
-from training.bundle_io import BundleError
-from training.convnet_bundle import ConvNetBundle
-from training.motor_bundle import MotorBundle
-from training.predict_bundle import PredictiveBundle
-from training.sparse_bundle import SparseBundle
-from training.vision_bundle import DigitBundle, ImageBundle
 
 logger = logging.getLogger(__name__)
 

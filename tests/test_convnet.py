@@ -11,13 +11,13 @@ import pytest
 import torch
 from mnist_like import mnist_like, tiny_convnet_config
 
+from bundles.convnet import SCAN_BAND_ROWS, ConvNetBundle, forward
+from bundles.digit_preprocess import BlankImageError
+from bundles.digit_strips import StripConfig, compose_strip, make_strips, prepare_strip
+from bundles.io import BundleError
 from models.convnet import N_OUTPUTS, NONE, STRIDE, ConvNetArchitecture, ScanningConvNet
-from training.bundle_io import BundleError
 from training.convnet import WindowConfig, make_windows, train_convnet
-from training.convnet_bundle import SCAN_BAND_ROWS, ConvNetBundle, forward
 from training.convnet_eval import match, read_strips
-from training.digit_preprocess import BlankImageError
-from training.digit_strips import StripConfig, compose_strip, make_strips, prepare_strip
 
 SMALL = ConvNetArchitecture(conv1=6, conv2=12, hidden=32, dropout=0.0)
 

@@ -1,4 +1,4 @@
-"""The one digit preprocessing path (training/digit_preprocess.py), checked against real MNIST digits.
+"""The one digit preprocessing path (bundles/digit_preprocess.py), checked against real MNIST digits.
 
 tests/data/mnist_train_sample.npz holds 200 MNIST training digits (every 300th image, as uint8), so
 the centring and size convention is tested against the training data itself, not against an assumption.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.digit_preprocess import (
+from bundles.digit_preprocess import (
     BOX,
     CENTRE,
     BlankImageError,

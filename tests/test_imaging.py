@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from bundles.digit_preprocess import CENTRE, normalise_digit
 from service.imaging import (
     ImageInputError,
     array_to_png,
@@ -19,7 +20,6 @@ from service.imaging import (
     pixels_to_array,
     to_mnist,
 )
-from training.digit_preprocess import CENTRE, normalise_digit
 
 
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:

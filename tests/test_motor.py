@@ -11,13 +11,13 @@ import torch
 from mnist_like import tiny_motor_config
 
 import training.motor as motor_training
+from bundles.io import WEIGHTS, BundleError
+from bundles.motor import MotorBundle
 from models.motor import ClassNets
 from models.motor_codes import NoiseConfig, perturb_codes, stack_forward
 from models.motor_renderer import N_STIFFNESS, PROGRAM_SIZE, render, to_pixels
-from training.bundle_io import WEIGHTS, BundleError
 from training.mnist import MnistSplits
 from training.motor import prototype_codes, train_motor
-from training.motor_bundle import MotorBundle
 from training.motor_prototypes import prototype_programs
 
 Run = tuple[Path, dict[str, Any]]

@@ -11,6 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from bundles.io import BundleError, write_bundle
+from bundles.predict import (
+    PREDICTIVE_FORMAT_VERSION,
+    PredictiveBundle,
+    conv2d,
+    relu_pool2,
+    torch_weights,
+)
 from models.predictive import (
     Discriminator,
     FrameAutoencoder,
@@ -19,17 +27,9 @@ from models.predictive import (
     discriminator_loss,
     generator_loss,
 )
-from training.bundle_io import BundleError, write_bundle
 from training.mnist import MnistSplits
 from training.moving_mnist import DIGIT, MovingMnistSpec, generate, sequence_set, split_digits
 from training.predict import PROFILES, load_model, train_predictive
-from training.predict_bundle import (
-    PREDICTIVE_FORMAT_VERSION,
-    PredictiveBundle,
-    conv2d,
-    relu_pool2,
-    torch_weights,
-)
 
 Run = tuple[Path, dict[str, Any]]
 SPEC = MovingMnistSpec()

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.probes import MAX_LOGIT, flip_costs, most_likely_address, probe_addresses, probe_order
+from bundles.probes import MAX_LOGIT, flip_costs, most_likely_address, probe_addresses, probe_order
 
 
 def brute_force_costs(probabilities: np.ndarray) -> np.ndarray:

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from bundles.query import QUERY_VOCABULARY, QUERY_WEIGHTS, query_features
+from bundles.text import BundleError, TextBundle
+from bundles.text_features import WordIndex
 from models.query_encoder import QueryEncoderNet
 from training.corpus import Corpus, synthetic_topic_corpus
-from training.query_bundle import QUERY_VOCABULARY, QUERY_WEIGHTS, query_features
 from training.query_samples import (
     SampleMix,
     ShortSampler,
@@ -23,8 +25,6 @@ from training.query_samples import (
     subject_line,
 )
 from training.query_train import QueryProfile, train_query_encoder
-from training.text_bundle import BundleError, TextBundle
-from training.text_features import WordIndex
 from training.text_train import train_text_bundle
 
 ADDRESS_BITS, LONG_BITS = 8, 16

@@ -17,13 +17,13 @@ from typer.testing import CliRunner
 
 import training.sparse
 import training.sparse_train
+from bundles.io import BundleError
+from bundles.sparse import SparseBundle
 from models.sparse_coding import LISTA, fista
 from semhash_cli import app
 from service.vision import load_sparse_bundle
-from training.bundle_io import BundleError
 from training.mnist import MnistSplits
 from training.sparse import random_patches
-from training.sparse_bundle import SparseBundle
 from training.sparse_eval import first_reaching
 
 Run = tuple[Path, dict[str, Any]]

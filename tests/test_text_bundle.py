@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from bundles.text import BundleError, EmptyDocumentError, TextBundle
+from bundles.text_features import cap_lengths
 from models.autoencoder import DeepAutoencoder
 from training.corpus import synthetic_topic_corpus
-from training.text_bundle import BundleError, EmptyDocumentError, TextBundle
-from training.text_features import cap_lengths
 from training.text_train import train_text_bundle
 
 ADDRESS_BITS, LONG_BITS = 8, 16

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from bundles.text import TextBundle
 from semhash_cli import app
 from training.corpus import synthetic_topic_corpus
-from training.text_bundle import TextBundle
 
 
 def write_split(folder: Path, split: str, n: int, seed: int) -> None:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
-from training.text_features import (
+from bundles.text_features import (
     TOKEN_PATTERN,
     WordIndex,
     cap_lengths,

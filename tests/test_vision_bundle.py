@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 import training.digits
 import training.images
+from bundles.io import BundleError
+from bundles.vision import DigitBundle, ImageBundle
 from semhash_cli import app
-from training.bundle_io import BundleError
 from training.mnist import MnistSplits, load_mnist, locate_mnist, read_idx
-from training.vision_bundle import DigitBundle, ImageBundle
 from training.vision_eval import evaluate_digits, evaluate_images, hamming_hits_at_k
 
 Run = tuple[Path, dict[str, Any]]

@@ -1,1 +1,1 @@
-"""Offline training: data loaders, featurizers, pretraining and fine-tuning loops, evaluation, bundles."""
+"""Offline training: data loaders, pretraining and fine-tuning loops, evaluation; writes bundles/ formats."""

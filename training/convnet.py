@@ -30,9 +30,9 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from bundles.convnet import CONVNET_FORMAT_VERSION, ConvNetBundle
+from bundles.io import write_bundle
 from models.convnet import NONE, SIDE, ConvNetArchitecture, ScanningConvNet
-from training.bundle_io import write_bundle
-from training.convnet_bundle import CONVNET_FORMAT_VERSION, ConvNetBundle
 from training.mnist import MnistSplits
 from training.stack import resolve_device
 

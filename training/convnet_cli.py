@@ -69,7 +69,7 @@ def register_convnet_commands(train_app: typer.Typer, evaluate_app: typer.Typer)
         threads: int = ThreadsOpt,
     ) -> None:
         """MNIST test error, and digit strips read: string accuracy, digit precision/recall, ms per strip."""
-        from training.convnet_bundle import ConvNetBundle
+        from bundles.convnet import ConvNetBundle
         from training.convnet_eval import evaluate_convnet
 
         _set_threads(threads)

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from training.convnet_bundle import ConvNetBundle, ReaderConfig, Reading
-from training.digit_strips import Strip, StripConfig, make_strips
+from bundles.convnet import ConvNetBundle, ReaderConfig, Reading
+from bundles.digit_strips import Strip, StripConfig, make_strips
 from training.mnist import MnistSplits
 
 STRIP_SEED = 2  # the test strips; tuning uses strips of validation digits with another seed

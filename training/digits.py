@@ -23,15 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bundles.io import write_bundle
+from bundles.vision import DIGITS_FORMAT_VERSION
 from models.dbn import DBNClassifier, GenerativeDBN, LabelledRBM
 from models.rbm import BernoulliRBM
 from training.backprop import BackpropSchedule, fine_tune
-from training.bundle_io import write_bundle
 from training.mnist import MnistSplits
 from training.pretrain import CDSchedule
 from training.seed import set_seed
 from training.stack import fingerprint, pretrain_stack, resolve_device, sampling_generator, train_or_resume
-from training.vision_bundle import DIGITS_FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def train_digits(
 
 
 def export_weights(classifier: DBNClassifier, generative: GenerativeDBN) -> dict[str, np.ndarray]:
-    """Both recognisers as float32 arrays in the layout documented in training/vision_bundle.py."""
+    """Both recognisers as float32 arrays in the layout documented in bundles/vision.py."""
 
     def arr(t: Tensor) -> np.ndarray:
         return t.detach().cpu().numpy().astype(np.float32)

@@ -24,15 +24,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from bundles.io import write_bundle
+from bundles.vision import IMAGES_FORMAT_VERSION
 from models.image_autoencoder import DeepAutoencoder
 from models.rbm import BernoulliRBM
 from training.backprop import BackpropSchedule, fine_tune
-from training.bundle_io import write_bundle
 from training.mnist import MnistSplits
 from training.pretrain import CDSchedule
 from training.seed import set_seed
 from training.stack import fingerprint, pretrain_stack, resolve_device, sampling_generator
-from training.vision_bundle import IMAGES_FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def train_images(
 
 
 def export_weights(model: DeepAutoencoder) -> dict[str, np.ndarray]:
-    """Encoder and decoder as float32 arrays (layout in training/vision_bundle.py)."""
+    """Encoder and decoder as float32 arrays (layout in bundles/vision.py)."""
 
     def arr(t: Tensor) -> np.ndarray:
         return t.detach().cpu().numpy().astype(np.float32)

@@ -29,11 +29,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from bundles.io import write_bundle
+from bundles.motor import MOTOR_FORMAT_VERSION, LocalSearch, MotorBundle, fit_temperature
 from models.motor import MotorNets
 from models.motor_codes import N_EQ, NoiseConfig, code_from_program, perturb_codes, program_from_code
 from models.motor_renderer import PROGRAM_SIZE, RendererConfig, render
 from training.mnist import MnistSplits
-from training.motor_bundle import LocalSearch, MotorBundle, fit_temperature, write_motor_bundle
 from training.motor_prototypes import prototype_programs
 from training.seed import set_seed
 from training.stack import fingerprint, resolve_device
@@ -316,3 +317,42 @@ def calibrate(out: Path, images: np.ndarray, labels: np.ndarray, config: MotorCo
             str(s): {k: v for k, v in t.items() if k != "errors"} for s, t in trials.items()
         },
     }
+
+
+def export_weights(nets: MotorNets) -> dict[str, np.ndarray]:
+    weights: dict[str, np.ndarray] = {}
+    for name, stack in (("recognition", nets.recognition), ("generative", nets.generative)):
+        for layer, (w, b) in enumerate(stack.layers()):
+            weights[f"{name}.W{layer}"] = w.detach().cpu().numpy()
+            weights[f"{name}.b{layer}"] = b.detach().cpu().numpy()
+    weights["prototypes"] = nets.prototypes.cpu().numpy()
+    weights["scale"] = nets.scale.cpu().numpy()
+    return weights
+
+
+def write_motor_bundle(
+    out: Path,
+    nets: MotorNets,
+    class_codes: np.ndarray,
+    config: MotorConfig,
+    metrics: dict[str, Any],
+    *,
+    temperature: float = 1.0,
+    local_search: LocalSearch = LocalSearch(),
+) -> Path:
+    config_json = {
+        "format_version": MOTOR_FORMAT_VERSION,
+        "kind": "motor",
+        "architecture": {
+            "n_classes": config.n_classes,
+            "hidden": list(config.hidden),
+            "program_size": PROGRAM_SIZE,
+            "n_class_codes": int(class_codes.shape[1]),
+        },
+        "renderer": asdict(config.renderer),
+        "local_search": asdict(local_search),
+        "temperature": temperature,
+        "seed": config.seed,
+        "training": asdict(config),
+    }
+    return write_bundle(out, config_json, {**export_weights(nets), "class_codes": class_codes}, metrics)

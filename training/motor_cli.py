@@ -65,7 +65,7 @@ def register_motor_commands(train_app: typer.Typer, evaluate_app: typer.Typer) -
         threads: int = ThreadsOpt,
     ) -> None:
         """MNIST test error by reconstruction before and after local search, pixel errors, confusion."""
-        from training.motor_bundle import MotorBundle
+        from bundles.motor import MotorBundle
         from training.motor_eval import evaluate_motor
 
         _set_threads(threads)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from training.motor_bundle import MotorBundle
+from bundles.motor import MotorBundle
 
 
 def _best_wrong(errors: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -30,6 +30,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from bundles.io import write_bundle
+from bundles.predict import PREDICTIVE_FORMAT_VERSION, load_torch_state, torch_weights
 from models.predictive import (
     Discriminator,
     FrameAutoencoder,
@@ -38,10 +40,8 @@ from models.predictive import (
     discriminator_loss,
     generator_loss,
 )
-from training.bundle_io import write_bundle
 from training.mnist import MnistSplits
 from training.moving_mnist import MovingMnistSpec, Sequences, sequence_set, split_digits, training_batch
-from training.predict_bundle import PREDICTIVE_FORMAT_VERSION, load_torch_state, torch_weights
 from training.seed import set_seed
 from training.stack import fingerprint, resolve_device
 

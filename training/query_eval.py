@@ -6,7 +6,7 @@ or their first n words. Relevant: a shared label. Measured for each encoder:
 
 * `long_p_at_10`: precision@10 of Hamming ranking of the whole database by the long code (bits p > 1/2);
 * `shortlist_p_at_10[name]`: precision@10 after a shortlist (a Hamming ball of radius r around the
-  most likely address, or the first `budget` addresses of multi-probe, `training.probes`), stopping
+  most likely address, or the first `budget` addresses of multi-probe, `bundles.probes`), stopping
   at `shortlist_size` documents, reranked by long-code Hamming distance; an empty slot is a miss;
 * `fraction_touched[name]`: the shortlist's mean size over the database size.
 
@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from bundles.probes import probe_addresses
+from bundles.query import QueryEncoder
+from bundles.text import QueryProbabilities, TextBundle, pack_addresses
+from bundles.text_features import tokenize
 from training.corpus import Corpus
-from training.probes import probe_addresses
-from training.query_bundle import QueryEncoder
 from training.query_samples import split_headers, subject_line
 from training.retrieval import Relevance, hamming_relevant_at
-from training.text_bundle import QueryProbabilities, TextBundle, pack_addresses
-from training.text_features import tokenize
 
 LENGTHS = (2, 4, 8, 16, 32, 64)
 SHORTLISTS = {

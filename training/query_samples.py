@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from training.text_features import TOKEN_PATTERN, WordIndex, count_matrix, smooth_idf
+from bundles.text_features import TOKEN_PATTERN, WordIndex, count_matrix, smooth_idf
 
 _HEADER = re.compile(r"^[A-Za-z][A-Za-z0-9-]*: ")
 _REPLY = re.compile(r"^\s*((re|fwd?|aw)(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
@@ -58,7 +58,7 @@ def body_sentences(text: str) -> list[str]:
 
 def fit_query_vocabulary(texts: Sequence[str], size: int) -> tuple[list[str], np.ndarray]:
     """The `size` non-stop words of highest document frequency (ties alphabetical), in that order of
-    columns sorted alphabetically, and their smooth idf (see `training.text_features.smooth_idf`)."""
+    columns sorted alphabetically, and their smooth idf (see `bundles.text_features.smooth_idf`)."""
     from sklearn.feature_extraction.text import CountVectorizer  # training-time only
 
     vectorizer = CountVectorizer(

@@ -27,13 +27,13 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from bundles.query import QueryEncoder, query_features, write_query_encoder
+from bundles.text import TextBundle
+from bundles.text_features import WordIndex
 from models.query_encoder import QueryEncoderNet
 from training.corpus import Corpus
-from training.query_bundle import QueryEncoder, query_features, write_query_encoder
 from training.query_samples import SampleMix, ShortSampler, document_words, fit_query_vocabulary
 from training.stack import fingerprint
-from training.text_bundle import TextBundle
-from training.text_features import WordIndex
 
 log = logging.getLogger(__name__)
 

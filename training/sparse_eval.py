@@ -27,9 +27,9 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
+from bundles.sparse import SparseBundle  # noqa: E402
+from bundles.vision import ImageBundle  # noqa: E402
 from training.mnist import MnistSplits  # noqa: E402
-from training.sparse_bundle import SparseBundle  # noqa: E402
-from training.vision_bundle import ImageBundle  # noqa: E402
 from training.vision_eval import hamming_hits_at_k  # noqa: E402
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """`train_sparse`: PSD, then LISTA, then the search codes, written as a `sparse` bundle.
 
 The stages and their checkpoints are in training/sparse.py; the bundle layout and its numpy
-inference in training/sparse_bundle.py.
+inference in bundles/sparse.py.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bundles.io import write_bundle
+from bundles.sparse import SPARSE_FORMAT_VERSION
 from models.sparse_coding import LISTA, PSD, lipschitz_constant
-from training.bundle_io import write_bundle
 from training.images import fit_binary_code
 from training.mnist import MnistSplits
 from training.seed import set_seed
@@ -32,7 +33,6 @@ from training.sparse import (
     train_psd,
     training_inputs,
 )
-from training.sparse_bundle import SPARSE_FORMAT_VERSION
 from training.stack import fingerprint, resolve_device
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from bundles.text_features import TOKEN_PATTERN
 from training.retrieval import (
     Relevance,
     cosine_relevant_at,
@@ -31,7 +32,6 @@ from training.retrieval import (
     precision_recall,
     score_relevant_at,
 )
-from training.text_features import TOKEN_PATTERN
 
 log = logging.getLogger(__name__)
 

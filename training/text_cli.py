@@ -11,8 +11,8 @@ from typing import Any
 import typer
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from bundles.text import BundleError, TextBundle
 from training.corpus import CorpusError, load_corpus, load_train_test, split_by_id
-from training.text_bundle import BundleError, TextBundle
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from bundles.text import CODES, TextBundle
 from training.corpus import Corpus
 from training.occupancy import occupancy
 from training.retrieval import CHUNK, Relevance, hamming_distances, hamming_relevant_at, label_ids
@@ -41,7 +42,6 @@ from training.text_baselines import (
     full_vocabulary,
     ranking_metrics,
 )
-from training.text_bundle import CODES, TextBundle
 from training.text_plots import plot_document_map, plot_pr_curves
 
 log = logging.getLogger(__name__)

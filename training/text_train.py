@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bundles.text import TextBundle, check_code_sizes, write_text_bundle
+from bundles.text_features import WordIndex, cap_lengths, count_matrix, fit_vocabulary
 from models.autoencoder import DeepAutoencoder
 from models.rbm import RBM, BernoulliRBM, ConstrainedPoissonRBM
 from training.backprop import BackpropSchedule, fine_tune
@@ -45,8 +47,6 @@ from training.query_train import QUERY_PROFILES, QueryProfile, scaled_profile, t
 from training.retrieval import Relevance, hamming_relevant_at
 from training.seed import set_seed
 from training.stack import fingerprint, pretrain_stack, train_or_resume
-from training.text_bundle import TextBundle, check_code_sizes, write_text_bundle
-from training.text_features import WordIndex, cap_lengths, count_matrix, fit_vocabulary
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ import numpy as np  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
+from bundles.vision import DIGIT_VARIANTS, DigitBundle, ImageBundle  # noqa: E402
 from training.mnist import MnistSplits  # noqa: E402
-from training.vision_bundle import DIGIT_VARIANTS, DigitBundle, ImageBundle  # noqa: E402
 
 log = logging.getLogger(__name__)
 

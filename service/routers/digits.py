@@ -15,6 +15,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from bundles.convnet import ConvNetBundle, Reading
+from bundles.digit_preprocess import BlankImageError
 from service.deps import require_read_key
 from service.errors import InvalidInputError, ModelNotLoadedError
 from service.vision import (
@@ -26,8 +28,6 @@ from service.vision import (
     get_motor_bundle,
     read_pictures,
 )
-from training.convnet_bundle import ConvNetBundle, Reading
-from training.digit_preprocess import BlankImageError
 
 BLANK_INK = 0.1  # an image whose every pixel is below this has no digit to recognise
 Variant = Literal["finetuned", "generative", "convnet", "motor"]

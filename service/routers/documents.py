@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, status
 
+from bundles.text import EmptyDocumentError
 from service.codes import address_to_code
 from service.deps import (
     BundleDep,
@@ -21,7 +22,6 @@ from service.indexer import DuplicateIdsError, IncomingDocument, upsert_document
 from service.schemas import DocumentPublic, DocumentsUpsert, UpsertResult
 from service.store import delete_document, find_document
 from service.validation import DocumentIdStr
-from training.text_bundle import EmptyDocumentError
 
 router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"])
 

@@ -21,13 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from bundles.predict import PredictiveBundle
 from service.decode_pool import decode_pool
 from service.deps import require_read_key
 from service.errors import InvalidInputError, ModelNotLoadedError
 from service.imaging import ImageInputError, decode_image
 from service.settings import Settings
 from service.vision import UnsupportedMediaTypeError
-from training.predict_bundle import PredictiveBundle
 
 router = APIRouter(prefix="/v1/frames", tags=["frames"], dependencies=[Depends(require_read_key)])
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from bundles.text import EmptyDocumentError
 from service.codes import address_to_code
 from service.deps import BundleDep, SettingsDep, require_read_key
 from service.errors import InvalidInputError
 from service.schemas import HashCode, HashCodes, HashRequest
-from training.text_bundle import EmptyDocumentError
 
 router = APIRouter(prefix="/v1", tags=["hash"], dependencies=[Depends(require_read_key)])
 

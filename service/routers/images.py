@@ -10,13 +10,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from bundles.sparse import MAX_FISTA_ITERATIONS, Encoder
+from bundles.vision import ImageBundle
 from service.deps import require_read_key
 from service.errors import InvalidInputError
 from service.imaging import array_to_png
 from service.sparse_codes import SparseImageCodes, encode_sparse
 from service.vision import OPENAPI_BODY, ImagesDep, get_image_bundle, get_sparse_bundle
-from training.sparse_bundle import MAX_FISTA_ITERATIONS, Encoder
-from training.vision_bundle import ImageBundle
 
 router = APIRouter(prefix="/v1/images", tags=["images"], dependencies=[Depends(require_read_key)])
 

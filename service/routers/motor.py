@@ -17,11 +17,11 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 
+from bundles.motor import MotorBundle, Trace, pixel_trajectory
 from models.motor_renderer import N_SPRINGS, N_STEPS, N_STIFFNESS, Drawing
 from service.deps import require_read_key
 from service.imaging import array_to_png
 from service.vision import OPENAPI_BODY, DigitsDep, MotorBundleDep
-from training.motor_bundle import MotorBundle, Trace, pixel_trajectory
 
 router = APIRouter(prefix="/v1/digits", tags=["digits"], dependencies=[Depends(require_read_key)])
 

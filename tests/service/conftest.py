@@ -18,12 +18,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
+from bundles.text import TextBundle
 from service.db import make_engine
 from service.main import create_app
 from service.migrate import upgrade_to_head
 from service.settings import Settings
 from training.corpus import Corpus
-from training.text_bundle import TextBundle
 from training.text_train import train_text_bundle
 
 POSTGRES_SERVER_URL = os.environ.get(

@@ -11,13 +11,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
+from bundles.text import TextBundle
 from service.db import Collection, Document, make_engine
 from service.main import BundleMissingError, create_app
 from service.migrate import DatabaseNotAtHeadError, alembic_config
 from service.schemas import DEFAULT_SHORTLIST
 from service.settings import Settings
 from training.corpus import Corpus
-from training.text_bundle import TextBundle
 
 
 def create_collection(client: TestClient, name: str = "news", **headers: str) -> None:

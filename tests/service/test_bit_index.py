@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.index import BitIndex, long_codes_to_words, xor_masks
+from service.codes import long_codes_to_words, xor_masks
+from service.index import BitIndex
 from service.index_segments import IdStore
 
 

@@ -17,11 +17,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 from typer.testing import CliRunner
 
+from bundles.text import TextBundle
 from semhash_cli import app as cli
 from service.bulk import index_records
 from service.db import Collection, Document, make_engine, make_session_factory
 from training.corpus import Corpus
-from training.text_bundle import TextBundle
 
 
 def write_jsonl_gz(path: Path, corpus: Corpus, extra: list[dict] | None = None) -> Path:

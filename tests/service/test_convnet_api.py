@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from bundles.convnet import ConvNetBundle
+from bundles.digit_strips import make_strips
 from service.main import create_app
 from service.migrate import upgrade_to_head
 from service.settings import Settings
-from training.convnet_bundle import ConvNetBundle
-from training.digit_strips import make_strips
 from training.mnist import MnistSplits
 
 Run = tuple[Path, dict[str, Any]]

@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from bundles.predict import PredictiveBundle
 from training.mnist import MnistSplits
 from training.moving_mnist import sequence_set
 from training.predict import PROFILES
-from training.predict_bundle import PredictiveBundle
 
 Run = tuple[Path, dict[str, Any]]
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

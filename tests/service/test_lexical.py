@@ -10,12 +10,13 @@ import pytest
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import CountVectorizer
 
-from service.index import BitIndex, long_codes_to_words
+from bundles.text_features import TOKEN_PATTERN
+from service.codes import long_codes_to_words
+from service.index import BitIndex
 from service.index_writer import Changes, SegmentedIndex
 from service.lexical import LexicalIndex, terms_of
 from service.search import positions_of_rows
 from training.text_baselines import bm25_database
-from training.text_features import TOKEN_PATTERN
 
 TEXTS = ["Clipper chip encryption", "the chip, the chip and a design", "hockey game"]
 

@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from bundles.motor import MotorBundle
 from service.main import create_app
 from service.migrate import upgrade_to_head
 from service.settings import Settings
 from training.mnist import MnistSplits
-from training.motor_bundle import MotorBundle
 
 Run = tuple[Path, dict[str, Any]]
 

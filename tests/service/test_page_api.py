@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.index import long_codes_to_words
+from service.codes import long_codes_to_words
 from service.page_data import long_code_signs, make_snippet, principal_plane, query_words
 from training.corpus import Corpus
 

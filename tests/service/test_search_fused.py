@@ -11,13 +11,14 @@ import scipy.sparse as sp
 from fastapi.testclient import TestClient
 from sklearn.feature_extraction.text import CountVectorizer
 
-from service.index import BitIndex, long_codes_to_words
+from bundles.text_features import TOKEN_PATTERN
+from service.codes import long_codes_to_words
+from service.index import BitIndex
 from service.index_sync import CollectionIndex
 from service.lexical import LexicalIndex
 from service.search import SearchOptions, SearchQuery, search
 from training.corpus import Corpus
 from training.text_baselines import bm25_database
-from training.text_features import TOKEN_PATTERN
 
 RARE = {3: "clipper chip", 70: "clipper", 150: "zamboni"}  # words outside the bundle's vocabulary
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from bundles.probes import probe_addresses
+from bundles.text import TextBundle
 from service.schemas import DEFAULT_PROBES, MAX_PROBES, SearchRequest
 from service.search_request import run_search
 from training.corpus import Corpus
-from training.probes import probe_addresses
 from training.query_train import train_query_encoder
-from training.text_bundle import TextBundle
 
 SHORT = "space3 space7 space11"
 

@@ -11,7 +11,8 @@ import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from service.index import BitIndex, xor_masks
+from service.codes import xor_masks
+from service.index import BitIndex
 from service.index_segments import IdStore, Segment
 from service.index_writer import Changes, SegmentedIndex, occupancy_warning
 

@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from training.digit_preprocess import normalise_digit
+from bundles.digit_preprocess import normalise_digit
+from bundles.sparse import SparseBundle
 from training.mnist import MnistSplits
-from training.sparse_bundle import SparseBundle
 
 Run = tuple[Path, dict[str, Any]]
 

@@ -14,12 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
+from bundles.digit_preprocess import normalise_digit
+from bundles.vision import DigitBundle, ImageBundle
 from service.main import create_app
 from service.migrate import upgrade_to_head
 from service.settings import Settings
-from training.digit_preprocess import normalise_digit
 from training.mnist import MnistSplits
-from training.vision_bundle import DigitBundle, ImageBundle
 
 Run = tuple[Path, dict[str, Any]]
 

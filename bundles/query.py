@@ -32,8 +32,8 @@ import scipy.sparse as sp
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from training.bundle_io import BundleError, check_shapes
-from training.text_features import WordIndex, count_matrix
+from bundles.io import BundleError, check_shapes
+from bundles.text_features import WordIndex, count_matrix
 
 QUERY_WEIGHTS = "query_encoder.safetensors"
 QUERY_VOCABULARY = "query_vocabulary.json"
@@ -96,7 +96,7 @@ class QueryEncoder:
                 f"{path}/config.json: query encoder layers {layers} must run from vocab_size "
                 f"{config['vocab_size']} to {address_bits + long_bits} code units"
             )
-        from training.text_bundle import read_vocabulary  # the document vocabulary's reader and checks
+        from bundles.text import read_vocabulary  # the document vocabulary's reader and checks
 
         vocabulary, idf = read_vocabulary(path / QUERY_VOCABULARY, config["vocab_size"])
         try:
@@ -155,8 +155,8 @@ def write_query_encoder(
     `query_encoder` = `metrics`. The weights and vocabulary are written first, the config last, so an
     interrupted write leaves a bundle that still loads (without a query encoder, or with the old one).
     """
-    from training.bundle_io import CONFIG, METRICS, write_metrics
-    from training.text_bundle import FORMAT_VERSION
+    from bundles.io import CONFIG, METRICS, write_metrics
+    from bundles.text import FORMAT_VERSION
 
     path = Path(path)
     bundle_config = json.loads((path / CONFIG).read_text())

@@ -1,6 +1,6 @@
 """Serving side of the scanning convnet: recognising normalised digits and reading every digit in a picture.
 
-A bundle (training/bundle_io.py) of kind "convnet": config.json with the architecture
+A bundle (bundles/io.py) of kind "convnet": config.json with the architecture
 (models/convnet.ConvNetArchitecture) and the reader's decoding settings, weights.safetensors with the
 tensors of `models.convnet.weight_shapes`. Inference is numpy (`forward` below, the same layers as
 models/convnet.ScanningConvNet in eval mode), so serving needs no torch.
@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from bundles.digit_preprocess import BOX
+from bundles.digit_strips import prepare_strip
+from bundles.io import BundleError, bundle_id, check_shapes, read_bundle
 from models.convnet_layout import CENTRE, N_DIGITS, NONE, SIDE, STRIDE, ConvNetArchitecture, weight_shapes
-from training.bundle_io import BundleError, bundle_id, check_shapes, read_bundle
-from training.digit_preprocess import BOX
-from training.digit_strips import prepare_strip
 
 CONVNET_FORMAT_VERSION = 1
 MAX_SCAN_PIXELS = 4_000_000  # a prepared picture larger than this holds digits too small to read
@@ -190,7 +190,7 @@ class ConvNetBundle:
     def read(self, gray: np.ndarray, reader: ReaderConfig | None = None) -> Reading:
         """Every digit in a grayscale picture (H, W) in [0, 1], either polarity, read left to right.
 
-        Raises training.digit_preprocess.BlankImageError for a blank picture and ValueError when its
+        Raises bundles.digit_preprocess.BlankImageError for a blank picture and ValueError when its
         digits are too small for the picture's size.
         """
         cfg = reader or self.reader

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from training.bundle_io import BundleError, bundle_id, check_shapes, read_bundle
+from bundles.io import BundleError, bundle_id, check_shapes, read_bundle
 
 if TYPE_CHECKING:
     from torch import nn

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from training.bundle_io import BundleError, bundle_id, check_shapes, read_bundle
+from bundles.io import BundleError, bundle_id, check_shapes, read_bundle
 
 SPARSE_FORMAT_VERSION = 1
 Encoder = Literal["lista", "psd", "fista"]

@@ -7,7 +7,7 @@ left to right with random gaps (negative gaps: touching or overlapping ink), ran
 composed by the maximum of the inks, then Gaussian noise and, for some strips, dark ink on light paper.
 
 Preparing (what the reader does to any picture before the net scans it):
-1. polarity and level as for a single digit (training/digit_preprocess.py: Otsu, the border's median);
+1. polarity and level as for a single digit (bundles/digit_preprocess.py: Otsu, the border's median);
 2. ink mask: the picture smoothed by a Gaussian, thresholded by Otsu; 8-connected components shorter
    than `MIN_HEIGHT` of the tallest are noise (a digit is never much shorter than its neighbours, so a
    height test keeps a small "1" that an area test would drop) and erased with the ink near them only;
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from training.digit_preprocess import BOX, MASK_SIGMA, MIN_CONTRAST, BlankImageError, otsu_threshold, resize
+from bundles.digit_preprocess import BOX, MASK_SIGMA, MIN_CONTRAST, BlankImageError, otsu_threshold, resize
 
 MIN_HEIGHT = 0.3  # components shorter than this fraction of the tallest are noise
 PAD = 14  # px of paper added around the scaled strip

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, log_softmax, softmax
 
-from training.bundle_io import BundleError, bundle_id, check_shapes, read_bundle
+from bundles.io import BundleError, bundle_id, check_shapes, read_bundle
 
 DIGITS_FORMAT_VERSION = 1
 IMAGES_FORMAT_VERSION = 1

@@ -21,20 +21,16 @@ class, which `sample_code` perturbs to draw new digits of a class.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from scipy.special import log_softmax
 
+from bundles.io import BundleError, bundle_id, check_shapes, read_bundle
 from models.motor_codes import NoiseConfig, perturb_codes, program_from_code, stack_forward
 from models.motor_renderer import N_STIFFNESS, PROGRAM_SIZE, SIDE, Drawing, RendererConfig, render, to_pixels
-from training.bundle_io import BundleError, bundle_id, check_shapes, read_bundle, write_bundle
-
-if TYPE_CHECKING:
-    from models.motor import MotorNets
-    from training.motor import MotorConfig
 
 MOTOR_FORMAT_VERSION = 1
 N_PIXELS = SIDE * SIDE
@@ -253,42 +249,3 @@ def fit_temperature(errors: np.ndarray, labels: np.ndarray) -> float:
     grid = np.exp(np.linspace(np.log(0.05), np.log(50.0), 200))
     nll = [-log_softmax(-errors / t, axis=1)[np.arange(len(labels)), labels].mean() for t in grid]
     return float(grid[int(np.argmin(nll))])
-
-
-def export_weights(nets: MotorNets) -> dict[str, np.ndarray]:
-    weights: dict[str, np.ndarray] = {}
-    for name, stack in (("recognition", nets.recognition), ("generative", nets.generative)):
-        for layer, (w, b) in enumerate(stack.layers()):
-            weights[f"{name}.W{layer}"] = w.detach().cpu().numpy()
-            weights[f"{name}.b{layer}"] = b.detach().cpu().numpy()
-    weights["prototypes"] = nets.prototypes.cpu().numpy()
-    weights["scale"] = nets.scale.cpu().numpy()
-    return weights
-
-
-def write_motor_bundle(
-    out: Path,
-    nets: MotorNets,
-    class_codes: np.ndarray,
-    config: MotorConfig,
-    metrics: dict[str, Any],
-    *,
-    temperature: float = 1.0,
-    local_search: LocalSearch = LocalSearch(),
-) -> Path:
-    config_json = {
-        "format_version": MOTOR_FORMAT_VERSION,
-        "kind": "motor",
-        "architecture": {
-            "n_classes": config.n_classes,
-            "hidden": list(config.hidden),
-            "program_size": PROGRAM_SIZE,
-            "n_class_codes": int(class_codes.shape[1]),
-        },
-        "renderer": asdict(config.renderer),
-        "local_search": asdict(local_search),
-        "temperature": temperature,
-        "seed": config.seed,
-        "training": asdict(config),
-    }
-    return write_bundle(out, config_json, {**export_weights(nets), "class_codes": class_codes}, metrics)

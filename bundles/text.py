@@ -10,7 +10,7 @@ A bundle directory holds
                          "{code}.encoder.{l}.weight" (n_in, n_out) and "{code}.encoder.{l}.bias" (n_out,)
     metrics.json         validation (and, after `semhash evaluate text`, test) numbers
     query_encoder.*      optional (format_version 2): the query encoder for short text and its
-    query_vocabulary.json  vocabulary, config["query_encoder"] (null: none); see training/query_bundle.py
+    query_vocabulary.json  vocabulary, config["query_encoder"] (null: none); see bundles/query.py
 
 Format versions: 1 (no query encoder) and 2 (config.json has "query_encoder", an object or null) are
 read; bundles are written as 2. The fingerprint covers the document encoders only, so adding a query
@@ -18,7 +18,7 @@ encoder to a bundle leaves the collections indexed with it valid.
 
 Encoding is the encoder of `models.autoencoder.DeepAutoencoder` without noise, in numpy
 (so the service needs no torch), on counts whose length N is capped at max_document_length
-(`training.text_features.cap_lengths`):  h_1 = sigmoid(v W_1 + s(N) c_1), ..., z = h W_L + c_L, bit = z > 0.
+(`bundles.text_features.cap_lengths`):  h_1 = sigmoid(v W_1 + s(N) c_1), ..., z = h W_L + c_L, bit = z > 0.
 Address bit 0 (the first code unit of the address encoder) is the most significant bit of the
 address; long codes are packed with `np.packbits` (code unit 0 = most significant bit of byte 0).
 """
@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from training.bundle_io import WEIGHTS, BundleError, check_shapes, read_bundle, write_bundle
-from training.query_bundle import QUERY_CONFIG_KEY, QueryEncoder
-from training.text_features import WordIndex, cap_lengths, count_matrix, tfidf
+from bundles.io import WEIGHTS, BundleError, check_shapes, read_bundle, write_bundle
+from bundles.query import QUERY_CONFIG_KEY, QueryEncoder
+from bundles.text_features import WordIndex, cap_lengths, count_matrix, tfidf
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
