@@ -14,6 +14,7 @@ import torch
 from bundles.io import BundleError, write_bundle
 from bundles.predict import (
     PREDICTIVE_FORMAT_VERSION,
+    SPARSE_INPUT_SHARE,
     PredictiveBundle,
     conv2d,
     relu_pool2,
@@ -113,8 +114,17 @@ def test_numpy_inference_of_the_served_architecture_matches_torch(tmp_path: Path
         states = net.states(torch.from_numpy(frames))[0].numpy()
     np.testing.assert_allclose(bundle.rollout(frames, 3), expected, atol=1e-5)
     np.testing.assert_allclose(bundle.states(frames), states, atol=1e-5)
+    # the input projection reads only the rows under nonzero features: the dense product's values
+    features = bundle.encode(frames[0])
+    features[:, features.shape[1] // 4 :] = 0.0  # most ReLU features of a real clip are 0
+    assert features.any(axis=0).mean() < SPARSE_INPUT_SHARE  # so the sparse path runs
+    dense = features @ bundle._w_ih_t + bundle._b
+    np.testing.assert_allclose(bundle.project(features), dense, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(
+        bundle.project(np.ones_like(features)), np.ones_like(features) @ bundle._w_ih_t + bundle._b
+    )
     # the zero initial state (None) is exactly an explicit zero state
-    projected = bundle.encode(frames[0]) @ bundle._w_ih_t + bundle._b
+    projected = bundle.project(bundle.encode(frames[0]))
     zeros = np.zeros((1, 64), np.float32)
     skipped = bundle._lstm(projected[:, None], None, None)
     explicit = bundle._lstm(projected[:, None], zeros, zeros)
