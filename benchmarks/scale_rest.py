@@ -1,17 +1,19 @@
 """REST parts of benchmarks/scale.py: single-document writes through two `semhash serve` processes.
 
-The collection (`scale-rest-<size>`, uniform synthetic codes, written by COPY) belongs to a tiny text
-bundle trained here on generated topic texts (20-bit addresses, 128-bit codes), so upserts go through
-the real path: encode, one transaction each, `sync_after_write`. Server A takes the writes, server B
-(another process on the same database) only learns of them by polling.
+The collection (`scale-rest-<size>`, uniform synthetic codes, written straight into the table, in
+PostgreSQL or SQLite) belongs to a tiny text bundle trained here on generated topic texts (20-bit
+addresses, 128-bit codes), so upserts go through the real path: encode, one transaction each,
+`apply_written`. Server A takes the writes, server B (another process on the same database) only
+learns of them by polling.
 
 * single: sequential single-document upserts to A; latency p50/p99, and for every 5th the time from A's
   answer until a search on B (by the document's address, radius 0, polled every 5 ms) returns it.
 * mixed: one writer (upserts of new and existing ids, deletes of written and of loaded documents, as
   fast as answers come back) against A, and SEARCHERS concurrent searchers (radius 2, limit 10, random
-  addresses; half on A, half on B), for `seconds`.
-* check: after the mixed run, each server's index size (from /metrics) against the SQL count, and every
-  document the writer touched plus a sample of the others searched by its address on both servers:
+  addresses; half on A, half on B), for `seconds`; then again with CONCURRENT_WRITERS writers, each
+  with one request in flight (its own connection), to see what one collection takes when writes overlap.
+* check: after the mixed runs, each server's index size (from /metrics) against the SQL count, and every
+  document a writer touched plus a sample of the others searched by its address on both servers:
   live ones must be found, deleted ones not. `lost_or_stale` counts every failure.
 """
 
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from scale_data import SyntheticBundle, collection_size, external_ids, populate
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 
 from bundles.text import TextBundle
 from service.db import make_engine
@@ -41,11 +43,13 @@ from training.text_train import train_text_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 SEARCHERS = 8
+CONCURRENT_WRITERS = 4  # the second mixed run: writer connections with a request in flight each
 PORTS = (8771, 8772)
 TOPICS = ("space", "hockey", "guns", "medicine")
 SAMPLE_UNTOUCHED = 1000
 SINGLE_UPSERTS = 300
-VISIBILITY_EVERY = 5  # wait for every 5th upsert to show up in the second server (a poll takes up to 0.5 s)
+VISIBILITY_EVERY = 5  # wait for every 5th upsert to show up in the second server
+POLL_SECONDS = 0.5  # the servers' SEMHASH_INDEX_POLL_SECONDS (the default)
 
 
 def _name(n: int) -> str:
@@ -187,6 +191,10 @@ def bench_single(bundle: TextBundle, name: str, count: int, seed: int) -> dict:
     upserts, visible = [], []
     for i, (body_text, address) in enumerate(zip(texts, addresses, strict=True)):
         document_id = f"single-{seed}-{i}"
+        if i % VISIBILITY_EVERY == 0:
+            # Waiting for B to find the last sampled write puts us right after one of its polls: a
+            # random pause keeps the sampled writes from all landing at the same point of its cycle.
+            time.sleep(rng.uniform(0, POLL_SECONDS))
         started = time.perf_counter()
         status, data = writer.call(
             "POST",
@@ -299,18 +307,25 @@ def _searchers(name: str, seconds: float, seed: int, start_at: float) -> list[fl
     return latencies
 
 
-def bench_mixed(name: str, n: int, seconds: float, seed: int) -> tuple[dict, dict[str, bool]]:
+def bench_mixed(name: str, n: int, seconds: float, seed: int, writers: int) -> tuple[dict, dict[str, bool]]:
+    """`writers` connections each writing one document at a time (the issue's writer is one; more show
+    what one collection takes when requests overlap), SEARCHERS searchers."""
     context = multiprocessing.get_context("spawn")
-    with context.Pool(2) as pool:
+    with context.Pool(1 + writers) as pool:
         start_at = time.time() + 2.0
-        writes = pool.apply_async(_writer, (name, n, seconds, seed, start_at))
+        # Each writer its own ids (its seed); deleting a loaded document twice is a 404, also fine.
+        writes = [
+            pool.apply_async(_writer, (name, n, seconds, seed + 1000 * k, start_at)) for k in range(writers)
+        ]
         searches = pool.apply_async(_searchers, (name, seconds, seed, start_at))
-        written, latencies = writes.get(), searches.get()
-    counts = written["counts"]
-    write_latencies = written["latencies"]
+        written, latencies = [w.get() for w in writes], searches.get()
+    counts = {kind: sum(w["counts"][kind] for w in written) for kind in written[0]["counts"]}
+    write_latencies = [latency for w in written for latency in w["latencies"]]
+    state = {key: alive for w in written for key, alive in w["state"].items()}
     upserts = counts["insert"] + counts["replace"]
     result = {
         "seconds": seconds,
+        "writers": writers,
         "searchers": SEARCHERS,
         "writes": counts,
         "writes_per_s": sum(counts.values()) / seconds,
@@ -323,12 +338,13 @@ def bench_mixed(name: str, n: int, seconds: float, seed: int) -> tuple[dict, dic
         "search_ms_p99": float(np.percentile(latencies, 99)),
     }
     print(
-        f"[rest mixed] {result['writes_per_s']:.0f} writes/s ({result['upserts_per_s']:.0f} upserts/s), "
+        f"[rest mixed, {writers} writer(s)] {result['writes_per_s']:.0f} writes/s "
+        f"({result['upserts_per_s']:.0f} upserts/s), "
         f"{result['searches_per_s']:.0f} searches/s, search p50 {result['search_ms_p50']:.2f} ms "
         f"p99 {result['search_ms_p99']:.2f} ms",
         flush=True,
     )
-    return result, written["state"]
+    return result, state
 
 
 def check(url: str, name: str, n: int, touched: dict[str, bool], seed: int) -> dict:
@@ -345,14 +361,14 @@ def check(url: str, name: str, n: int, touched: dict[str, bool], seed: int) -> d
             {"c": collection_id},
         )
         rows = {}
+        by_ids = text(
+            "SELECT external_id, address, deleted FROM documents "
+            "WHERE collection_id = :c AND external_id IN :ids"
+        ).bindparams(bindparam("ids", expanding=True))
         for start in range(0, len(wanted), 5000):
-            part = wanted[start : start + 5000]
-            for external_id, address, deleted in connection.execute(
-                text("SELECT external_id, address, deleted FROM documents WHERE collection_id = :c "
-                     "AND external_id = ANY(:ids)"),
-                {"c": collection_id, "ids": part},
-            ):  # fmt: skip
-                rows[external_id] = (address, deleted)
+            found = connection.execute(by_ids, {"c": collection_id, "ids": wanted[start : start + 5000]})
+            for external_id, address, deleted in found:
+                rows[external_id] = (address, bool(deleted))
     engine.dispose()
     result: dict = {"sql_count": sql_count, "checked_documents": len(rows), "processes": {}}
     lost_or_stale = 0
@@ -371,18 +387,51 @@ def check(url: str, name: str, n: int, touched: dict[str, bool], seed: int) -> d
     return result
 
 
+def commit_latency(url: str, count: int = 200) -> dict:
+    """The database's own floor under a write: p50/p99 ms of a one-row UPDATE and its COMMIT, with the
+    service's engine settings (a PostgreSQL commit waits for its WAL flush; SQLite's WAL with
+    synchronous=NORMAL does not sync at commit)."""
+    engine = make_engine(url)
+    timings = []
+    with engine.connect() as connection:
+        connection.execute(
+            text("CREATE TABLE IF NOT EXISTS scale_commit_probe (id INTEGER PRIMARY KEY, v INTEGER)")
+        )
+        connection.execute(text("DELETE FROM scale_commit_probe"))
+        connection.execute(text("INSERT INTO scale_commit_probe VALUES (1, 0)"))
+        connection.commit()
+        for _ in range(count):
+            started = time.perf_counter()
+            connection.execute(text("UPDATE scale_commit_probe SET v = v + 1 WHERE id = 1"))
+            connection.commit()
+            timings.append((time.perf_counter() - started) * 1000)
+    engine.dispose()
+    result = {"commit_ms_p50": statistics.median(timings), "commit_ms_p99": float(np.percentile(timings, 99))}
+    print(f"[rest commit] {result}", flush=True)
+    return result
+
+
 def bench_rest(url: str, n: int, scratch: Path, seed: int, mixed_seconds: float) -> dict:
     bundle = prepare_rest(url, n, scratch, seed)
     name = _name(n)
+    database = commit_latency(url)
     servers = _start_servers(url, scratch / "models", scratch)
     try:
         load_seconds = _wait_loaded(name, n)
         single = bench_single(bundle, name, SINGLE_UPSERTS, seed)
-        mixed, touched = bench_mixed(name, n, mixed_seconds, seed)
-        checked = check(url, name, n, touched, seed)
+        mixed, touched = bench_mixed(name, n, mixed_seconds, seed, writers=1)
+        concurrent, touched_too = bench_mixed(name, n, mixed_seconds, seed + 1, writers=CONCURRENT_WRITERS)
+        checked = check(url, name, n, {**touched, **touched_too}, seed)
     finally:
         for server in servers:
             server.terminate()
         for server in servers:
             server.wait(timeout=60)
-    return {"servers_ready_seconds": load_seconds, "single": single, "mixed": mixed, "check": checked}
+    return {
+        "database": database,
+        "servers_ready_seconds": load_seconds,
+        "single": single,
+        "mixed": mixed,
+        "mixed_concurrent_writers": concurrent,
+        "check": checked,
+    }

@@ -206,8 +206,9 @@ def index_records(
             kept = [_incoming(record) for position, record in enumerate(batch) if position not in skipped]
             with session_factory() as session:
                 check_batch(collection, bundle, kept)
-                report.written += write_encoded(session, collection, kept, codes.addresses, codes.long_codes)
+                written = write_encoded(session, collection, kept, codes.addresses, codes.long_codes)
                 session.commit()
+            report.written += len(written)
             report.documents += len(batch)
             report.skipped_empty += len(skipped)
             report.seconds = time.perf_counter() - started

@@ -4,6 +4,7 @@ code representations the API shows and the ones the index uses."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -61,3 +62,11 @@ def hex_to_long_words(long_code: str) -> np.ndarray:
     """A hex long code as the (words,) uint64 array the index compares against."""
     packed = np.frombuffer(bytes.fromhex(long_code), dtype=np.uint8)
     return long_codes_to_words(packed[np.newaxis, :])[0]
+
+
+def stored_codes_to_words(codes: Sequence[bytes], long_bits: int) -> np.ndarray:
+    """Long codes as stored in SQL (bytes each) -> (n, words) uint64, each cut or zero-padded to the
+    collection's whole bytes, as the index holds them."""
+    code_bytes = (long_bits + 7) // 8
+    packed = np.frombuffer(b"".join(code.ljust(code_bytes, b"\0")[:code_bytes] for code in codes), np.uint8)
+    return long_codes_to_words(packed.reshape(len(codes), code_bytes))

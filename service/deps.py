@@ -8,13 +8,14 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Path, Request, status
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from bundles.text import TextBundle
 from service.db import Collection
 from service.errors import ModelNotLoadedError, NotFoundError
 from service.index_sync import CollectionIndex, IndexRegistry
 from service.settings import Settings
-from service.store import find_collection
+from service.store import CollectionRef, find_collection
 from service.validation import CollectionName
 
 # Dependencies that do no I/O are `async def`: they run on the event loop, without a thread-pool hop.
@@ -86,6 +87,26 @@ async def indexed_collection(
 
 
 IndexedCollectionDep = Annotated[CollectionIndex, Depends(indexed_collection)]
+
+
+def _collection_row(session_factory: sessionmaker[Session], name: str) -> Collection:
+    with session_factory() as session:
+        return find_collection(session, name)
+
+
+async def writable_collection(
+    name: Annotated[CollectionName, Path(description="Collection name.")],
+    registry: RegistryDep,
+    session_factory: SessionFactoryDep,
+) -> CollectionRef:
+    """The named collection for a document write: as this process's index describes it (no SQL, no
+    thread-pool hop), else its row, read in the thread pool (404 if unknown). One deleted meanwhile by
+    another process is a 404 at the write itself (`service.store.next_change_seq`)."""
+    entry = registry.get(name)
+    return entry if entry is not None else await run_in_threadpool(_collection_row, session_factory, name)
+
+
+WritableCollectionDep = Annotated[CollectionRef, Depends(writable_collection)]
 
 
 def _check_key(settings: Settings, given: str | None) -> None:

@@ -40,6 +40,18 @@ class ServiceError(Exception):
     def detail(self) -> object:
         return self.message
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt from its attributes, whatever a subclass's __init__ takes: image decoding raises these
+        # in worker processes, and they cross back by pickling.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[ServiceError], args: tuple[object, ...], state: dict[str, object]) -> ServiceError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class NotFoundError(ServiceError):
     """An unknown collection or document."""

@@ -22,10 +22,10 @@ from sqlalchemy import BigInteger, Integer, and_, bindparam, func
 from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
-from service.codes import long_codes_to_words
+from service.codes import long_codes_to_words, stored_codes_to_words
 from service.db import Collection, Document
 from service.index_segments import IdStore, Segment
-from service.index_writer import Changes
+from service.index_writer import ChangeBatch, Changes
 
 logger = logging.getLogger(__name__)
 
@@ -308,6 +308,7 @@ _CHANGES = (
         _DOCUMENTS.long_code,
         _DOCUMENTS.deleted,
         _DOCUMENTS.change_seq,
+        _DOCUMENTS.text,
     )
     .select_from(Collection.__table__)
     .outerjoin(
@@ -323,28 +324,26 @@ _CHANGES = (
 
 def read_changes(
     session: Session, collection_id: int, after_seq: int, long_bits: int
-) -> tuple[Changes, int, int]:
-    """Rows stamped with a change sequence above `after_seq` (upserts and tombstones), the highest
-    sequence among them (`after_seq` when none), and the collection's tombstone purge watermark read
-    in the same snapshot (0 if the collection is gone)."""
+) -> tuple[ChangeBatch, int]:
+    """Rows stamped with a change sequence above `after_seq` (upserts and tombstones; `newest_seq` is
+    `after_seq` when none), and the collection's tombstone purge watermark read in the same snapshot
+    (0 if the collection is gone)."""
     result = session.connection().execute(_CHANGES, {"collection_id": collection_id, "after_seq": after_seq})
     everything = result.all()
     watermark = int(everything[0][0] or 0) if everything else 0
     rows = [row[1:] for row in everything if row[1] is not None]
-    words = (long_bits + 63) // 64
     if not rows:
-        return Changes.deletes(np.zeros(0, np.int64), words), after_seq, watermark
-    row_ids, external_ids, addresses, codes, deleted, seqs = zip(*rows, strict=True)
-    code_bytes = (long_bits + 7) // 8
-    packed = np.frombuffer(b"".join(code.ljust(code_bytes, b"\0")[:code_bytes] for code in codes), np.uint8)
+        nothing = Changes.deletes(np.zeros(0, np.int64), (long_bits + 63) // 64)
+        return ChangeBatch(nothing, [], after_seq), watermark
+    row_ids, external_ids, addresses, codes, deleted, seqs, texts = zip(*rows, strict=True)
     changes = Changes(
         np.array(row_ids, np.int64),
         np.array(deleted, bool),
         list(external_ids),
         np.array(addresses, np.uint64),
-        long_codes_to_words(packed.reshape(len(rows), code_bytes)),
+        stored_codes_to_words(codes, long_bits),
     )
-    return changes, max(after_seq, *seqs), watermark
+    return ChangeBatch(changes, list(texts), max(after_seq, *seqs)), watermark
 
 
 def release_free_memory() -> None:

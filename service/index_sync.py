@@ -1,16 +1,19 @@
 """Keeps one index per collection in step with the SQL table, whichever process wrote to it.
 
 `IndexRegistry.sync()` reads every collection's `change_seq` (one small query) and, for each one that
-moved, only the rows stamped with a newer sequence (upserts and tombstones), which its
-`SegmentedIndex` takes in O(rows changed). A collection is synced under its own lock, so one busy or
-reloading collection holds up no other. Searches read the published `CollectionIndex`, an immutable
-version swapped in by one reference assignment, so they never wait for a write, a load or a merge.
+moved, only the rows stamped with a newer sequence (upserts and tombstones; one more query), which its
+`SegmentedIndex` and `LexicalIndex` take in O(rows changed). A collection is synced under its own
+lock, so one busy or reloading collection holds up no other. Searches read the published
+`CollectionIndex`, an immutable version swapped in by one reference assignment, so they never wait
+for a write, a load or a merge.
 
 A background thread calls `sync()` every `index_poll_seconds` (other processes' writes show up within
-that) and purges old tombstones now and then; API writes call `sync_collection()` right after their
-commit, so a client reads its own writes at once. Another thread merges a collection's delta into a
-new base when it has grown (`SegmentedIndex.merge`), without holding the collection's lock but for
-the final replay of what changed meanwhile.
+that) and purges old tombstones now and then. An API write hands what it committed to
+`apply_written()`, so its client reads it at once: when the write's change sequence is the next one
+the index expects, the rows go straight in without any SQL; otherwise (another process wrote in
+between) one catch-up read takes them with the other process's. Another thread merges a collection's
+delta into a new base when it has grown (`SegmentedIndex.merge`), without holding the collection's
+lock but for the final replay of what changed meanwhile.
 """
 
 from __future__ import annotations
@@ -30,10 +33,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db import Collection
 from service.index import BitIndex
 from service.index_load import load_segment, read_changes, release_free_memory
-from service.index_writer import SegmentedIndex, occupancy_warning
+from service.index_writer import ChangeBatch, SegmentedIndex, occupancy_warning
 from service.lexical import LexicalIndex
-from service.lexical_sync import sync_lexical
-from service.store import purge_tombstones
+from service.lexical_sync import apply_lexical, load_lexical
+from service.store import Written, purge_tombstones
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ _COLLECTION_BY_NAME = select(*(Collection.__table__.c[column.key] for column in 
 class CollectionIndex:
     """A collection's in-memory index as of `change_seq`, with what searching it needs to know."""
 
-    collection_id: int
+    id: int
     name: str
     bundle_id: str
     bundle_fingerprint: str
@@ -72,17 +75,22 @@ class CollectionIndex:
 
 @dataclass
 class _Tracked:
-    """One collection's writable index and the change sequence it is in step with (under `lock`)."""
+    """One collection's writable indexes and the change sequence they are in step with (under `lock`)."""
 
     collection_id: int
     name: str
     lock: threading.Lock
     writer: SegmentedIndex | None = None
+    lexical: LexicalIndex | None = None
     change_seq: int = 0
     merging: bool = False
-    lexical: LexicalIndex | None = None
-    lexical_seq: int = 0
     crowded_warned: bool = False
+
+    def take(self, batch: ChangeBatch) -> None:
+        """Apply a batch of changed rows to both indexes (under `lock`, once they are loaded)."""
+        assert self.writer is not None and self.lexical is not None
+        self.writer.apply(batch.changes)
+        self.lexical = apply_lexical(self.lexical, batch)
 
 
 class IndexRegistry:
@@ -136,6 +144,24 @@ class IndexRegistry:
         except SQLAlchemyError:
             logger.warning("index sync after a write failed; the poller will retry", exc_info=True)
 
+    def apply_written(self, written: Written) -> None:
+        """Take a write this process has just committed, so its client reads it at once. O(rows
+        written) and no SQL when the index is at the sequence just before the write's; else one
+        catch-up read (another process's write came in between, or the collection is not loaded)."""
+        tracked = self._tracked.get(written.collection_id)
+        if tracked is not None:
+            with tracked.lock:
+                entry = self._published.get(tracked.name)
+                if tracked.writer is not None and entry is not None and entry.id == written.collection_id:
+                    if written.batch.newest_seq <= tracked.change_seq:
+                        return  # a sync read it already
+                    if written.batch.newest_seq == tracked.change_seq + 1:
+                        tracked.take(written.batch)
+                        tracked.change_seq = written.batch.newest_seq
+                        self._publish(entry, tracked)
+                        return
+        self.sync_after_write(written.collection_name)
+
     def _track(self, row: Any) -> _Tracked:
         with self._lock:
             tracked = self._tracked.get(row.id)
@@ -153,69 +179,76 @@ class IndexRegistry:
     def _sync_one(self, session: Session, row: Any) -> None:
         tracked = self._track(row)
         with tracked.lock:
-            writer = tracked.writer
-            if writer is not None and row.tombstones_purged_seq <= tracked.change_seq:
+            caught_up = False
+            if tracked.writer is not None and row.tombstones_purged_seq <= tracked.change_seq:
                 if row.change_seq == tracked.change_seq:
                     return
-                change_seq = self._catch_up(session, row, writer, tracked.change_seq)
-            else:
-                change_seq = None
-            if change_seq is None:
+                caught_up = self._catch_up(session, row, tracked)
+            if not caught_up:
                 # New to this process, or behind a purge of tombstones: some of its documents may have
                 # been deleted without a trace left to read.
-                writer, change_seq = self._load(session, row)
-            tracked.writer, tracked.change_seq = writer, change_seq
-            tracked.lexical, tracked.lexical_seq = sync_lexical(
-                session, row.id, change_seq, tracked.lexical, tracked.lexical_seq
-            )
+                self._load(session, row, tracked)
             self._publish(row, tracked)
-            if writer.needs_merge():
-                self._schedule_merge(tracked)
 
     @staticmethod
-    def _catch_up(session: Session, row: Any, writer: SegmentedIndex, change_seq: int) -> int | None:
-        """Apply the rows changed after `change_seq`; the sequence now reached, or None when a purge
-        may have removed a tombstone that was not read (the watermark is read with the changes, in one
+    def _catch_up(session: Session, row: Any, tracked: _Tracked) -> bool:
+        """Apply the rows changed after the tracked sequence; False (nothing applied) when a purge may
+        have removed a tombstone that was not read (the watermark is read with the changes, in one
         snapshot, so a purge cannot commit unseen between the two)."""
-        changes, newest, watermark = read_changes(session, row.id, change_seq, row.long_bits)
-        if watermark > change_seq:
-            return None
-        writer.apply(changes)
+        batch, watermark = read_changes(session, row.id, tracked.change_seq, row.long_bits)
+        if watermark > tracked.change_seq:
+            return False
+        tracked.take(batch)
         # Writers to one collection commit in sequence order (see service.db), so every row up to the
         # newest one read was visible to that read.
-        return max(newest, row.change_seq)
+        tracked.change_seq = max(batch.newest_seq, row.change_seq)
+        return True
 
-    def _load(self, session: Session, row: Any) -> tuple[SegmentedIndex, int]:
+    def _load(self, session: Session, row: Any, tracked: _Tracked) -> None:
         for _ in range(_RELOAD_ATTEMPTS):
-            # Every row committed up to row.change_seq is live in the load or a tombstone it skips;
-            # rows committed after it may be in the load too, and taking them again is harmless.
-            writer = SegmentedIndex(load_segment(session, row.id, row.name, row.address_bits, row.long_bits))
-            change_seq = self._catch_up(session, row, writer, row.change_seq)
-            if change_seq is not None:
-                return writer, change_seq
+            # Every row committed up to row.change_seq is live in the loads or a tombstone they skip;
+            # rows committed after it may be in them too, and taking them again is harmless. The
+            # loaded indexes replace the tracked ones only once they have caught up.
+            loaded = _Tracked(row.id, row.name, tracked.lock, change_seq=row.change_seq)
+            loaded.writer = SegmentedIndex(
+                load_segment(session, row.id, row.name, row.address_bits, row.long_bits)
+            )
+            loaded.lexical = load_lexical(session, row.id)
+            if self._catch_up(session, row, loaded):
+                tracked.writer, tracked.lexical, tracked.change_seq = (
+                    loaded.writer,
+                    loaded.lexical,
+                    loaded.change_seq,
+                )
+                return
             row = session.execute(select(*_COLLECTION_COLUMNS).where(Collection.id == row.id)).one()
         raise RuntimeError(f"collection {row.name!r} kept being purged while it loaded")
 
     def _publish(self, row: Any, tracked: _Tracked) -> None:
-        assert tracked.writer is not None
-        warning = occupancy_warning(row.name, len(tracked.writer.snapshot), row.address_bits)
+        """Publish the tracked indexes (under `tracked.lock`) with what `row` (a collection row, or the
+        entry published before) says of the collection; schedule a merge when the delta has grown."""
+        writer = tracked.writer
+        assert writer is not None
+        warning = occupancy_warning(row.name, len(writer.snapshot), row.address_bits)
         if warning is not None and not tracked.crowded_warned:
             logger.warning("%s", warning)
         tracked.crowded_warned = warning is not None
         entry = CollectionIndex(
-            collection_id=row.id,
+            id=row.id,
             name=row.name,
             bundle_id=row.bundle_id,
             bundle_fingerprint=row.bundle_fingerprint,
             address_bits=row.address_bits,
             long_bits=row.long_bits,
             change_seq=tracked.change_seq,
-            index=tracked.writer.snapshot,
+            index=writer.snapshot,
             lexical=tracked.lexical,
         )
         with self._lock:
             if self._tracked.get(row.id) is tracked:  # not deleted meanwhile
                 self._published = {**self._published, row.name: entry}
+        if writer.needs_merge():
+            self._schedule_merge(tracked)
 
     def _schedule_merge(self, tracked: _Tracked) -> None:
         if self._merges is not None and not tracked.merging:

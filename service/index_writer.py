@@ -80,6 +80,19 @@ class Changes:
         )
 
 
+@dataclass(frozen=True)
+class ChangeBatch:
+    """Rows changed by one or more committed writes of a collection, for both in-memory indexes: read
+    back from SQL by a poll, or taken straight from the write by the process that made it."""
+
+    changes: Changes  # for the bit index
+    texts: list[str]  # (m,) each row's text ("" for a tombstone), for the lexical index
+    newest_seq: int  # the highest change sequence among the rows
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+
 @numba.njit(cache=True, nogil=True)
 def _stamped_between(dead: np.ndarray, count: int, after: int, before: int) -> np.ndarray:
     """Entries below `count` whose death stamp is in (after, before]: removed by those versions."""

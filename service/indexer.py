@@ -1,8 +1,10 @@
 """Writing documents: the one upsert path shared by the API and the bulk job (`semhash index`).
 
 A batch is encoded, then written in one transaction: the collection's change counter is bumped
-(see `service.db`) and every row is inserted or, when its external id exists, replaced. The caller
-commits, so a batch is all or nothing; re-running a batch changes nothing but timestamps.
+(see `service.db`) and every row is inserted or, when its external id exists, replaced, returning its
+row id. The caller commits, so a batch is all or nothing; re-running a batch changes nothing but
+timestamps. What was written comes back as a `Written`, which the writing server's indexes take
+without reading it back.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from bundles.text import TextBundle
-from service.db import Collection, Document
+from service.codes import stored_codes_to_words
+from service.db import Document
 from service.errors import ConflictError
-from service.store import next_change_seq
+from service.index_writer import ChangeBatch, Changes
+from service.store import CollectionRef, Written, next_change_seq
 
 
 @dataclass(frozen=True)
@@ -93,16 +97,21 @@ def _replace_on_conflict(statement: Any) -> Any:
     )
 
 
+def _returning_row_ids(statement: Any) -> Any:
+    return statement.returning(Document.__table__.c.id, Document.__table__.c.external_id)
+
+
 @lru_cache(maxsize=2)
 def _upsert_statement(dialect: str) -> Any:
-    """The INSERT ... ON CONFLICT of a dialect, built once (building it costs more than running it)."""
+    """The INSERT ... ON CONFLICT ... RETURNING of a dialect, built once (building it costs more than
+    running it)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return _replace_on_conflict(insert(Document.__table__))
+    return _returning_row_ids(_replace_on_conflict(insert(Document.__table__)))
 
 
 def _copy_upsert_postgres(
     session: Session, collection_id: int, change_seq: int, rows: Sequence[tuple[Any, ...]]
-) -> None:
+) -> dict[str, int]:
     """COPY the rows into a per-connection staging table, then upsert them with one INSERT ... SELECT.
 
     Why not executemany: psycopg then sends one INSERT per row, each through SQLAlchemy's per-row
@@ -124,10 +133,11 @@ def _copy_upsert_postgres(
         raise DBAPIError.instance(copy_statement, None, err, psycopg.Error) from err
     staged = select(literal(collection_id), *_STAGING.c, literal(False), literal(change_seq))
     names = ["collection_id", *_STAGED, "deleted", "change_seq"]
-    session.execute(_replace_on_conflict(postgresql.insert(Document.__table__).from_select(names, staged)))
+    upsert = _replace_on_conflict(postgresql.insert(Document.__table__).from_select(names, staged))
+    return {external_id: row_id for row_id, external_id in session.execute(_returning_row_ids(upsert))}
 
 
-def check_batch(collection: Collection, bundle: TextBundle, documents: Sequence[IncomingDocument]) -> None:
+def check_batch(collection: CollectionRef, bundle: TextBundle, documents: Sequence[IncomingDocument]) -> None:
     """Raise `DuplicateIdsError` or `ConflictError` (wrong bundle) before anything is encoded or written."""
     duplicates = duplicate_positions(documents)
     if duplicates:
@@ -135,58 +145,77 @@ def check_batch(collection: Collection, bundle: TextBundle, documents: Sequence[
     ensure_bundle_matches(collection, bundle)
 
 
-def write_encoded(
+def _upsert_rows(
     session: Session,
-    collection: Collection,
+    collection_id: int,
+    change_seq: int,
     documents: Sequence[IncomingDocument],
     addresses: np.ndarray,
-    long_codes: np.ndarray,
-) -> int:
-    """Insert or replace already-encoded documents by external id in the session's transaction."""
-    if not documents:
-        return 0
-    change_seq = next_change_seq(session, collection.id)
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql" and len(documents) > _COPY_MIN_ROWS:
+    codes: list[bytes],
+) -> dict[str, int]:
+    """Insert or replace the rows, stamped with `change_seq`; the row id of each external id."""
+    if session.get_bind().dialect.name == "postgresql" and len(documents) > _COPY_MIN_ROWS:
         rows = [
             (
                 document.external_id,
                 document.text,
                 None if document.metadata is None else Jsonb(document.metadata),
                 int(address),
-                long_code.tobytes(),
+                code,
             )
-            for document, address, long_code in zip(documents, addresses, long_codes, strict=True)
+            for document, address, code in zip(documents, addresses, codes, strict=True)
         ]
-        _copy_upsert_postgres(session, collection.id, change_seq, rows)
-        return len(rows)
-    sqlite_rows = [  # SQLite, or a few rows: one INSERT ... ON CONFLICT (COPY costs three round trips)
+        return _copy_upsert_postgres(session, collection_id, change_seq, rows)
+    values = [  # SQLite, or a few rows: one INSERT ... ON CONFLICT (COPY costs three round trips)
         {
-            "collection_id": collection.id,
+            "collection_id": collection_id,
             "external_id": document.external_id,
             "text": document.text,
             "metadata": document.metadata,
             "address": int(address),
-            "long_code": long_code.tobytes(),
+            "long_code": code,
             "deleted": False,
             "change_seq": change_seq,
         }
-        for document, address, long_code in zip(documents, addresses, long_codes, strict=True)
+        for document, address, code in zip(documents, addresses, codes, strict=True)
     ]
-    session.execute(_upsert_statement(dialect), sqlite_rows)
-    return len(sqlite_rows)
+    returned = session.execute(_upsert_statement(session.get_bind().dialect.name), values)
+    return {external_id: row_id for row_id, external_id in returned}
+
+
+def write_encoded(
+    session: Session,
+    collection: CollectionRef,
+    documents: Sequence[IncomingDocument],
+    addresses: np.ndarray,
+    long_codes: np.ndarray,
+) -> Written:
+    """Insert or replace already-encoded documents by external id in the session's transaction."""
+    codes = [long_code.tobytes() for long_code in long_codes]
+    if documents:
+        change_seq = next_change_seq(session, collection.id)
+        row_ids = _upsert_rows(session, collection.id, change_seq, documents, addresses, codes)
+    else:
+        change_seq, row_ids = 0, {}
+    changes = Changes(
+        np.array([row_ids[document.external_id] for document in documents], np.int64),
+        np.zeros(len(documents), bool),
+        [document.external_id for document in documents],
+        np.asarray(addresses, np.uint64).reshape(len(documents)),
+        stored_codes_to_words(codes, collection.long_bits),
+    )
+    texts = [document.text for document in documents]
+    return Written(collection.id, collection.name, ChangeBatch(changes, texts, change_seq))
 
 
 def upsert_documents(
-    session: Session, collection: Collection, bundle: TextBundle, documents: Sequence[IncomingDocument]
-) -> int:
-    """Encode `documents` and insert or replace them by external id; returns how many were written.
+    session: Session, collection: CollectionRef, bundle: TextBundle, documents: Sequence[IncomingDocument]
+) -> Written:
+    """Encode `documents` and insert or replace them by external id; returns what was written.
 
     Raises `DuplicateIdsError`, `EmptyDocumentError` (from the bundle) or `ConflictError` before
     anything is written. The caller commits (or rolls back) the transaction.
     """
-    if not documents:
-        return 0
     check_batch(collection, bundle, documents)
     codes = bundle.encode([document.text for document in documents])
     return write_encoded(session, collection, documents, codes.addresses, codes.long_codes)

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
@@ -17,7 +18,7 @@ from bundles.predict import PredictiveBundle
 from bundles.text import BundleError, TextBundle
 from bundles.vision import DigitBundle, ImageBundle
 from service.db import make_engine, make_session_factory
-from service.decode_pool import DecodePool
+from service.decode_pool import DecodePool, default_workers
 from service.errors import error_responses, register_error_handlers
 from service.index_sync import IndexRegistry
 from service.middleware import (
@@ -28,6 +29,7 @@ from service.middleware import (
     Utf8JsonBodyMiddleware,
 )
 from service.migrate import ensure_at_head
+from service.openapi import document_configured_maxima
 from service.request_log import RequestLogMiddleware, configure_logging
 from service.routers import (
     collections,
@@ -116,7 +118,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.index_registry = registry
         logger.info("serving %s with indexes %s", sorted(app.state.models), registry.sizes())
         registry.start_polling(settings.index_poll_seconds, settings.tombstone_retention_seconds)
-        app.state.decode_pool = DecodePool(settings.image_decode_workers, settings.image_decode_queue)
+        workers = settings.image_decode_workers or default_workers()
+        app.state.decode_pool = DecodePool(workers, settings.image_decode_queue)
         try:
             yield
         finally:
@@ -169,8 +172,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(Utf8JsonBodyMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=app.state.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=RequestMetrics(app.state.metrics_registry))
+    if app.state.settings.cors_origins:
+        # Outside the others, so that browsers can read errors (a 413 from the body limit) too.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=app.state.settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
     # Outermost, so that every response (a 413 from the body limit included) carries a request id.
     app.add_middleware(RequestLogMiddleware, log_requests=app.state.settings.log_requests)
+    document_configured_maxima(app, app.state.settings)
     return app
 
 

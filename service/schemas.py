@@ -267,6 +267,10 @@ class AddressMatch(BaseModel):
 class AddressMatches(BaseModel):
     data: list[AddressMatch]
     count: int
+    truncated: bool = Field(
+        description="More documents lie within the radius than `limit`: these are the nearest `limit` of "
+        "them (ask again with a larger `limit` or a smaller `radius` for the rest)."
+    )
 
 
 class Health(BaseModel):

@@ -54,17 +54,23 @@ class Settings(BaseSettings):
         ge=28 * 28,
         description="Largest image (width x height) the digit and image routes decode.",
     )
-    image_decode_workers: int = Field(
-        2,
+    image_decode_workers: int | None = Field(
+        None,
         ge=1,
         le=64,
-        description="Threads that decode and normalise images, off the event loop.",
+        description="Worker processes (at a lower CPU priority) that decode and normalise images, off the "
+        "event loop. Unset: one fewer than the CPU cores, at least 1, so a core stays free for the loop.",
     )
     image_decode_queue: int = Field(
         8,
         ge=0,
         le=1000,
-        description="Image requests that may wait for a decoding thread; more at once get 429 + Retry-After.",
+        description="Image requests that may wait for a decoding worker; more at once get 429 + Retry-After.",
+    )
+    cors_origins: list[str] = Field(
+        [],
+        description="Origins (e.g. https://app.example.org) whose browser pages may call the API; empty: "
+        "no CORS headers, so only same-origin pages can. As JSON: '[\"https://app.example.org\"]'.",
     )
     log_format: Literal["json", "text"] = Field(
         "json", description="`semhash serve` logs: JSON lines with a request id (default) or plain text."

@@ -20,13 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bundles.sparse import Encoder, SparseBundle
 from service.codes import long_codes_to_words
-from service.db import Collection
 from service.errors import ConflictError
 from service.imaging import array_to_png
 from service.index_sync import CollectionIndex
 from service.indexer import IncomingDocument, write_encoded
 from service.schemas import SearchResponse
 from service.search import SearchOptions, SearchQuery, search
+from service.store import CollectionRef, Written
 from service.validation import CollectionName, DocumentIdStr, Metadata
 
 
@@ -111,7 +111,7 @@ def encode_sparse(
     )
 
 
-def ensure_sparse_collection(collection: Collection | CollectionIndex, bundle: SparseBundle) -> None:
+def ensure_sparse_collection(collection: CollectionRef, bundle: SparseBundle) -> None:
     """Refuse to mix codes of two models: the collection must have been made with this sparse bundle."""
     if collection.bundle_fingerprint != bundle.fingerprint:
         raise ConflictError(
@@ -123,11 +123,11 @@ def ensure_sparse_collection(collection: Collection | CollectionIndex, bundle: S
 
 def upsert_images(
     session: Session,
-    collection: Collection,
+    collection: CollectionRef,
     bundle: SparseBundle,
     documents: list[IncomingDocument],
     images: np.ndarray,
-) -> int:
+) -> Written:
     """Encode (n, 784) images with LISTA; insert or replace them as `documents` (the caller commits)."""
     ensure_sparse_collection(collection, bundle)
     codes = bundle.encode(images)

@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError, NoResultFound
+import numpy as np
+from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.codes import xor_masks
 from service.db import Collection, Document
 from service.errors import ConflictError, NotFoundError
+from service.index_writer import ChangeBatch, Changes
 
 
 class CodingBundle(Protocol):
@@ -28,6 +30,35 @@ class CodingBundle(Protocol):
     def long_bits(self) -> int: ...
 
 
+class CollectionRef(Protocol):
+    """What a write needs to know of its collection: a `Collection` row, or the in-memory index's
+    description of it (`service.index_sync.CollectionIndex`), which spares a read per request."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def bundle_id(self) -> str: ...
+    @property
+    def bundle_fingerprint(self) -> str: ...
+    @property
+    def long_bits(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one write transaction changed, for the writing process's own indexes once it has committed
+    (`IndexRegistry.apply_written`): they take it without reading it back."""
+
+    collection_id: int
+    collection_name: str
+    batch: ChangeBatch  # every row the transaction stamped, all with `batch.newest_seq`
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+
 # Keep each IN list well under SQLite's limit on bound parameters (32766).
 _IN_CHUNK = 10_000
 
@@ -41,19 +72,33 @@ class BallMatch:
     distance: int
 
 
+_COLLECTIONS = Collection.__table__.c
+_DOCUMENTS = Document.__table__.c
+# Core statements with bound parameters, built once: every API write runs them.
+_NEXT_CHANGE_SEQ = (
+    update(Collection.__table__)
+    .where(_COLLECTIONS.id == bindparam("collection"))
+    .values(change_seq=_COLLECTIONS.change_seq + 1)
+    .returning(_COLLECTIONS.change_seq)
+)
+_TOMBSTONE = (
+    update(Document.__table__)
+    .where(
+        _DOCUMENTS.collection_id == bindparam("collection"),
+        _DOCUMENTS.external_id == bindparam("external"),
+        _DOCUMENTS.deleted.is_(False),
+    )
+    .values(deleted=True, text="", metadata=None, change_seq=bindparam("seq"), updated_at=func.now())
+    .returning(_DOCUMENTS.id)
+)
+
+
 def next_change_seq(session: Session, collection_id: int) -> int:
     """Bump the collection's change counter in this transaction (locking its row until commit)."""
-    statement = (
-        update(Collection)
-        .where(Collection.id == collection_id)
-        .values(change_seq=Collection.change_seq + 1)
-        .returning(Collection.change_seq)
-        .execution_options(synchronize_session=False)
-    )
-    try:
-        return session.execute(statement).scalar_one()
-    except NoResultFound as err:
-        raise NotFoundError(f"collection {collection_id} was deleted meanwhile") from err
+    change_seq = session.connection().execute(_NEXT_CHANGE_SEQ, {"collection": collection_id}).scalar()
+    if change_seq is None:
+        raise NotFoundError(f"collection {collection_id} was deleted meanwhile")
+    return int(change_seq)
 
 
 def create_collection(session: Session, name: str, bundle: CodingBundle) -> Collection:
@@ -116,21 +161,18 @@ def find_document(session: Session, collection: Collection, external_id: str) ->
     return document
 
 
-def delete_document(session: Session, collection: Collection, external_id: str) -> None:
+def delete_document(session: Session, collection: CollectionRef, external_id: str) -> Written:
     """Turn a document into a tombstone (text and metadata dropped) so every index sees it go."""
     change_seq = next_change_seq(session, collection.id)
-    result = session.execute(
-        update(Document)
-        .where(
-            Document.collection_id == collection.id,
-            Document.external_id == external_id,
-            Document.deleted.is_(False),
-        )
-        .values(deleted=True, text="", metadata_=None, change_seq=change_seq, updated_at=func.now())
-        .execution_options(synchronize_session=False)
+    row_id = (
+        session.connection()
+        .execute(_TOMBSTONE, {"collection": collection.id, "external": external_id, "seq": change_seq})
+        .scalar()
     )
-    if result.rowcount == 0:
+    if row_id is None:
         raise NotFoundError(f"document {external_id!r} not found in collection {collection.name!r}")
+    tombstone = Changes.deletes(np.array([row_id], np.int64), (collection.long_bits + 63) // 64)
+    return Written(collection.id, collection.name, ChangeBatch(tombstone, [""], change_seq))
 
 
 def purge_tombstones(session: Session, older_than: datetime) -> int:

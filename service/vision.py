@@ -180,7 +180,12 @@ PreprocessQuery = Annotated[
 ]
 
 
-Transform = Callable[[np.ndarray], np.ndarray]  # a decoded picture (H, W) -> what the route needs
+# A decoded picture (H, W) -> what the route needs; defined at module level (it runs in a worker process).
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+def _as_decoded(gray: np.ndarray) -> np.ndarray:
+    return gray
 
 
 def _normalise_uploads(
@@ -268,7 +273,7 @@ async def read_digits(request: Request, preprocess: PreprocessQuery = True) -> n
 
 async def read_pictures(request: Request) -> list[np.ndarray]:
     """The request's pictures as they are (any size, either polarity), for readers that find the digits."""
-    return await _read_each(request, lambda gray: gray)
+    return await _read_each(request, _as_decoded)
 
 
 async def read_images(request: Request, preprocess: PreprocessQuery = True) -> np.ndarray:

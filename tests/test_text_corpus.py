@@ -149,3 +149,30 @@ def test_stream_and_load_agree(tmp_path: Path) -> None:
     assert [(r.id, r.text, r.label) for r in loaded.records()] == [(r.id, r.text, r.label) for r in streamed]
     with pytest.raises(CorpusError, match="does not exist"):
         stream_corpus(tmp_path / "missing.jsonl")
+
+
+def test_20news_without_a_copy_or_internet_says_where_it_looked_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import training.corpus
+    from semhash_cli import app as cli
+
+    # No local copy (a clone without ../shared), an empty scikit-learn cache, and no way out: every HTTP(S)
+    # request goes to a proxy on a closed local port, so the download really fails, as offline.
+    monkeypatch.setattr(training.corpus, "REPO_ROOT", tmp_path / "clone")
+    monkeypatch.delenv("SEMHASH_20NEWS_DIR", raising=False)
+    monkeypatch.setenv("SCIKIT_LEARN_DATA", str(tmp_path / "sklearn"))
+    for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")
+    for bypass in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(bypass, raising=False)
+    result = CliRunner().invoke(cli, ["train", "text", "--corpus", "20news", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and result.exception is not None
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    message = lines[0]
+    assert "SEMHASH_20NEWS_DIR" in message and str(tmp_path / "shared" / "data" / "20news") in message
+    assert str(tmp_path / "sklearn") in message and "internet" in message

@@ -215,8 +215,12 @@ def twenty_news_dir() -> Path | None:
         if split_file(folder, "train") is None:
             raise CorpusError(f"SEMHASH_20NEWS_DIR={folder} has no train.jsonl[.gz]")
         return folder
-    shared = REPO_ROOT.parent / "shared" / "data" / "20news"
+    shared = _shared_20news_dir()
     return shared if split_file(shared, "train") is not None else None
+
+
+def _shared_20news_dir() -> Path:
+    return REPO_ROOT.parent / "shared" / "data" / "20news"
 
 
 def load_20news(split: str) -> Corpus:
@@ -229,9 +233,17 @@ def load_20news(split: str) -> Corpus:
         corpus.source = f"{TWENTY_NEWS}:{split}"
         return corpus
     log.info("no local 20 Newsgroups copy; downloading with sklearn.datasets.fetch_20newsgroups")
-    from sklearn.datasets import fetch_20newsgroups
+    from sklearn.datasets import fetch_20newsgroups, get_data_home
 
-    bunch = fetch_20newsgroups(subset=split, shuffle=False)
+    try:
+        bunch = fetch_20newsgroups(subset=split, shuffle=False)
+    except OSError as err:  # no internet, a proxy or a firewall (URLError is an OSError)
+        raise CorpusError(
+            f"20 Newsgroups not found: SEMHASH_20NEWS_DIR is not set, {_shared_20news_dir()} has no "
+            f"train.jsonl[.gz], and scikit-learn could not download it into {get_data_home()} "
+            f"({getattr(err, 'reason', err)}). Set SEMHASH_20NEWS_DIR to a folder with train.jsonl.gz and "
+            "test.jsonl.gz, or run once with internet access"
+        ) from err
     names = list(bunch.target_names)
     ids = [f"{names[t]}/{Path(f).name}" for t, f in zip(bunch.target, bunch.filenames, strict=True)]
     labels = [names[t] for t in bunch.target]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, status
+from fastapi import APIRouter, Depends, Path, Response, status
 
 from bundles.text import EmptyDocumentError
 from service.codes import address_to_code
@@ -13,7 +13,9 @@ from service.deps import (
     CollectionDep,
     RegistryDep,
     SessionDep,
+    SessionFactoryDep,
     SettingsDep,
+    WritableCollectionDep,
     require_read_key,
     require_write_key,
 )
@@ -28,32 +30,39 @@ router = APIRouter(prefix="/v1/collections/{name}/documents", tags=["documents"]
 DocumentId = Annotated[DocumentIdStr, Path(description="The document's id.")]
 
 
-@router.post("", dependencies=[Depends(require_write_key)])
+# The writes take one thread-pool hop, the route's own: they open their session themselves (entering
+# and closing SessionDep's would cost a hop each) and serialise their answer (FastAPI would validate a
+# returned model again in another hop). Under load, every hop waits its turn for the GIL.
+
+
+@router.post("", response_model=UpsertResult, dependencies=[Depends(require_write_key)])
 def upsert(
     body: DocumentsUpsert,
-    collection: CollectionDep,
-    session: SessionDep,
+    collection: WritableCollectionDep,
+    session_factory: SessionFactoryDep,
     bundle: BundleDep,
     registry: RegistryDep,
     settings: SettingsDep,
-) -> UpsertResult:
+) -> Response:
     """Insert or replace a batch of documents by id; nothing is written if any of them is invalid."""
     if len(body.documents) > settings.max_batch_documents:
         raise InvalidInputError(
             f"at most {settings.max_batch_documents} documents per request", [("body", "documents")]
         )
     documents = [IncomingDocument(item.id, item.text, item.metadata) for item in body.documents]
-    try:
-        upserted = upsert_documents(session, collection, bundle, documents)
-    except DuplicateIdsError as err:
-        locations = [("body", "documents", index, "id") for index in err.indices]
-        raise InvalidInputError("duplicate document id within the batch", locations) from err
-    except EmptyDocumentError as err:
-        locations = [("body", "documents", index, "text") for index in err.indices]
-        raise InvalidInputError("text is empty or has no word of the model's vocabulary", locations) from err
-    session.commit()
-    registry.sync_after_write(collection.name)
-    return UpsertResult(upserted=upserted)
+    with session_factory() as session:  # closing it rolls back a failed batch: all or nothing
+        try:
+            written = upsert_documents(session, collection, bundle, documents)
+        except DuplicateIdsError as err:
+            locations = [("body", "documents", index, "id") for index in err.indices]
+            raise InvalidInputError("duplicate document id within the batch", locations) from err
+        except EmptyDocumentError as err:
+            locations = [("body", "documents", index, "text") for index in err.indices]
+            message = "text is empty or has no word of the model's vocabulary"
+            raise InvalidInputError(message, locations) from err
+        session.commit()
+    registry.apply_written(written)
+    return Response(UpsertResult(upserted=len(written)).model_dump_json(), media_type="application/json")
 
 
 @router.get("/{document_id:path}", dependencies=[Depends(require_read_key)])
@@ -76,9 +85,13 @@ def get(document_id: DocumentId, collection: CollectionDep, session: SessionDep)
     "/{document_id:path}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(require_write_key)]
 )
 def delete(
-    document_id: DocumentId, collection: CollectionDep, session: SessionDep, registry: RegistryDep
+    document_id: DocumentId,
+    collection: WritableCollectionDep,
+    session_factory: SessionFactoryDep,
+    registry: RegistryDep,
 ) -> None:
     """Delete one document."""
-    delete_document(session, collection, document_id)
-    session.commit()
-    registry.sync_after_write(collection.name)
+    with session_factory() as session:
+        written = delete_document(session, collection, document_id)
+        session.commit()
+    registry.apply_written(written)

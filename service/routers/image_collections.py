@@ -14,12 +14,12 @@ from starlette.concurrency import run_in_threadpool
 
 from service.decode_pool import decode_pool
 from service.deps import (
-    CollectionDep,
     IndexedCollectionDep,
     RegistryDep,
     SessionDep,
     SessionFactoryDep,
     SettingsDep,
+    WritableCollectionDep,
     require_read_key,
     require_write_key,
 )
@@ -61,7 +61,7 @@ def _normalise_stored(body: ImagesUpsert) -> np.ndarray:
 def upsert(
     request: Request,
     body: ImagesUpsert,
-    collection: CollectionDep,
+    collection: WritableCollectionDep,
     session: SessionDep,
     bundle: SparseBundleDep,
     registry: RegistryDep,
@@ -79,10 +79,10 @@ def upsert(
         locations = [("body", "images", index, "id") for index in duplicates]
         raise InvalidInputError("duplicate image id within the batch", locations)
     images = decode_pool(request).call(_normalise_stored, body)  # bounded, like every image decode
-    upserted = upsert_images(session, collection, bundle, documents, images)
+    written = upsert_images(session, collection, bundle, documents, images)
     session.commit()
-    registry.sync_after_write(collection.name)
-    return UpsertResult(upserted=upserted)
+    registry.apply_written(written)
+    return UpsertResult(upserted=len(written))
 
 
 @router.post("/{name}/search", openapi_extra=OPENAPI_BODY, dependencies=[Depends(require_read_key)])

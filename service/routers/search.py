@@ -49,12 +49,13 @@ def lookup_address(
     radius: Annotated[int, Query(ge=0, description="Hamming radius.")] = 0,
     limit: Annotated[int, Query(ge=1, description="Most results.")] = 100,
 ) -> AddressMatches:
-    """The raw bit-indexed table: documents stored within `radius` of `address`, read from SQL."""
+    """The raw bit-indexed table: documents stored within `radius` of `address`, read from SQL, nearest
+    first; `truncated` says when the ball holds more than `limit`."""
     check_bounds(settings, radius, limit, "query")
     check_address(collection.address_bits, address, ("path", "address"))
-    matches = sql_ball(session, collection, address, radius, limit)
+    matches = sql_ball(session, collection, address, radius, limit + 1)  # one more: is there more?
     data = [
         AddressMatch(id=match.external_id, address=match.address, distance=match.distance)
-        for match in matches
+        for match in matches[:limit]
     ]
-    return AddressMatches(data=data, count=len(data))
+    return AddressMatches(data=data, count=len(data), truncated=len(matches) > limit)

@@ -12,7 +12,9 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
 from bundles.text import TextBundle
-from service.db import Collection, Document, make_engine
+from service import store
+from service.db import Collection, Document, make_engine, make_session_factory
+from service.indexer import IncomingDocument, write_encoded
 from service.main import BundleMissingError, create_app
 from service.migrate import DatabaseNotAtHeadError, alembic_config
 from service.schemas import DEFAULT_SHORTLIST
@@ -225,6 +227,40 @@ def test_bad_batches_write_nothing(client: TestClient, topic_corpus: Corpus) -> 
     assert client.get("/v1/collections/news").json()["document_count"] == 0
     assert client.get("/v1/collections/news/documents/a").status_code == 404
     assert client.post("/v1/collections/nope/documents", json={"documents": duplicate[:1]}).status_code == 404
+
+
+def test_writes_show_at_once_in_their_own_process_whoever_else_writes(
+    client: TestClient, topic_corpus: Corpus, text_bundle: TextBundle, migrated_url: str
+) -> None:
+    """A collection another process created (not yet polled here) takes writes at once, and a write
+    made right after another process's shows both: the writer reads back what it did not see."""
+    other = make_engine(migrated_url)  # stands for another server or the bulk job
+    try:
+        with make_session_factory(other)() as session:
+            collection = store.create_collection(session, "elsewhere", text_bundle)
+            session.commit()
+        ids = topic_corpus.ids
+        upsert(client, topic_corpus, range(0, 3), name="elsewhere")
+        found = search(client, "elsewhere", text=topic_corpus.texts[1], radius=0)["data"]
+        assert ids[1] in {hit["id"] for hit in found}
+        codes = text_bundle.encode([topic_corpus.texts[5]])
+        with make_session_factory(other)() as session:
+            document = IncomingDocument(ids[5], topic_corpus.texts[5])
+            write_encoded(session, collection, [document], codes.addresses, codes.long_codes)
+            session.commit()
+        assert client.delete(f"/v1/collections/elsewhere/documents/{ids[0]}").status_code == 204
+        entry = client.app.state.index_registry.get("elsewhere")
+        live = set(entry.index.external_ids_at(entry.index.live_positions()))
+        assert live == {ids[1], ids[2], ids[5]} and entry.change_seq == 3
+        with other.connect() as connection:
+            rows = connection.scalars(
+                select(Document.id).where(
+                    Document.collection_id == collection.id, Document.deleted.is_(False)
+                )
+            )
+            assert sorted(entry.lexical.rows()) == sorted(rows)
+    finally:
+        other.dispose()
 
 
 def test_database_failure_mid_batch_is_503_and_leaves_nothing(

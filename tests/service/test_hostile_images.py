@@ -8,10 +8,15 @@ headers, oversized zTXt and iCCP chunks, truncated files, odd formats and modes.
 from __future__ import annotations
 
 import io
+import os
+import signal
 import struct
-import threading
+import subprocess
+import sys
+import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +25,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
+from service.decode_pool import WORKER_NICENESS, DecodePool, DecoderStoppedError
+from service.errors import InvalidInputError
 from service.imaging import ImageInputError, decode_image
 from service.main import create_app
 from service.migrate import upgrade_to_head
 from service.settings import Settings
+from service.vision import _as_decoded, _normalise_uploads
 
 Run = tuple[Path, dict[str, Any]]
 UPLOAD_ROUTES = ["/v1/digits/recognize", "/v1/images/encode"]
@@ -100,6 +108,8 @@ HOSTILE: dict[str, Callable[[], bytes]] = {
     "png_signature_only": lambda: b"\x89PNG\r\n\x1a\n",
     "jpeg_soi_only": lambda: b"\xff\xd8\xff",
 }
+
+
 def transparent_background() -> bytes:
     image = digit("P")
     return encode(image, transparency=image.getpixel((0, 0)))  # the background shows white
@@ -211,21 +221,30 @@ def test_hostile_frames_uploads_are_4xx(vision_client: TestClient) -> None:
         assert 400 <= response.status_code < 500 or "model is not available" in response.text, name
 
 
+def hold_a_worker(pool: DecodePool, pipe: Path) -> tuple[Future[bytes], int]:
+    """Occupy one of `pool`'s workers: it reads the named pipe `pipe` until the returned write end (an
+    open file descriptor) is closed. Returns once the worker is really reading (no timing involved)."""
+    os.mkfifo(pipe)
+    job = pool.submit(Path.read_bytes, pipe)
+    deadline = time.monotonic() + 120
+    while True:  # opening the write end succeeds once a reader has the pipe open
+        try:
+            writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+            return job, writer
+        except OSError:
+            assert not job.done(), job.exception()
+            assert time.monotonic() < deadline, "no worker started reading"
+            time.sleep(0.01)
+
+
 def test_a_full_decode_pool_answers_429_with_retry_after_and_health_stays_up(
-    make_vision_client: Callable[..., TestClient],
+    make_vision_client: Callable[..., TestClient], tmp_path: Path
 ) -> None:
     client = make_vision_client(image_decode_workers=1, image_decode_queue=1)
     pool = client.app.state.decode_pool
-    release = threading.Event()
-    started = threading.Event()
-
-    def occupy() -> None:
-        started.set()
-        release.wait()
-
-    holders = [pool.submit(occupy), pool.submit(lambda: None)]  # one running, one waiting: full
+    holder, writer = hold_a_worker(pool, tmp_path / "hold")
+    waiting = pool.submit(abs, -1)  # one job running, one waiting: the pool is full
     try:
-        assert started.wait(30)
         upload = {"file": ("one.png", encode(digit()), "image/png")}
         for route in UPLOAD_ROUTES:
             response = client.post(route, files=upload)
@@ -235,8 +254,80 @@ def test_a_full_decode_pool_answers_429_with_retry_after_and_health_stays_up(
         assert response.status_code == 429
         assert client.get("/healthz").status_code == 200
     finally:
-        release.set()
-    for holder in holders:
-        holder.result(timeout=30)
+        os.close(writer)
+    assert holder.result(timeout=60) == b"" and waiting.result(timeout=60) == 1
     assert client.post(UPLOAD_ROUTES[0], files=upload).status_code == 200
     assert pool.admitted == 0
+
+
+def test_images_decode_in_worker_processes_at_a_lower_priority() -> None:
+    pool = DecodePool(workers=1, queue=0)
+    try:
+        assert pool.call(os.getpid) != os.getpid()
+        assert pool.call(os.nice, 0) == min(19, os.nice(0) + WORKER_NICENESS)
+        with pytest.raises(InvalidInputError) as raised:  # errors cross back whole
+            pool.call(_normalise_uploads, [(("body", "files", 2), b"not an image")], 784, _as_decoded)
+        assert raised.value.locations == [["body", "files", 2]] and raised.value.status_code == 422
+    finally:
+        pool.shutdown()
+
+
+def test_a_worker_that_dies_fails_its_request_with_503_and_is_replaced(tmp_path: Path) -> None:
+    pool = DecodePool(workers=1, queue=1)
+    try:
+        worker = pool.call(os.getpid)
+        job, writer = hold_a_worker(pool, tmp_path / "hold")
+        os.kill(worker, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+        with pytest.raises(DecoderStoppedError) as raised:
+            job.result(timeout=60)
+        os.close(writer)
+        assert raised.value.status_code == 503 and raised.value.headers == {"Retry-After": "1"}
+        assert pool.call(os.getpid) not in (worker, os.getpid())  # a fresh worker took over
+        assert pool.admitted == 0
+    finally:
+        pool.shutdown()
+
+
+def _ended(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")  # a zombie: exited, not yet reaped by whoever inherited it
+
+
+def test_a_killed_server_leaves_no_decoding_worker_behind(tmp_path: Path) -> None:
+    server = """
+import os, sys
+from pathlib import Path
+from service.decode_pool import DecodePool
+pool = DecodePool(workers=1, queue=0)
+print(pool.call(os.getpid), flush=True)
+pool.submit(Path.read_bytes, Path(sys.argv[1]))  # the worker, busy reading the pipe until the test closes it
+sys.stdin.read()
+"""
+    pipe = tmp_path / "hold"
+    os.mkfifo(pipe)
+    process = subprocess.Popen(
+        [sys.executable, "-c", server, str(pipe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    writer = None
+    try:
+        worker = int(process.stdout.readline())  # type: ignore[union-attr]
+        deadline = time.monotonic() + 120
+        while writer is None:  # opening the write end succeeds once the worker reads the pipe: it is busy
+            try:
+                writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "the worker did not start"
+                time.sleep(0.01)
+        process.kill()  # as `kill -9` or the out-of-memory killer would end a server
+        process.wait()
+        while not _ended(worker):  # the worker ends with its server, though its job never finishes
+            assert time.monotonic() < deadline + 60, "the decoding worker outlived its server"
+            time.sleep(0.05)
+    finally:
+        if writer is not None:
+            os.close(writer)
+        if process.poll() is None:
+            process.kill()

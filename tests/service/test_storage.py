@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, func, inspect, select, update
+from sqlalchemy import Engine, event, func, inspect, select, update
 from sqlalchemy.exc import DBAPIError
 
 from service.db import Base, Collection, Document, make_engine, make_session_factory
@@ -21,7 +21,7 @@ from service.errors import NotFoundError
 from service.index_sync import IndexRegistry
 from service.indexer import IncomingDocument, write_encoded
 from service.migrate import DatabaseNotAtHeadError, alembic_config, ensure_at_head, upgrade_to_head
-from service.store import delete_document, purge_tombstones, sql_ball
+from service.store import Written, delete_document, purge_tombstones, sql_ball
 
 _names = count()
 
@@ -43,15 +43,18 @@ def add_collection(engine: Engine, address_bits: int, long_bits: int = 64) -> Co
 
 def write(
     engine: Engine, collection: Collection, ids: list[str], addresses: list[int], long_bits: int = 64
-) -> None:
+) -> Written:
     rng = np.random.default_rng(len(ids))
     long_codes = rng.integers(0, 256, (len(ids), long_bits // 8), dtype=np.uint8)
     documents = [
         IncomingDocument(external_id, f"text of {external_id}", {"n": i}) for i, external_id in enumerate(ids)
     ]
     with make_session_factory(engine)() as session:
-        write_encoded(session, collection, documents, np.array(addresses, dtype=np.uint64), long_codes)
+        written = write_encoded(
+            session, collection, documents, np.array(addresses, dtype=np.uint64), long_codes
+        )
         session.commit()
+    return written
 
 
 def test_migrations_upgrade_downgrade_upgrade(database_url: str) -> None:
@@ -185,44 +188,90 @@ _steps = st.one_of(
 )
 
 
+def assert_index_matches_sql(registry: IndexRegistry, engine: Engine, collection: Collection) -> None:
+    """Every ball of a 6-bit collection reads the same documents from the index as from SQL, and the
+    lexical index holds exactly the live rows."""
+    entry = registry.get(collection.name)
+    assert entry is not None
+    sessions = make_session_factory(engine)
+    for query in range(0, 64, 9):
+        for radius in range(3):
+            shortlist = entry.index.lookup(query, radius, 10_000)
+            ids = entry.index.external_ids_at(shortlist.positions)
+            found = zip(ids, shortlist.distances.tolist(), strict=True)
+            with sessions() as session:
+                expected = [
+                    (m.external_id, m.distance) for m in sql_ball(session, collection, query, radius, 10_000)
+                ]
+            assert sorted(found) == sorted(expected)
+    with sessions() as session:
+        live = session.scalars(
+            select(Document.id).where(Document.collection_id == collection.id, Document.deleted.is_(False))
+        )
+        assert entry.lexical is not None and sorted(entry.lexical.rows()) == sorted(live)
+
+
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(script=st.lists(_steps, max_size=12))
-def test_indexes_kept_in_step_by_their_changes_agree_with_sql(engine: Engine, script: list) -> None:
+@given(script=st.lists(_steps, max_size=12), other_writes=st.sets(st.integers(0, 11), max_size=4))
+def test_indexes_kept_in_step_by_their_changes_agree_with_sql(
+    engine: Engine, script: list, other_writes: set[int]
+) -> None:
     collection = add_collection(engine, 6)
     sessions = make_session_factory(engine)
-    eager = IndexRegistry(sessions)  # syncs after each write (and merges), as the writing process does
+    own = IndexRegistry(sessions)  # takes this process's writes as they commit (apply_written), and merges
+    eager = IndexRegistry(sessions)  # reads back every change right after it
     behind = IndexRegistry(sessions)  # syncs once at the end, as a process whose poller fell behind
-    eager.sync()
-    behind.sync()
-    for step, argument in script:
+    for registry in (own, eager, behind):
+        registry.sync()
+    for position, (step, argument) in enumerate(script):
+        # The steps in `other_writes` stand for another process's writes, which `own` learns of only
+        # by reading them back (with its next own write, whose sequence then skips ahead).
+        taken = eager.apply_written if position in other_writes else own.apply_written
         if step == "write":
-            write(engine, collection, [f"d{key}" for key in argument], list(argument.values()))
+            written = write(engine, collection, [f"d{key}" for key in argument], list(argument.values()))
+            taken(written)
         elif step == "delete":
             for key in argument:
                 with sessions() as session:
                     try:
-                        delete_document(session, collection, f"d{key}")
+                        written = delete_document(session, collection, f"d{key}")
                         session.commit()
+                        taken(written)
                     except NotFoundError:
                         session.rollback()
         else:
-            eager.merge(collection.id)
+            own.merge(collection.id)
         eager.sync_collection(collection.name)
+    own.sync()  # what its poller does: reads back what other processes wrote since its last own write
     behind.sync()
-    for registry in (eager, behind):
-        entry = registry.get(collection.name)
-        assert entry is not None
-        for query in range(0, 64, 9):
-            for radius in range(3):
-                shortlist = entry.index.lookup(query, radius, 10_000)
-                ids = entry.index.external_ids_at(shortlist.positions)
-                found = zip(ids, shortlist.distances.tolist(), strict=True)
-                with sessions() as session:
-                    expected = [
-                        (m.external_id, m.distance)
-                        for m in sql_ball(session, collection, query, radius, 10_000)
-                    ]
-                assert sorted(found) == sorted(expected)
+    for registry in (own, eager, behind):
+        assert_index_matches_sql(registry, engine, collection)
+
+
+def test_a_write_of_this_process_goes_into_its_index_without_reading_it_back(engine: Engine) -> None:
+    collection = add_collection(engine, 6)
+    registry = IndexRegistry(make_session_factory(engine))
+    registry.sync()
+    statements: list[str] = []
+
+    def record(_connection, _cursor, statement: str, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        registry.apply_written(write(engine, collection, ["a", "b"], [3, 5]))
+        assert len(statements) == 2  # the write's change counter and upsert; nothing read back
+        with make_session_factory(engine)() as session:
+            written = delete_document(session, collection, "a")
+            session.commit()
+        statements.clear()
+        registry.apply_written(written)
+        assert statements == []
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert_index_matches_sql(registry, engine, collection)
+    entry = registry.get(collection.name)
+    assert entry is not None and entry.change_seq == 2
 
 
 def wait_until(condition, timeout: float = 2.0) -> float:
