@@ -59,14 +59,17 @@ COPY training/ training/
 COPY service/ service/
 COPY migrations/ migrations/
 RUN pip install --no-cache-dir --no-compile $PIP_INSTALL_OPTIONS --no-deps .
-# Compile the numba kernels (the Hamming-ball lookup) now, into a cache the runtime user can read, so
-# neither the server nor a job compiles them at start-up.
-RUN python -c "import service.index"
+# Compile every index kernel (load, write, lookup, merge) now, into a cache the runtime user can read:
+# the server's start-up warm-up then reads them in milliseconds instead of compiling for seconds.
+# From /, so that Python imports the installed package (numba keys its cache by the source file's path),
+# not the copy in /src.
+RUN cd / && python -c "from service.index_warmup import warm_up; warm_up()"
 
 # ---------------------------------------------------------------------------------------------------------
 # serving-venv: the build's venv stripped, without pip, setuptools and the libraries' test suites, with bytecode
 # for exactly the modules the API, migrate and the indexer import (byte-compiling everything costs
-# ~150 MB, mostly for code serving never runs).
+# ~150 MB, mostly for code serving never runs). Imported from /, so the installed project is what gets
+# compiled, not its copy in /src.
 FROM build AS serving-venv
 # binutils only here, for `strip`: the wheels' shared libraries keep symbol tables nothing reads (~60 MB,
 # most in llvmlite; strip_libs.py keeps any library that would no longer load). Only /opt/venv goes on.
@@ -75,7 +78,7 @@ RUN apt-get update && apt-get install --yes --no-install-recommends binutils \
     && python strip_libs.py /opt/venv \
     && python -m pip uninstall --yes --quiet pip setuptools wheel \
     && find /opt/venv/lib/python3.11/site-packages -depth -type d -name tests -exec rm -rf {} + \
-    && PYTHONDONTWRITEBYTECODE= python -c "import semhash_cli, service.cli, service.main, service.bulk, service.indexer, service.migrate, uvicorn.loops.auto, uvicorn.protocols.http.auto, uvicorn.lifespan.on; service.main.create_app()" \
+    && cd / && PYTHONDONTWRITEBYTECODE= python -c "import semhash_cli, service.cli, service.main, service.bulk, service.indexer, service.migrate, uvicorn.loops.auto, uvicorn.protocols.http.auto, uvicorn.lifespan.on; service.main.create_app()" \
     && PYTHONDONTWRITEBYTECODE= python -m compileall -q /opt/venv/lib/python3.11/site-packages/migrations
 
 # ---------------------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@
 #   SMOKE_PORT           host port of the proxy (default 18000)
 #   SMOKE_HEAVY          prefix for the CPU-heavy steps (e.g. /work/bin/heavy), default none
 #   SMOKE_RETRAIN=0      keep a text bundle already in the models volume (a re-run skips training)
+#   SMOKE_TEXT_BUNDLE    a trained text bundle folder copied into the models volume instead of training
+#                        (the training image is still built and must import torch)
 #   SMOKE_KEEP=1         leave the stack and its volumes up at the end
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -166,8 +168,20 @@ docker run --rm --entrypoint sh semhash:smoke -c '! command -v gcc && ! command 
 
 step "train the quick text bundle into the models volume (<= $TRAIN_MINUTES min)"
 t=$(now)
-if [[ ${SMOKE_RETRAIN:-1} == 0 ]] && docker run --rm -v "${PROJECT}_models:/models" --entrypoint test semhash:smoke \
+TEXT_BUNDLE_SOURCE="trained in the training image"
+if [[ -n ${SMOKE_TEXT_BUNDLE:-} ]]; then
+    [[ -s $SMOKE_TEXT_BUNDLE/weights.safetensors ]] || die "no text bundle at SMOKE_TEXT_BUNDLE=$SMOKE_TEXT_BUNDLE"
+    TEXT_BUNDLE_SOURCE="copied from $SMOKE_TEXT_BUNDLE (SMOKE_TEXT_BUNDLE), not trained in this run"
+    step "SMOKE_TEXT_BUNDLE: copying $SMOKE_TEXT_BUNDLE into the models volume instead of training"
+    "${COMPOSE[@]}" -p "$PROJECT" --env-file "$ENV_FILE" "${COMPOSE_FILES[@]}" --profile train run --rm -u root \
+        -v "$(cd "$SMOKE_TEXT_BUNDLE" && pwd):/bundle:ro" --entrypoint sh train \
+        -c 'rm -rf /models/text && cp -r /bundle /models/text && chown -R semhash:semhash /models/text' \
+        >"$CACHE/train.log" 2>&1 || { tail -20 "$CACHE/train.log"; die "copying the text bundle failed"; }
+    docker run --rm --entrypoint python semhash-train:smoke -c "import torch; print('torch', torch.__version__)" \
+        || die "the training image cannot import torch"
+elif [[ ${SMOKE_RETRAIN:-1} == 0 ]] && docker run --rm -v "${PROJECT}_models:/models" --entrypoint test semhash:smoke \
         -s /models/text/weights.safetensors; then
+    TEXT_BUNDLE_SOURCE="kept in the models volume from an earlier run (SMOKE_RETRAIN=0)"
     step "SMOKE_RETRAIN=0: keeping the text bundle already in the models volume"
 else
 $HEAVY "${COMPOSE[@]}" -p "$PROJECT" --env-file "$ENV_FILE" "${COMPOSE_FILES[@]}" --profile train run --rm \
@@ -205,7 +219,8 @@ for c in "${APIS[@]}"; do
 done
 step "HEALTHCHECKs healthy; api processes run as uid $uid"
 
-step "replicas: a write through one is found through the other"
+LOAD_AT_MEASUREMENTS=$(cut -d' ' -f1-3 /proc/loadavg)
+step "replicas: a write through one is found through the other (load average $LOAD_AT_MEASUREMENTS)"
 VISIBILITY=$(http visibility "$(container_url "${APIS[0]}")" "$(container_url "${APIS[1]}")" "$COLLECTION" 10) \
     || die "replica visibility: $VISIBILITY"
 echo "$VISIBILITY"
@@ -269,10 +284,12 @@ result = {
         "build_seconds": $BUILD_SECONDS,
         "train_seconds": $TRAIN_SECONDS,
         "train_max_minutes": $TRAIN_MINUTES,
+        "text_bundle": "$TEXT_BUNDLE_SOURCE",
         "base_images": {"python": "$PYTHON_IMAGE", "debian": "$DEBIAN_IMAGE"},
         "compose_files": "${COMPOSE_FILES[*]}",
         "pip_install_options": "$PIP_INSTALL_OPTIONS",
         "machine_cpus": $(nproc),
+        "load_average_at_measurements": "$LOAD_AT_MEASUREMENTS",
     },
 }
 json.dump(result, open(sys.argv[1], "w"), indent=2)

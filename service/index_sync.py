@@ -104,6 +104,7 @@ class IndexRegistry:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._merges: queue.SimpleQueue[int | None] | None = None
+        self._failing: dict[int, str] = {}  # collection id -> the error its last sync failed with
 
     def get(self, name: str) -> CollectionIndex | None:
         """The current index of collection `name`, if it exists."""
@@ -114,12 +115,37 @@ class IndexRegistry:
         return {name: len(entry.index) for name, entry in self._published.items()}
 
     def sync(self) -> None:
-        """Bring every collection's index in step with the table."""
-        with self._session_factory() as session:
+        """Bring every collection's index in step with the table. A database error stops the sync (the
+        poller retries); any other failure of one collection (a row its index cannot hold, say) is
+        logged and retried at the next sync, and holds up no other collection, new ones included."""
+        session = self._session_factory()
+        try:
             rows = session.execute(select(*_COLLECTION_COLUMNS)).all()
             for row in rows:
-                self._sync_one(session, row)
+                try:
+                    self._sync_one(session, row)
+                except SQLAlchemyError:
+                    raise
+                except Exception as err:
+                    self._report_failure(row, err)
+                    # The failure may have left the connection mid-statement (a COPY): go on afresh.
+                    session.close()
+                    session = self._session_factory()
+                else:
+                    self._failing.pop(row.id, None)
+        finally:
+            session.close()
         self._forget_all_but({row.id for row in rows})
+        self._failing = {key: value for key, value in self._failing.items() if key in self._tracked}
+
+    def _report_failure(self, row: Any, err: Exception) -> None:
+        """Log a collection's failed sync with its traceback once, not at every poll while it lasts."""
+        message = f"{type(err).__name__}: {err}"
+        if self._failing.get(row.id) != message:
+            logger.error(
+                "could not sync the index of collection %r; retrying at every sync", row.name, exc_info=err
+            )
+        self._failing[row.id] = message
 
     def sync_collection(self, name: str) -> None:
         """Bring one collection's index in step with the table (or drop it if the collection is gone)."""
@@ -333,6 +359,9 @@ class IndexRegistry:
             except SQLAlchemyError:
                 # A database outage must not kill the poller: keep serving the last index and retry.
                 logger.warning("index sync failed; retrying in %.1f s", interval_seconds, exc_info=True)
+            except Exception:
+                # Nor anything else: a dead poller would never see another process's change again.
+                logger.exception("index sync failed; retrying in %.1f s", interval_seconds)
 
     def _merge_loop(self) -> None:
         merges = self._merges

@@ -21,6 +21,7 @@ from service.db import make_engine, make_session_factory
 from service.decode_pool import DecodePool, default_workers
 from service.errors import error_responses, register_error_handlers
 from service.index_sync import IndexRegistry
+from service.index_warmup import warm_up
 from service.middleware import (
     BodySizeLimitMiddleware,
     IndexSizeCollector,
@@ -113,6 +114,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             )
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)
+        # Before the first sync: else the first load of a collection (maybe one the bulk job creates
+        # later, found by the poller) would compile the index kernels, seconds late (index_warmup).
+        warm_up()
         registry = IndexRegistry(app.state.session_factory)
         registry.sync()
         app.state.index_registry = registry

@@ -136,6 +136,34 @@ def test_documents_indexed_by_another_process_are_searchable_within_two_seconds(
         job_engine.dispose()
 
 
+def test_a_server_started_without_collections_finds_one_the_bulk_job_creates_in_another_process(
+    client: TestClient, migrated_url: str, models_dir: Path, topic_corpus: Corpus, tmp_path: Path
+) -> None:
+    """The compose stack's order: the API starts on an empty database, then `semhash index` (its own
+    process) creates the collection and fills it; the server's poller must pick up the new collection."""
+    assert client.get("/v1/collections").json()["count"] == 0
+    source = write_jsonl_gz(tmp_path / "docs.jsonl.gz", topic_corpus)
+    semhash = Path(sys.executable).with_name("semhash")
+    job = subprocess.run(
+        [str(semhash), *index_arguments(source, models_dir, migrated_url, batch_size=50), "--workers", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert job.returncode == 0, job.stderr
+    target = topic_corpus.ids[123]
+    deadline = time.monotonic() + 60  # generous: the poller runs every 0.2 s here
+    while True:
+        response = client.post(
+            "/v1/collections/news/search", json={"text": topic_corpus.texts[123], "radius": 0, "limit": 1000}
+        )
+        if response.status_code == 200 and target in {hit["id"] for hit in response.json()["data"]}:
+            break
+        assert time.monotonic() < deadline, f"the server never found the new collection: {response.text}"
+        time.sleep(0.05)
+    assert client.get("/v1/collections/news").json()["document_count"] == len(topic_corpus)
+
+
 def stored_codes(url: str, collection: str) -> dict[str, tuple[int, bytes]]:
     engine = make_engine(url)
     try:
@@ -213,7 +241,15 @@ def test_ctrl_c_stops_the_job_and_its_workers_cleanly_and_a_rerun_finishes(
     arguments = index_arguments(pipe, models_dir, migrated_url, batch_size=20, collection="many")
     command = [str(semhash), *arguments, "--workers", "2"]
     # Its own process group, as a terminal's foreground job: Ctrl-C reaches the job and its workers.
-    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # SIGINT's default action restored in the child: a test run started in the background by a script
+    # inherits SIGINT ignored, and an ignored SIGINT stays ignored across exec (a terminal's job never is).
+    job = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     writer = None
     try:
         deadline = time.monotonic() + 120

@@ -317,6 +317,70 @@ def test_index_follows_writes_from_another_process_within_two_seconds(migrated_u
         writer_engine.dispose()
 
 
+def test_a_server_without_collections_finds_the_first_one_another_process_creates(migrated_url: str) -> None:
+    server_engine = make_engine(migrated_url)
+    writer_engine = make_engine(migrated_url)  # the bulk job, in another process
+    registry = IndexRegistry(make_session_factory(server_engine))
+    try:
+        registry.sync()  # a server started on an empty database
+        registry.start_polling(0.2, tombstone_retention_seconds=3600)
+        collection = add_collection(writer_engine, 10)
+        write(writer_engine, collection, ["x", "y"], [5, 6])
+        # Generous: the first load may compile the index kernels in this process (seconds when loaded).
+        wait_until(lambda: registry.sizes().get(collection.name) == 2, timeout=120)
+        write(writer_engine, collection, ["z"], [7])
+        wait_until(lambda: registry.sizes().get(collection.name) == 3, timeout=120)
+    finally:
+        registry.stop_polling()
+        server_engine.dispose()
+        writer_engine.dispose()
+
+
+def test_a_collection_whose_index_cannot_load_holds_up_neither_the_poller_nor_new_collections(
+    migrated_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server_engine = make_engine(migrated_url)
+    writer_engine = make_engine(migrated_url)
+    registry = IndexRegistry(make_session_factory(server_engine))
+    try:
+        registry.sync()
+        registry.start_polling(0.2, tombstone_retention_seconds=3600)
+        # Created with a row no index can hold (a 3-byte long code in a 64-bit collection), in one
+        # transaction, so every load of it fails; it comes first in the poller's order.
+        with make_session_factory(writer_engine)() as session:
+            broken = Collection(
+                name="broken", bundle_id="b", bundle_fingerprint="f" * 16, address_bits=8, long_bits=64
+            )
+            session.add(broken)
+            session.flush()
+            session.add(
+                Document(
+                    collection_id=broken.id,
+                    external_id="bad",
+                    text="t",
+                    address=1,
+                    long_code=b"abc",
+                    change_seq=1,
+                )
+            )
+            broken.change_seq = 1
+            session.commit()
+        collection = add_collection(writer_engine, 10)
+        write(writer_engine, collection, ["x"], [5])
+        wait_until(lambda: registry.sizes().get(collection.name) == 1, timeout=120)
+        write(writer_engine, collection, ["y"], [6])  # the poller lives on
+        wait_until(lambda: registry.sizes().get(collection.name) == 2, timeout=120)
+        assert registry.get("broken") is None
+        failures = [
+            r for r in caplog.records if "could not sync the index of collection 'broken'" in r.getMessage()
+        ]
+        assert len(failures) == 1, "logged once, not at every poll"
+    finally:
+        registry.stop_polling()
+        server_engine.dispose()
+        writer_engine.dispose()
+
+
 def backdate_tombstone(engine: Engine, external_id: str) -> None:
     with make_session_factory(engine)() as session:
         session.execute(
