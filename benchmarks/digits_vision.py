@@ -115,25 +115,26 @@ def _png_roundtrip(x: np.ndarray) -> np.ndarray:
     return decode_image(buffer.getvalue())
 
 
-def _recognisers(
-    args: argparse.Namespace,
-) -> dict[str, tuple[Callable[[np.ndarray], np.ndarray], int | None]]:
-    """variant -> (predict (n, 784) -> (n,), limit on test digits)."""
-    out: dict[str, tuple[Callable[[np.ndarray], np.ndarray], int | None]] = {}
+Recogniser = tuple[Callable[[np.ndarray], np.ndarray], int | None, str]
+
+
+def _recognisers(args: argparse.Namespace) -> dict[str, Recogniser]:
+    """variant -> (predict (n, 784) -> (n,), limit on test digits, bundle id)."""
+    out: dict[str, Recogniser] = {}
     if args.digits is not None:
         from bundles.vision import DigitBundle
 
         dbn = DigitBundle.load(args.digits)
         for variant in ("finetuned", "generative"):
-            out[variant] = ((lambda x, v=variant: dbn.predict(x, v)), None)
+            out[variant] = ((lambda x, v=variant: dbn.predict(x, v)), None, dbn.bundle_id)
     if args.convnet is not None:
         convnet = ConvNetBundle.load(args.convnet)
-        out["convnet"] = ((lambda x: convnet.predict_proba(x).argmax(1)), None)
+        out["convnet"] = ((lambda x: convnet.predict_proba(x).argmax(1)), None, convnet.bundle_id)
     if args.motor is not None:
         from bundles.motor import MotorBundle
 
         motor = MotorBundle.load(args.motor)
-        out["motor"] = ((lambda x: motor.predict_proba(x).argmax(1)), args.motor_limit)
+        out["motor"] = ((lambda x: motor.predict_proba(x).argmax(1)), args.motor_limit, motor.bundle_id)
     return out
 
 
@@ -149,12 +150,15 @@ def part_routes_and_robustness(args: argparse.Namespace, parts: set[str]) -> Non
     n = args.limit or len(data.test_x)
     images, labels = data.test_x[:n].reshape(-1, 28, 28), data.test_y[:n]
     recognisers = _recognisers(args)
-    result: dict[str, Any] = {"n_test_digits": n}
+    result: dict[str, Any] = {
+        "n_test_digits": n,
+        "route_bundles": {variant: bundle_id for variant, (_, _, bundle_id) in recognisers.items()},
+    }
     if "routes" in parts:
         json_x, json_blank = _normalised(list(images))
         png_x, png_blank = _normalised([_png_roundtrip(x) for x in images])
         routes: dict[str, dict[str, float]] = {}
-        for variant, (predict, limit) in recognisers.items():
+        for variant, (predict, limit, _) in recognisers.items():
             m = limit or n
             routes[variant] = {
                 "json": _error(predict, json_x[:m], json_blank[:m], labels[:m]),
@@ -162,13 +166,17 @@ def part_routes_and_robustness(args: argparse.Namespace, parts: set[str]) -> Non
                 "n_test_digits": m,
             }
             print(variant, routes[variant])
+        # Variants measured by earlier runs (e.g. motor with its own bundle) count in the gap too.
+        path = args.out / "digits.json"
+        earlier = json.loads(path.read_text()).get("route_test_error", {}) if path.exists() else {}
+        routes = {**earlier, **routes}
         result["route_test_error"] = routes
         result["route_gap_points"] = max(100 * abs(r["png_upload"] - r["json"]) for r in routes.values())
     if "robustness" in parts:
         table: dict[str, dict[str, float]] = {v: {} for v in recognisers}
         for name, perturb in PERTURBATIONS.items():
             x, blank = _normalised([perturb(image) for image in images])
-            for variant, (predict, limit) in recognisers.items():
+            for variant, (predict, limit, _) in recognisers.items():
                 m = limit or n
                 table[variant][name] = _error(predict, x[:m], blank[:m], labels[:m])
             print(name, {v: table[v][name] for v in table})
@@ -187,7 +195,7 @@ def part_routes_and_robustness(args: argparse.Namespace, parts: set[str]) -> Non
 def part_convnet(args: argparse.Namespace) -> None:
     data = load_mnist(args.data)
     bundle = ConvNetBundle.load(args.convnet)
-    tuning = tune_reader(bundle, data)
+    tuning = tune_reader(bundle, data, args.tune_strips)
     bundle.config["reader"] = tuning["best"]
     (args.convnet / "config.json").write_text(json.dumps(bundle.config, indent=2, sort_keys=True) + "\n")
     bundle = ConvNetBundle.load(args.convnet)
@@ -225,7 +233,7 @@ def part_convnet(args: argparse.Namespace) -> None:
                 k: list(v) if isinstance(v, tuple) else v for k, v in StripConfig().__dict__.items()
             },
             "strip_source": f"MNIST test digits, seed {STRIP_SEED}; reader tuned on validation-digit strips",
-            "timing": "in-process ConvNetBundle.read per strip (prepare + scan + decode), 1 torch thread",
+            "timing": "in-process ConvNetBundle.read per strip (prepare, scan, decode; numpy, 1 BLAS thread)",
         },
     )
 
@@ -243,6 +251,9 @@ def main() -> None:
     parser.add_argument("--parts", default="convnet,routes,robustness")
     parser.add_argument("--limit", type=int, default=None, help="Test digits for routes/robustness.")
     parser.add_argument("--strips", type=int, default=1000)
+    parser.add_argument(
+        "--tune-strips", type=int, default=300, help="Strips of validation digits for tuning the reader."
+    )
     args = parser.parse_args()
     import torch
 

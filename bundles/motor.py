@@ -155,7 +155,7 @@ class MotorBundle:
         for w, b in self.generative[:-1]:
             activations.append(np.maximum(activations[-1] @ w + b, 0.0))
         w, b = self.generative[-1]
-        out = 1.0 / (1.0 + np.exp(-(activations[-1] @ w + b)))
+        out = 0.5 * (1.0 + np.tanh(0.5 * (activations[-1] @ w + b)))  # sigmoid, without overflow
         delta: np.ndarray = residual * out * (1.0 - out)
         for (w, _), h in zip(reversed(self.generative), reversed(activations), strict=True):
             delta = delta @ np.swapaxes(w, 1, 2)

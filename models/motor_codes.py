@@ -105,4 +105,6 @@ def stack_forward(x: Array, weights: Sequence[tuple[Array, Array]], *, sigmoid_o
         x = xp.matmul(x, w) + b
         if layer < len(weights) - 1:
             x = (x + abs(x)) * 0.5  # ReLU
-    return 1.0 / (1.0 + xp.exp(-x)) if sigmoid_output else x
+    # sigmoid as 0.5 (1 + tanh(x / 2)): 1 / (1 + exp(-x)) overflows for x < -88 (float32), and its
+    # gradient, inf / inf, is NaN, which once turned a full training's generative nets into NaN.
+    return 0.5 * (1.0 + xp.tanh(0.5 * x)) if sigmoid_output else x

@@ -66,6 +66,22 @@ def test_stacked_nets_agree_in_numpy_and_torch() -> None:
     np.testing.assert_allclose(nets(x).detach()[[0, 2]], y[[0, 2]])
 
 
+def test_sigmoid_output_has_finite_gradients_at_extreme_logits() -> None:
+    # 1 / (1 + exp(-x)) overflows below x = -88 in float32 and its gradient is inf / inf = NaN: a full
+    # training's generative nets once went NaN that way (step ~4,500 of 6,000).
+    logits = torch.tensor([[[-500.0, -90.0, -20.0, 0.0, 20.0, 90.0, 500.0]]], requires_grad=True)
+    layer = [(torch.eye(7)[None], torch.zeros(1, 1, 7))]
+    out = stack_forward(logits, layer, sigmoid_output=True)
+    out.sum().backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    assert torch.allclose(out, torch.sigmoid(logits), atol=1e-6)
+    with np.errstate(over="raise"):  # the numpy (serving) path neither overflows nor warns
+        served = stack_forward(
+            logits.detach().numpy(), [(w.numpy(), b.numpy()) for w, b in layer], sigmoid_output=True
+        )
+    np.testing.assert_allclose(served, torch.sigmoid(logits).detach().numpy(), atol=1e-6)
+
+
 def test_code_gradient_is_the_generative_nets_vector_jacobian_product(motor_run: Run) -> None:
     bundle = MotorBundle.load(motor_run[0])
     rng = np.random.default_rng(1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from bundles.io import BundleError
-from bundles.predict import PredictiveBundle, conv2d
+from bundles.io import BundleError, write_bundle
+from bundles.predict import (
+    PREDICTIVE_FORMAT_VERSION,
+    SPARSE_INPUT_SHARE,
+    PredictiveBundle,
+    conv2d,
+    relu_pool2,
+    torch_weights,
+)
 from models.predictive import (
     Discriminator,
     FrameAutoencoder,
@@ -85,6 +92,44 @@ def test_numpy_conv_matches_torch() -> None:
         torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), padding=2
     )
     np.testing.assert_allclose(conv2d(x, w, b), expected.numpy(), atol=1e-4)
+
+
+def test_numpy_relu_pool_is_torchs_pool_of_relu() -> None:
+    x = torch.randn(3, 4, 16, 16)
+    expected = torch.nn.functional.max_pool2d(torch.relu(x), 2)
+    np.testing.assert_array_equal(relu_pool2(x.numpy().copy()), expected.numpy())
+
+
+def test_numpy_inference_of_the_served_architecture_matches_torch(tmp_path: Path) -> None:
+    """The served shapes (64x64 frames, 16/16 channels, 5x5 kernels; fewer units to stay fast)."""
+    torch.manual_seed(0)
+    arch = PredictiveArchitecture(n_hidden=64)
+    net = PredictiveNet(arch).eval()
+    config = {"kind": "predictive", "format_version": PREDICTIVE_FORMAT_VERSION, "architecture": asdict(arch)}
+    write_bundle(tmp_path, config, torch_weights(net), {})
+    bundle = PredictiveBundle.load(tmp_path)
+    frames = (np.random.default_rng(0).random((2, 10, 64, 64)) > 0.8).astype(np.float32)
+    with torch.no_grad():
+        expected = net.rollout(torch.from_numpy(frames), 3).numpy()
+        states = net.states(torch.from_numpy(frames))[0].numpy()
+    np.testing.assert_allclose(bundle.rollout(frames, 3), expected, atol=1e-5)
+    np.testing.assert_allclose(bundle.states(frames), states, atol=1e-5)
+    # the input projection reads only the rows under nonzero features: the dense product's values
+    features = bundle.encode(frames[0])
+    features[:, features.shape[1] // 4 :] = 0.0  # most ReLU features of a real clip are 0
+    assert features.any(axis=0).mean() < SPARSE_INPUT_SHARE  # so the sparse path runs
+    dense = features @ bundle._w_ih_t + bundle._b
+    np.testing.assert_allclose(bundle.project(features), dense, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(
+        bundle.project(np.ones_like(features)), np.ones_like(features) @ bundle._w_ih_t + bundle._b
+    )
+    # the zero initial state (None) is exactly an explicit zero state
+    projected = bundle.project(bundle.encode(frames[0]))
+    zeros = np.zeros((1, 64), np.float32)
+    skipped = bundle._lstm(projected[:, None], None, None)
+    explicit = bundle._lstm(projected[:, None], zeros, zeros)
+    for a, b in zip(skipped, explicit, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_training_writes_a_bundle_that_numpy_serves_like_torch(

@@ -241,7 +241,15 @@ def test_ctrl_c_stops_the_job_and_its_workers_cleanly_and_a_rerun_finishes(
     arguments = index_arguments(pipe, models_dir, migrated_url, batch_size=20, collection="many")
     command = [str(semhash), *arguments, "--workers", "2"]
     # Its own process group, as a terminal's foreground job: Ctrl-C reaches the job and its workers.
-    job = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # SIGINT's default action restored in the child: a test run started in the background by a script
+    # inherits SIGINT ignored, and an ignored SIGINT stays ignored across exec (a terminal's job never is).
+    job = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     writer = None
     try:
         deadline = time.monotonic() + 120
