@@ -333,23 +333,38 @@ def run_hostile_images(models: Path, scratch: Path, rounds: int) -> dict:
 # ----- repeated test runs beside a CPU-heavy process -------------------------------------------------
 def run_suite_repeats(runs: int, tests: list[str]) -> dict:
     burner = subprocess.Popen([sys.executable, "-c", "while True: sum(i * i for i in range(10**6))"])
-    passed, durations = 0, []
+    passed, durations, failures = 0, [], []
     try:
         for run in range(runs):
             started = time.perf_counter()
             result = subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+                [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *tests],
                 capture_output=True,
                 text=True,
                 cwd=ROOT,
             )
             durations.append(round(time.perf_counter() - started, 1))
             passed += result.returncode == 0
-            summary = result.stdout.strip().splitlines()[-1:] or ["(no output)"]
-            print(f"run {run + 1}/{runs}: {summary[0]} ({durations[-1]} s)", file=sys.stderr, flush=True)
+            lines = result.stdout.strip().splitlines()
+            summary = lines[-1] if lines else "(no output)"
+            failed = [line for line in lines if line.startswith("FAILED ")]  # -rf: which test, and why
+            failures.extend(f"run {run + 1}: {line}" for line in failed)
+            print(
+                f"run {run + 1}/{runs}: {summary} ({durations[-1]} s)",
+                *failed,
+                sep="\n",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         burner.kill()
-    return {"passed": passed, "runs": runs, "tests": tests, "seconds_per_run": durations}
+    return {
+        "passed": passed,
+        "runs": runs,
+        "tests": tests,
+        "seconds_per_run": durations,
+        "failures": failures,
+    }
 
 
 def main() -> None:
