@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from results_json import merge_into  # benchmarks/, beside this script
 from scipy import ndimage
 
 from bundles.convnet import ConvNetBundle, ReaderConfig
@@ -37,20 +38,6 @@ from training.convnet_eval import STRIP_SEED, read_strips, tune_reader
 from training.mnist import load_mnist
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _merge(path: Path, update: dict[str, Any]) -> None:
-    """Deep-merge `update` into the JSON at `path` (other keys kept), write it."""
-    current = json.loads(path.read_text()) if path.exists() else {}
-
-    def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        out = dict(a)
-        for k, v in b.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        return out
-
-    path.write_text(json.dumps(merge(current, update), indent=2) + "\n")
-    print(f"wrote {path}")
 
 
 # ----- perturbations of 28x28 digits ----------------------------------------------------------------
@@ -189,7 +176,7 @@ def part_routes_and_robustness(args: argparse.Namespace, parts: set[str]) -> Non
             "preprocessing (service/imaging.to_mnist); shift: d px right and down, zero fill; scale about "
             "the centre; noise: Gaussian, clipped to [0, 1]; a digit found blank counts as an error"
         )
-    _merge(args.out / "digits.json", result)
+    merge_into(args.out / "digits.json", result)
 
 
 def part_convnet(args: argparse.Namespace) -> None:
@@ -207,7 +194,7 @@ def part_convnet(args: argparse.Namespace) -> None:
     reading = read_strips(bundle, strips, ReaderConfig(**tuning["best"]))
     metrics = {**bundle.metrics, "test_error": {"convnet": test_error}, "strips": reading}
     write_metrics(args.convnet, metrics)
-    _merge(
+    merge_into(
         args.out / "digits.json",
         {
             "test_error": {"convnet": test_error},
@@ -222,7 +209,7 @@ def part_convnet(args: argparse.Namespace) -> None:
             },
         },
     )
-    _merge(
+    merge_into(
         args.out / "digits_read.json",
         {
             **reading,

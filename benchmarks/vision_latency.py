@@ -34,26 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from results_json import merge_into  # benchmarks/, beside this script
 
 from bundles.digit_strips import make_strips
 from training.convnet_eval import STRIP_SEED
 from training.mnist import load_mnist
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _merge(path: Path, update: dict[str, Any]) -> None:
-    """Deep-merge `update` into the JSON at `path` (other keys kept), write it."""
-    current = json.loads(path.read_text()) if path.exists() else {}
-
-    def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        out = dict(a)
-        for k, v in b.items():
-            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-        return out
-
-    path.write_text(json.dumps(merge(current, update), indent=2) + "\n")
-    print(f"wrote {path}")
 
 
 def p50_ms(call: Callable[[int], Any], n: int, warmup: int = 5) -> float:
@@ -192,7 +179,7 @@ def main() -> None:
     setup["load_average_after"] = os.getloadavg()[0]
     api_setup = "semhash serve (1 uvicorn process, 1 BLAS thread), loopback, 1 keep-alive client, JSON pixels"
     for name, update in results.items():
-        _merge(args.out / name, {**update, "latency_setup": {**setup, "api": api_setup}})
+        merge_into(args.out / name, {**update, "latency_setup": {**setup, "api": api_setup}})
         print(name, json.dumps({k: v for k, v in update.items() if "ms" in k}))
 
 

@@ -78,16 +78,21 @@ def read_bundle(
             f"{path} has format_version {config.get('format_version')!r}; this code reads {versions}"
         )
     metrics = _read_json(path / METRICS) if (path / METRICS).exists() else {}
+    return config, read_weights(path / WEIGHTS), metrics
+
+
+def read_weights(file: Path) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file, refused (BundleError) when missing, corrupt or not finite."""
     try:
-        weights = load_file(str(path / WEIGHTS))
+        weights = load_file(str(file))
     except FileNotFoundError as err:
-        raise BundleError(f"{path / WEIGHTS} is missing") from err
+        raise BundleError(f"{file} is missing") from err
     except (SafetensorError, OSError, ValueError) as err:
-        raise BundleError(f"{path / WEIGHTS} is corrupt: {err}") from err
+        raise BundleError(f"{file} is corrupt: {err}") from err
     for name, array in weights.items():
         if not np.isfinite(array).all():
-            raise BundleError(f"{path / WEIGHTS}: tensor {name!r} has non-finite values")
-    return config, weights, metrics
+            raise BundleError(f"{file}: tensor {name!r} has non-finite values")
+    return weights
 
 
 def check_shapes(

@@ -29,10 +29,9 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
-from bundles.io import BundleError, check_shapes
+from bundles.io import BundleError, check_shapes, read_weights
 from bundles.text_features import WordIndex, count_matrix
 
 QUERY_WEIGHTS = "query_encoder.safetensors"
@@ -99,15 +98,7 @@ class QueryEncoder:
         from bundles.text import read_vocabulary  # the document vocabulary's reader and checks
 
         vocabulary, idf = read_vocabulary(path / QUERY_VOCABULARY, config["vocab_size"])
-        try:
-            weights = load_file(str(path / QUERY_WEIGHTS))
-        except FileNotFoundError as err:
-            raise BundleError(f"{path / QUERY_WEIGHTS} is missing") from err
-        except (SafetensorError, OSError, ValueError) as err:
-            raise BundleError(f"{path / QUERY_WEIGHTS} is corrupt: {err}") from err
-        for name, array in weights.items():
-            if not np.isfinite(array).all():
-                raise BundleError(f"{path / QUERY_WEIGHTS}: tensor {name!r} has non-finite values")
+        weights = read_weights(path / QUERY_WEIGHTS)
         check_shapes(path, weights, layer_shapes(layers))
         return cls(dict(config), vocabulary, idf, weights)
 
