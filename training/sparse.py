@@ -55,6 +55,7 @@ class LISTASchedule:
     """Hyperparameters of LISTA training."""
 
     steps: int = 3  # K: shrinkage steps (the first one needs no S)
+    untied: bool = True  # one S and one threshold vector per step (False: shared by all steps)
     target_iterations: int = 300  # FISTA iterations that define the optimal codes Z*
     n_train: int = 20_000  # training inputs whose optimal codes are the targets
     epochs: int = 30
@@ -291,6 +292,12 @@ def code_error(net: LISTA, x: Tensor, target: Tensor) -> float:
     return float(((batched(net, x) - target) ** 2).sum(1).mean())
 
 
+@torch.no_grad()
+def reconstruction_error(net: LISTA, x: Tensor, dictionary: Tensor) -> float:
+    """Mean over inputs of ||Y - Z_K D^T||^2, what the FISTA comparison is made on."""
+    return float(((x - batched(net, x) @ dictionary.T) ** 2).sum(1).mean())
+
+
 def train_lista(
     net: LISTA,
     x: Tensor,
@@ -299,16 +306,27 @@ def train_lista(
     target_v: Tensor,
     schedule: LISTASchedule,
     *,
+    dictionary: Tensor,
     checkpoint: Path | None,
     key: str,
     generator: torch.Generator,
     progress: bool = True,
 ) -> list[dict[str, float]]:
-    """Backprop through the K steps on 1/2 ||Z_K - Z*||^2; the net ends at its best validation epoch."""
+    """Backprop through the K steps on 1/2 ||Z_K - Z*||^2; the net ends at its best validation epoch.
+
+    The validation code error picks the epoch; the validation reconstruction error with `dictionary`
+    is recorded beside it (the number FISTA's iterations are compared on).
+    """
     opt = torch.optim.Adam(net.parameters(), lr=schedule.learning_rate)
     best_score, best_epoch, best_state = code_error(net, xv, target_v), 0, copy.deepcopy(net.state_dict())
     # Epoch 0 is the initialisation: K plain ISTA steps, the baseline LISTA must beat.
-    history: list[dict[str, float]] = [{"epoch": 0.0, "validation_code_error": best_score}]
+    history: list[dict[str, float]] = [
+        {
+            "epoch": 0.0,
+            "validation_code_error": best_score,
+            "validation_reconstruction_error": reconstruction_error(net, xv, dictionary),
+        }
+    ]
     log.info(
         "LISTA-%d at initialisation (= %d ISTA steps): validation code error %.4g",
         net.steps,
@@ -349,7 +367,12 @@ def train_lista(
             opt.step()
             running += float(loss.detach()) * len(idx)
         score = code_error(net, xv, target_v)
-        record = {"epoch": float(epoch), "train_loss": running / n, "validation_code_error": score}
+        record = {
+            "epoch": float(epoch),
+            "train_loss": running / n,
+            "validation_code_error": score,
+            "validation_reconstruction_error": reconstruction_error(net, xv, dictionary),
+        }
         history.append(record)
         log.info("LISTA %s", " ".join(f"{k}={v:.4g}" for k, v in record.items()))
         if score < best_score:
