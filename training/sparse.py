@@ -7,8 +7,9 @@ Pipeline (`train_sparse`):
    validation energy picks the epoch.
 2. LISTA: the optimal codes Z* of the final dictionary (plain sparse coding energy, `target_iterations`
    of FISTA from zero) are computed for `n_train` training inputs and the validation inputs; a K-step
-   LISTA, started at K ISTA steps, is trained by backprop through time on 1/2 ||Z_K - Z*||^2 and the
-   validation prediction error picks the epoch.
+   LISTA, started at K ISTA steps, is trained by backprop through time on 1/2 ||Z_K - Z*||^2 (plus
+   `energy_weight` times the energy E(Y, Z_K) of its code) and the validation prediction error picks
+   the epoch.
 3. Search: the active atoms of a LISTA code are its binary signature (one bit per atom); the address
    is `address_bits` balanced bits of the LISTA code (PCA + ITQ, median thresholds, as for the image
    autoencoder's codes), so a Hamming ball around it finds images built from similar parts.
@@ -58,10 +59,15 @@ class LISTASchedule:
     untied: bool = True  # one S and one threshold vector per step (False: shared by all steps)
     target_iterations: int = 300  # FISTA iterations that define the optimal codes Z*
     n_train: int = 20_000  # training inputs whose optimal codes are the targets
-    epochs: int = 30
+    epochs: int = 50
     batch_size: int = 100
-    learning_rate: float = 3e-4  # Adam, half-cosine decay to 1% of it
-    patience: int | None = 8  # stop after this many epochs without a better validation error
+    # Adam, half-cosine decay to 1% of it, in units of the ISTA initialisation's scale: the step on
+    # W_e, S and theta is learning_rate / L, since all three start at O(1/L) (W_e = D/L, theta = lam/L)
+    learning_rate: float = 1e-2
+    patience: int | None = 10  # stop after this many epochs without a better validation error
+    # beta in the loss 1/2 ||Z_K - Z*||^2 + beta E(Y, Z_K): the energy term pulls the code toward what
+    # Z* is optimal for (a good reconstruction at few active atoms) where Z* itself is hard to hit
+    energy_weight: float = 0.1
 
 
 @dataclass
@@ -307,17 +313,21 @@ def train_lista(
     schedule: LISTASchedule,
     *,
     dictionary: Tensor,
+    lam: float,
     checkpoint: Path | None,
     key: str,
     generator: torch.Generator,
     progress: bool = True,
 ) -> list[dict[str, float]]:
-    """Backprop through the K steps on 1/2 ||Z_K - Z*||^2; the net ends at its best validation epoch.
+    """Backprop through the K steps on 1/2 ||Z_K - Z*||^2 + beta E(Y, Z_K); ends at its best validation epoch.
 
     The validation code error picks the epoch; the validation reconstruction error with `dictionary`
     is recorded beside it (the number FISTA's iterations are compared on).
     """
-    opt = torch.optim.Adam(net.parameters(), lr=schedule.learning_rate)
+    # Adam's steps have the size of its learning rate whatever the gradient's scale: measured in the
+    # units of the initialisation (1/L), so that a step does not wipe out W_e = D/L (L ~ 250 on MNIST).
+    learning_rate = schedule.learning_rate / lipschitz_constant(dictionary)
+    opt = torch.optim.Adam(net.parameters(), lr=learning_rate)
     best_score, best_epoch, best_state = code_error(net, xv, target_v), 0, copy.deepcopy(net.state_dict())
     # Epoch 0 is the initialisation: K plain ISTA steps, the baseline LISTA must beat.
     history: list[dict[str, float]] = [
@@ -359,9 +369,12 @@ def train_lista(
         )
         for i, start in enumerate(bar):
             for group in opt.param_groups:
-                group["lr"] = schedule.learning_rate * _cosine((epoch - 1) * steps_per_epoch + i, total)
+                group["lr"] = learning_rate * _cosine((epoch - 1) * steps_per_epoch + i, total)
             idx = order[start : start + schedule.batch_size]
-            loss = 0.5 * ((net(x[idx]) - target[idx]) ** 2).sum(1).mean()
+            z = net(x[idx])
+            loss = 0.5 * ((z - target[idx]) ** 2).sum(1).mean()
+            if schedule.energy_weight > 0:
+                loss = loss + schedule.energy_weight * energy(x[idx], z, dictionary, lam).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

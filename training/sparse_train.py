@@ -126,6 +126,7 @@ def train_sparse(
         target_v,
         config.lista,
         dictionary=dictionary,
+        lam=config.lam,
         checkpoint=checkpoints / "lista.pt",
         key=fingerprint({**settings, "stage": "lista"}),
         generator=generator,
