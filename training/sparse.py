@@ -65,11 +65,13 @@ class LISTASchedule:
     batch_size: int = 100
     # Adam, half-cosine decay to 1% of it, in units of the ISTA initialisation's scale: the step on
     # W_e, S and theta is learning_rate / L, since all three start at O(1/L) (W_e = D/L, theta = lam/L)
-    learning_rate: float = 1e-2
+    learning_rate: float = 3e-2
     patience: int | None = 5  # stop after this many epochs without a better validation error
     # beta in the loss 1/2 ||Z_K - Z*||^2 + beta E(Y, Z_K): the energy term pulls the code toward what
-    # Z* is optimal for (a good reconstruction at few active atoms) where Z* itself is hard to hit
-    energy_weight: float = 0.1
+    # Z* is optimal for (a good reconstruction at few active atoms) where Z* itself is hard to hit.
+    # On validation (10,000 inputs, a 1-epoch dictionary) beta 0.5 lowered both the code error (4.7
+    # vs 6.1) and the reconstruction error (13.9 vs 16.3) of beta 0.
+    energy_weight: float = 0.5
 
 
 @dataclass
