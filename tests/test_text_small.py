@@ -19,7 +19,8 @@ def random_bundle(max_length: float | None, scale_input_bias: bool, seed: int = 
     weights = {}
     for code, sizes in (("address", [300, 120, 60, 16]), ("long", [300, 120, 60, 64])):
         for layer, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
-            weights[f"{code}.encoder.{layer}.weight"] = rng.normal(0, 0.3, (fan_in, fan_out)).astype(np.float32)
+            weight = rng.normal(0, 0.3, (fan_in, fan_out))
+            weights[f"{code}.encoder.{layer}.weight"] = weight.astype(np.float32)
             weights[f"{code}.encoder.{layer}.bias"] = rng.normal(0, 0.3, fan_out).astype(np.float32)
     config = {
         "name": "random",
