@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -344,21 +344,26 @@ SUITE_TESTS = [
 ]
 
 
-def source_commit() -> str:
-    """The commit the tests ran at, "+changes" when the working tree differs from it."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    dirty = subprocess.run(  # results files aside: this run writes them
-        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"],
-        capture_output=True,
-        cwd=ROOT,
+def code_commit() -> str:
+    """The last commit that changed the code under test (anything outside benchmarks/), "+changes" when
+    the working tree differs from it there."""
+    outside = ["--", ".", ":!benchmarks"]
+    head = subprocess.run(
+        ["git", "log", "-1", "--format=%h", *outside], capture_output=True, text=True, cwd=ROOT
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", *outside], capture_output=True, cwd=ROOT
     )
     return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
 
-def run_suite_repeats(runs: int, tests: list[str], logs: Path, previous: dict | None = None) -> dict:
+def run_suite_repeats(
+    runs: int, tests: list[str], logs: Path, previous: dict | None, save: Callable[[dict], None]
+) -> dict:
     """`runs` runs of pytest on `tests` beside a CPU burner, added to `previous` (the entry of earlier runs
-    of the same tests at the same commit, or None). The whole output of a failed run goes to `logs`."""
-    commit = source_commit()
+    of the same tests at the same `code_commit`, or None). The entry is saved after each run, so a series that
+    is stopped keeps the runs it finished; the whole output of a failed run goes to `logs`."""
+    commit = code_commit()
     entry = {"passed": 0, "runs": 0, "tests": tests, "commit": commit, "seconds_per_run": [], "failures": []}
     if previous is not None:
         if (previous.get("tests"), previous.get("commit")) != (tests, commit):
@@ -396,6 +401,7 @@ def run_suite_repeats(runs: int, tests: list[str], logs: Path, previous: dict | 
                 file=sys.stderr,
                 flush=True,
             )
+            save(entry)
     finally:
         burner.kill()
     return entry
@@ -464,12 +470,20 @@ def main() -> None:
             print("hostile", results["hostile_images"], flush=True)
         if "suite" in parts:
             previous = results.get("suite_repeats_under_load") if args.suite_append else None
+
+            def save(entry: dict) -> None:
+                write_results(args.out, {**results, "suite_repeats_under_load": entry})
+
             results["suite_repeats_under_load"] = run_suite_repeats(
-                args.suite_runs, args.suite_tests.split(","), args.suite_logs, previous
+                args.suite_runs, args.suite_tests.split(","), args.suite_logs, previous, save
             )
             print("suite", results["suite_repeats_under_load"], flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
+
+
+def write_results(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
