@@ -13,6 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+# How long a test waits for a process it started before calling it stuck. Minutes, not seconds: on a
+# shared machine a test and its processes can be paused together for minutes (`heavy --exclusive` stops
+# every slot job while it measures), and a wall-clock deadline keeps running meanwhile.
+PATIENCE_SECONDS = 900.0
+
 
 def children(pid: int) -> list[int]:
     """The processes forked by the main thread of `pid` and still there."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from processes import all_ended, children, watching
+from processes import PATIENCE_SECONDS, all_ended, children, watching
 from sqlalchemy import event, select
 from typer.testing import CliRunner
 
@@ -286,7 +286,7 @@ def indexing_from_a_pipe(
     )
     writer = None
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + PATIENCE_SECONDS
         while writer is None:  # opening a pipe's writing end succeeds once the job has opened it to read
             try:
                 writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
@@ -316,8 +316,8 @@ def test_ctrl_c_or_sigterm_stops_the_job_and_its_workers_cleanly_and_a_rerun_fin
     with indexing_from_a_pipe(tmp_path, models_dir, migrated_url, lines[:200]) as (job, workers):
         assert len(workers) == 2
         os.killpg(job.pid, stop)  # the whole group, as a terminal's Ctrl-C or `kill -TERM -PGID`
-        _, errors = job.communicate(timeout=120)
-        assert all_ended(workers, within=120), "an encoding worker outlived the job"
+        _, errors = job.communicate(timeout=PATIENCE_SECONDS)
+        assert all_ended(workers, within=PATIENCE_SECONDS), "an encoding worker outlived the job"
     assert job.returncode == 128 + stop, errors  # 130 for SIGINT, 143 for SIGTERM
     assert "Traceback" not in errors and f"interrupted ({stop.name})" in errors
     written = live_documents(migrated_url, "many")
@@ -338,4 +338,4 @@ def test_encoding_workers_exit_when_the_job_is_killed(
         assert len(workers) == 2
         job.kill()  # as `kill -9` or the out-of-memory killer would: the job cannot stop them itself
         job.wait()
-        assert all_ended(workers, within=120), "an encoding worker outlived the killed job"
+        assert all_ended(workers, within=PATIENCE_SECONDS), "an encoding worker outlived the killed job"

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
-from processes import all_ended, watching
+from processes import PATIENCE_SECONDS, all_ended, watching
 
 from service.decode_pool import WORKER_NICENESS, DecodePool, DecoderStoppedError
 from service.errors import InvalidInputError
@@ -227,7 +227,7 @@ def hold_a_worker(pool: DecodePool, pipe: Path) -> tuple[Future[bytes], int]:
     open file descriptor) is closed. Returns once the worker is really reading (no timing involved)."""
     os.mkfifo(pipe)
     job = pool.submit(Path.read_bytes, pipe)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + PATIENCE_SECONDS
     while True:  # opening the write end succeeds once a reader has the pipe open
         try:
             writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
@@ -307,7 +307,7 @@ sys.stdin.read()
     writer = None
     try:
         worker = int(process.stdout.readline())  # type: ignore[union-attr]
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + PATIENCE_SECONDS
         while writer is None:  # opening the write end succeeds once the worker reads the pipe: it is busy
             try:
                 writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
@@ -318,7 +318,7 @@ sys.stdin.read()
             process.kill()  # as `kill -9` or the out-of-memory killer would end a server
             process.wait()
             # The worker ends with its server, though its job never finishes.
-            assert all_ended(watched, within=120), "the decoding worker outlived its server"
+            assert all_ended(watched, within=PATIENCE_SECONDS), "the decoding worker outlived its server"
     finally:
         if writer is not None:
             os.close(writer)
