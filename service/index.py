@@ -52,8 +52,8 @@ def _cell(address: int, dense: bool, shift: np.uint64) -> Int:
 @numba.njit(cache=True, nogil=True)
 def _write_live(
     out: np.ndarray,
-    size: int,
-    written: int,
+    size: Int,
+    written: Int,
     begin: Int,
     stop: Int,
     address: int,
@@ -63,7 +63,7 @@ def _write_live(
     dense: bool,
     check_dead: bool,
     version: int,
-) -> int:
+) -> Int:
     """Write the live documents at `address` of a base run into out (up to `size`); the new count.
     With out empty, only count them."""
     for position in range(begin, stop):
@@ -80,8 +80,8 @@ def _write_live(
 @numba.njit(cache=True, nogil=True)
 def _write_delta(
     out: np.ndarray,
-    size: int,
-    written: int,
+    size: Int,
+    written: Int,
     entry: int,
     n: int,
     address: int,
@@ -89,7 +89,7 @@ def _write_delta(
     entries: np.ndarray,
     delta_count: int,
     version: int,
-) -> int:
+) -> Int:
     """Like `_write_live`, for the delta chain starting at `entry` (delta entry e is position n + e)."""
     while entry != NO_ENTRY:
         if entry < delta_count and entries[entry, 0] == address and entries[entry, 1] > version:
@@ -178,7 +178,7 @@ def probe_index(
             break
     size = min(found, limit)
     out = np.empty(2 * size, dtype=np.int64)
-    written = 0
+    written: Int = 0
     for i in range(probed):
         address = probes[i] ^ query
         label = np.int64(labels[i]) if labels.shape[0] else np.int64(i)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from bundles.text import TextBundle
 from service.codes import stored_codes_to_words
-from service.db import Document
+from service.db import Document, psycopg_connection
 from service.errors import ConflictError
 from service.index_writer import ChangeBatch, Changes
 from service.store import CollectionRef, Written, next_change_seq
@@ -61,9 +61,12 @@ def duplicate_positions(documents: Sequence[IncomingDocument]) -> list[int]:
 class HashedCollection(Protocol):
     """What identifies the model a collection was hashed with (a `Collection` row or its index)."""
 
-    name: str
-    bundle_id: str
-    bundle_fingerprint: str
+    @property
+    def name(self) -> str: ...
+    @property
+    def bundle_id(self) -> str: ...
+    @property
+    def bundle_fingerprint(self) -> str: ...
 
 
 def ensure_bundle_matches(collection: HashedCollection, bundle: TextBundle) -> None:
@@ -119,7 +122,7 @@ def _copy_upsert_postgres(
     wrote in 0.62-0.90 s against 0.85 s, and it spends far less client CPU, which the bulk job's
     encoding workers need. The staging table empties itself at commit; a rollback undoes both steps.
     """
-    connection = session.connection().connection.driver_connection  # the psycopg connection
+    connection = psycopg_connection(session)
     copy_statement = f"COPY semhash_staging ({', '.join(_STAGED)}) FROM STDIN (FORMAT BINARY)"
     try:
         with connection.cursor() as cursor:
