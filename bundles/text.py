@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from bundles.io import WEIGHTS, BundleError, check_shapes, read_bundle, write_bundle
+from bundles.io import WEIGHTS, BundleError, check_shapes, id_from_fingerprint, read_bundle, write_bundle
 from bundles.query import QUERY_CONFIG_KEY, QueryEncoder
 from bundles.text_features import WordIndex, cap_lengths, count_matrix, tfidf
 
@@ -147,6 +147,11 @@ def read_vocabulary(file: Path, vocab_size: int) -> tuple[list[str], np.ndarray]
     return words, idf
 
 
+def encoder_layer_names(code: str, layer: int) -> tuple[str, str]:
+    """The (weight, bias) tensor names of layer `layer` (from 0) of the `code` encoder in the weights."""
+    return f"{code}.encoder.{layer}.weight", f"{code}.encoder.{layer}.bias"
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # stable for large |x|
 
@@ -172,7 +177,7 @@ class TextBundle:
         self.idf = idf
         self.weights = weights
         self.fingerprint = fingerprint
-        self.bundle_id = f"{config['name']}-{fingerprint[:12]}"
+        self.bundle_id = id_from_fingerprint(config["name"], fingerprint)
         self.address_bits = int(config["address_bits"])
         self.long_bits = int(config["long_bits"])
         self.scale_input_bias = bool(config["scale_input_bias"])
@@ -251,8 +256,9 @@ class TextBundle:
             if sizes[-1] != bits:
                 raise BundleError(f"{path}/config.json: {code} encoder ends in {sizes[-1]} units, not {bits}")
             for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-                shapes[f"{code}.encoder.{layer}.weight"] = (n_in, n_out)
-                shapes[f"{code}.encoder.{layer}.bias"] = (n_out,)
+                weight, bias = encoder_layer_names(code, layer)
+                shapes[weight] = (n_in, n_out)
+                shapes[bias] = (n_out,)
         return shapes
 
     # ----- encoding --------------------------------------------------------------------------------
@@ -334,11 +340,13 @@ class TextBundle:
         layers = len(self.config["encoders"][code]) - 1
         w = self.weights
         counts = cap_lengths(counts, self.max_document_length)
-        h = np.asarray(counts @ w[f"{code}.encoder.0.weight"], dtype=np.float32)
+        weight, bias = encoder_layer_names(code, 0)
+        h = np.asarray(counts @ w[weight], dtype=np.float32)
         scale = np.asarray(counts.sum(axis=1), dtype=np.float32) if self.scale_input_bias else 1.0
-        h += scale * w[f"{code}.encoder.0.bias"]
+        h += scale * w[bias]
         for layer in range(1, layers):
-            h = _sigmoid(h) @ w[f"{code}.encoder.{layer}.weight"] + w[f"{code}.encoder.{layer}.bias"]
+            weight, bias = encoder_layer_names(code, layer)
+            h = _sigmoid(h) @ w[weight] + w[bias]
         return h
 
     def _check_counts(self, counts: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
