@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -27,7 +27,7 @@ from service.codes import stored_codes_to_words
 from service.db import Document, psycopg_connection
 from service.errors import ConflictError
 from service.index_writer import ChangeBatch, Changes
-from service.store import CollectionRef, Written, next_change_seq
+from service.store import CollectionRef, HashedCollection, Written, next_change_seq
 
 
 @dataclass(frozen=True)
@@ -56,17 +56,6 @@ def duplicate_positions(documents: Sequence[IncomingDocument]) -> list[int]:
             duplicates.append(position)
         seen.add(document.external_id)
     return duplicates
-
-
-class HashedCollection(Protocol):
-    """What identifies the model a collection was hashed with (a `Collection` row or its index)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def bundle_id(self) -> str: ...
-    @property
-    def bundle_fingerprint(self) -> str: ...
 
 
 def ensure_bundle_matches(collection: HashedCollection, bundle: TextBundle) -> None:
