@@ -16,7 +16,8 @@ from bundles.digit_preprocess import BlankImageError
 from bundles.digit_strips import StripConfig, compose_strip, make_strips, prepare_strip
 from bundles.io import BundleError
 from models.convnet import N_OUTPUTS, NONE, STRIDE, ConvNetArchitecture, ScanningConvNet
-from training.convnet import WindowConfig, make_windows, train_convnet
+from training.convnet import train_convnet
+from training.convnet_windows import WindowConfig, make_windows, presence_target
 from training.convnet_eval import match, read_strips
 
 SMALL = ConvNetArchitecture(conv1=6, conv2=12, hidden=32, dropout=0.0)
@@ -70,22 +71,33 @@ def test_a_picture_smaller_than_a_window_is_refused() -> None:
         ScanningConvNet(SMALL)(torch.zeros(1, 1, 20, 40))
 
 
-def test_windows_have_digits_neighbours_and_negatives() -> None:
+def test_windows_have_soft_presence_targets_peaking_at_centred_digits() -> None:
     data = mnist_like()
     g = torch.Generator().manual_seed(0)
     x = torch.from_numpy(data.train_x[:400])
     y = torch.from_numpy(data.train_y[:400])
-    windows, labels = make_windows(x, y, WindowConfig(negative=0.3), g)
+    cfg = WindowConfig(context=0.0, empty=0.0, vertical=0.0, noisy=0.0)
+    windows, targets = make_windows(x, y, cfg, g)
     assert windows.shape == (400, 1, 28, 28) and float(windows.min()) >= 0 and float(windows.max()) <= 1
-    negative = labels == NONE
-    assert 0.2 < float(negative.float().mean()) < 0.4
-    assert bool((labels[~negative] == y[~negative]).all())
-    # a positive window's ink is centred; a negative one's is not (or there is none)
+    assert targets.shape == (400, N_OUTPUTS) and torch.allclose(targets.sum(1), torch.ones(400))
+    presence = 1.0 - targets[:, NONE]
+    assert bool((targets[:, :NONE].argmax(1)[presence > 0] == y[presence > 0]).all())
+    # alone in its window, the digit's centre of mass sits where the target says: near the centre
+    # when presence is high, far off it when presence is low
     cols = torch.arange(28.0)
     mass = windows[:, 0].sum(1)
-    centre = (mass * cols).sum(1) / mass.sum(1).clamp(min=1e-6)
-    solo = ~negative & (windows[:, 0].sum((1, 2)) > 0)
-    assert float((centre[solo] - 14).abs().median()) < 3.0
+    offset = ((mass * cols).sum(1) / mass.sum(1).clamp(min=1e-6) - 14).abs()
+    inked = windows[:, 0].sum((1, 2)) > 5
+    assert float(offset[inked & (presence > 0.8)].median()) < 2.0
+    assert float(offset[inked & (presence < 0.05)].median()) > 5.0
+    assert 0.3 < float((presence > 0.5).float().mean()) < 0.8
+
+
+def test_presence_is_full_near_the_centre_and_vanishes_between_digits() -> None:
+    cfg = WindowConfig()
+    g = presence_target(torch.tensor([0.0, 0.0, 2.0, 8.0]), torch.tensor([0.0, cfg.band, 0.0, 0.0]), cfg)
+    assert g[0] == 1.0 and g[1] == 1.0
+    assert 0.5 < float(g[2]) < 0.7 and float(g[3]) < 1e-3
 
 
 def test_strips_are_composed_left_to_right() -> None:

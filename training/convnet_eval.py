@@ -22,18 +22,24 @@ STRIP_SEED = 2  # the test strips; tuning uses strips of validation digits with 
 TUNE_SEED = 102
 
 
-def match(reading: Reading, strip: Strip, slack: float = 2.0) -> int:
-    """True positives of one reading against the strip's digits (see the module doc)."""
-    used = [False] * len(strip.labels)
-    hits = 0
-    for found in reading.digits:
+def align(reading: Reading, strip: Strip, slack: float = 2.0, same_class: bool = False) -> dict[int, int]:
+    """true digit -> digit read over it: each digit read, left to right, takes the first true digit
+    not taken yet whose ink box (widened by `slack` px) holds its box's centre column (and, with
+    `same_class`, whose label it read)."""
+    pairs: dict[int, int] = {}
+    for j, found in enumerate(reading.digits):
         cx = (found.box[1] + found.box[3]) / 2
         for i, (label, box) in enumerate(zip(strip.labels, strip.boxes, strict=True)):
-            if not used[i] and label == found.digit and box[1] - slack <= cx <= box[3] + slack:
-                used[i] = True
-                hits += 1
+            fits = box[1] - slack <= cx <= box[3] + slack and (not same_class or label == found.digit)
+            if i not in pairs and fits:
+                pairs[i] = j
                 break
-    return hits
+    return pairs
+
+
+def match(reading: Reading, strip: Strip, slack: float = 2.0) -> int:
+    """True positives of one reading against the strip's digits (see the module doc)."""
+    return len(align(reading, strip, slack, same_class=True))
 
 
 def read_strips(
