@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bundles.convnet import ConvNetBundle
+from bundles.convnet import ConvNetBundle, ReaderConfig
 from bundles.digit_strips import Strip, make_strips
 from training.convnet_eval import TUNE_SEED, align
 from training.mnist import load_mnist
@@ -45,11 +45,11 @@ def _bin(value: float, edges: tuple[float, ...]) -> str:
     return f">={edges[-1]:g}" if value >= edges[-1] else f"<{edges[0]:g}"
 
 
-def analyse(bundle: ConvNetBundle, strips: list[Strip]) -> dict[str, Any]:
+def analyse(bundle: ConvNetBundle, strips: list[Strip], reader: ReaderConfig | None = None) -> dict[str, Any]:
     outcomes: Counter[str] = Counter()
     by: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
     for strip in strips:
-        reading = bundle.read(strip.image)
+        reading = bundle.read(strip.image, reader)
         n_read, n_true = len(reading.digits), len(strip.labels)
         if reading.text == strip.text:
             outcome = "exact"
@@ -77,10 +77,17 @@ def main() -> None:
     parser.add_argument("--convnet", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--strips", type=int, default=300)
+    parser.add_argument(
+        "--reader", default=None, help="threshold/min_distance/refine/fine (default: the bundle's)"
+    )
     args = parser.parse_args()
+    reader = None
+    if args.reader:
+        threshold, distance, refine, fine = args.reader.split("/")
+        reader = ReaderConfig(float(threshold), float(distance), int(refine), bool(int(fine)))
     data = load_mnist(args.data)
     strips = make_strips(data.valid_x, data.valid_y, args.strips, TUNE_SEED)
-    print(json.dumps(analyse(ConvNetBundle.load(args.convnet), strips), indent=1, default=dict))
+    print(json.dumps(analyse(ConvNetBundle.load(args.convnet), strips, reader), indent=1, default=dict))
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ where the presence 1 - p(NONE) peaks, so the net is trained on what those window
 * a digit k at offset (dx_k, dy_k) px from the window's centre, distorted by a random affine map
   (rotation, scale, shear: MNIST's own spread of slants and sizes, and the strips' digit sizes);
   a `centred` fraction of windows have it within `jitter` px of the centre, the others anywhere
-  within `reach` px sideways (half a digit, the gap between two digits), a `vertical` fraction of
-  those also far up or down, and an `empty` fraction no digit at all;
+  within `reach` px sideways (half a digit, the gap between two digits); up to `rise` px up or down,
+  or for a `vertical` fraction of the off-centre ones far up or down; an `empty` fraction has no digit;
 * each neighbour (left, right, each with probability `context`) is another digit placed as in a
   strip (bundles/digit_strips.py): the ink gap between neighbours drawn from `gap` (negative:
   touching or overlapping ink), the vertical offset within +-`neighbour_dy` px of the first;
-* a `noisy` fraction gets Gaussian pixel noise.
+* a `resampled` fraction is shrunk and grown back (the blur of a small picture grown to MNIST's size),
+  and a `noisy` fraction gets Gaussian pixel noise.
 
 The target is soft. With (dx, dy) the offset of the digit nearest the window's centre and y its label,
 
@@ -43,6 +44,7 @@ class WindowConfig:
     shear: float = 0.15
     centred: float = 0.5  # fraction of windows whose digit is within `jitter` px of the centre
     jitter: float = 2.0  # px (the reader's windows are 4 px apart: a digit is <= 2 px from one)
+    rise: float = 4.0  # px: vertical offsets within +-rise (the reader's best row may be the next one)
     reach: float = 14.0  # px: the other windows' digit anywhere within +-reach sideways
     vertical: float = 0.1  # fraction of those also moved 6-16 px up or down
     empty: float = 0.03  # fraction of windows with no digit (noise only)
@@ -51,6 +53,7 @@ class WindowConfig:
     neighbour_dy: float = 3.0  # px: a neighbour's vertical offset from the digit's
     sigma: float = 2.0  # px: width of the presence bump
     band: float = 2.0  # px up and down over which presence stays full
+    resampled: float = 0.3  # fraction shrunk by a factor in [0.5, 0.8] and grown back (small strips)
     noisy: float = 0.15
     noise_std: float = 0.12  # noise std drawn uniformly in [0, noise_std]
 
@@ -110,7 +113,7 @@ def make_windows(
     centred = coin(cfg.centred)
     dx = torch.where(centred, u(-cfg.jitter, cfg.jitter), u(-cfg.reach, cfg.reach))
     far_up = ~centred & coin(cfg.vertical)
-    dy = torch.where(far_up, sign() * u(6.0, 16.0), u(-cfg.jitter, cfg.jitter))
+    dy = torch.where(far_up, sign() * u(6.0, 16.0), u(-cfg.rise, cfg.rise))
     main = _affine(digits, cfg, g, torch.stack([dx, dy], dim=1))
     width = _ink_width(digits)  # before the affine map (+-scale): close enough for spacing
     offsets, labels, layers = [(dx, dy)], [y], [main]
@@ -137,6 +140,15 @@ def make_windows(
     targets = torch.zeros(b, N_OUTPUTS, device=dev)
     targets[torch.arange(b, device=dev), label] = presence
     targets[:, NONE] += 1.0 - presence
+    windows = torch.where(coin(cfg.resampled)[:, None, None, None], _resampled(windows, g), windows)
     noisy = coin(cfg.noisy).float()[:, None, None, None]
     noise = torch.randn(windows.shape, generator=g, device=dev) * u(0.0, cfg.noise_std)[:, None, None, None]
     return (windows + noisy * noise).clamp(0.0, 1.0), targets
+
+
+def _resampled(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """(B, 1, 28, 28) shrunk by one factor in [0.5, 0.8] (area-weighted) and grown back (bicubic), as
+    the reader's preparation grows the digits of a small picture to 20 px."""
+    side = int(SIDE * (0.5 + 0.3 * float(torch.rand(1, generator=g, device=x.device))))
+    small = F.interpolate(x, size=(side, side), mode="area")
+    return F.interpolate(small, size=(SIDE, SIDE), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
