@@ -143,9 +143,9 @@ def prepare_strip(gray: np.ndarray) -> PreparedStrip:
     labels, n = ndimage.label(smooth > otsu_threshold(smooth), structure=_EIGHT)
     slices = ndimage.find_objects(labels)
     heights = np.array([s[0].stop - s[0].start for s in slices], dtype=np.float64)
-    tall = np.isin(labels, np.flatnonzero(heights >= MIN_HEIGHT * heights.max()) + 1)
+    tall_mask = np.isin(labels, np.flatnonzero(heights >= MIN_HEIGHT * heights.max()) + 1)
     # a short component beside a tall one is a digit's detached stroke (the bar of a 5), not noise
-    near_tall = ndimage.distance_transform_edt(~tall) <= NEAR * heights.max()
+    near_tall = ndimage.distance_transform_edt(~tall_mask) <= NEAR * heights.max()
     keep = np.flatnonzero(ndimage.maximum(near_tall, labels, index=np.arange(1, n + 1))) + 1
     support = np.isin(labels, keep)
     near = ndimage.binary_dilation(support, structure=_EIGHT, iterations=2)
