@@ -138,6 +138,25 @@ def test_prepare_strip_scales_digits_to_mnist_size() -> None:
         prepare_strip(np.zeros((30, 80), dtype=np.float32))
 
 
+def test_prepare_strip_keeps_a_detached_stroke_and_drops_a_far_speck() -> None:
+    picture = np.zeros((40, 120), dtype=np.float32)
+    picture[10:30, 20:23] = 1.0  # a tall stroke (a "1")
+    picture[10:30, 50:53] = 1.0  # another, so the digits are 20 px tall
+    picture[8:11, 55:62] = 1.0  # a short bar 3 px to its right: the detached top of a "5"
+    picture[20:23, 100:103] = 1.0  # a speck far from every digit
+    prepared = prepare_strip(picture)
+    assert prepared.factor == pytest.approx(1.0, abs=0.15)
+
+    def ink(rows: slice, cols: slice) -> float:
+        f = prepared.factor
+        rs = slice(round(rows.start * f) + prepared.pad, round(rows.stop * f) + prepared.pad)
+        cs = slice(round(cols.start * f) + prepared.pad, round(cols.stop * f) + prepared.pad)
+        return float(prepared.image[rs, cs].max())
+
+    assert ink(slice(8, 11), slice(55, 62)) > 0.5
+    assert ink(slice(18, 25), slice(98, 105)) == 0.0
+
+
 @pytest.fixture(scope="module")
 def tiny_bundle(convnet_run: tuple[Path, dict[str, Any]]) -> Path:
     return convnet_run[0]
