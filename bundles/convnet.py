@@ -68,17 +68,26 @@ def _max_pool(x: np.ndarray) -> np.ndarray:
     return pooled
 
 
+def _features(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """conv1, pool, conv2 (before its pooling): x (B, H, W) -> (B, (H-4)//2-4, (W-4)//2-4, c2)."""
+    h = x[..., None].astype(np.float32, copy=False)
+    h = _max_pool(_conv_relu(h, weights["conv1.weight"], weights["conv1.bias"]))
+    return _conv_relu(h, weights["conv2.weight"], weights["conv2.bias"])
+
+
+def _head(weights: dict[str, np.ndarray], h: np.ndarray) -> np.ndarray:
+    """pool, conv3, conv4: `_features` -> logits (B, R, C, 11)."""
+    h = _conv_relu(_max_pool(h), weights["conv3.weight"], weights["conv3.bias"])
+    logits: np.ndarray = h @ weights["conv4.weight"][:, :, 0, 0].T + weights["conv4.bias"]
+    return logits
+
+
 def forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """models/convnet.ScanningConvNet.forward in numpy (eval mode: no dropout).
 
     x (B, H, W) ink, H, W >= 28 -> logits (B, (H-28)//4+1, (W-28)//4+1, 11), channels last.
     """
-    h = x[..., None].astype(np.float32, copy=False)
-    h = _max_pool(_conv_relu(h, weights["conv1.weight"], weights["conv1.bias"]))
-    h = _max_pool(_conv_relu(h, weights["conv2.weight"], weights["conv2.bias"]))
-    h = _conv_relu(h, weights["conv3.weight"], weights["conv3.bias"])
-    logits: np.ndarray = h @ weights["conv4.weight"][:, :, 0, 0].T + weights["conv4.bias"]
-    return logits
+    return _head(weights, _features(weights, x))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -173,23 +182,24 @@ class ConvNetBundle:
         ink = np.asarray(ink, dtype=np.float32)
         if ink.ndim != 2 or min(ink.shape) < SIDE:
             raise ValueError(f"expected a picture (H, W) with H, W >= {SIDE}, got {ink.shape}")
-        coarse = self._scan(ink)
-        if not fine or ink.shape[1] < SIDE + STRIDE // 2:  # too narrow for a second column: one window
-            return coarse
-        moved = self._scan(ink[:, STRIDE // 2 :])  # windows at columns 4c + 2
-        out = np.empty((*coarse.shape[:2], coarse.shape[2] + moved.shape[2]), dtype=coarse.dtype)
-        out[:, :, 0::2], out[:, :, 1::2] = coarse, moved
-        return out
-
-    def _scan(self, ink: np.ndarray) -> np.ndarray:
         rows = (ink.shape[0] - SIDE) // STRIDE + 1
-        bands = [
-            forward(
+        fine = fine and ink.shape[1] >= SIDE + STRIDE // 2  # else too narrow for a second column
+        coarse, moved = [], []
+        for r in range(0, rows, SCAN_BAND_ROWS):
+            h = _features(
                 self.weights, ink[None, r * STRIDE : (min(r + SCAN_BAND_ROWS, rows) - 1) * STRIDE + SIDE]
-            )[0]
-            for r in range(0, rows, SCAN_BAND_ROWS)
-        ]
-        return softmax(np.concatenate(bands, axis=0)).transpose(2, 0, 1)
+            )
+            coarse.append(_head(self.weights, h)[0])
+            if fine:  # the picture moved 2 px left moves the first pooling's output 1 column: conv2's
+                # output of it is this one without its first column, and only what follows differs
+                moved.append(_head(self.weights, h[:, :, 1:])[0])
+        out = softmax(np.concatenate(coarse, axis=0)).transpose(2, 0, 1)
+        if not fine:
+            return out
+        second = softmax(np.concatenate(moved, axis=0)).transpose(2, 0, 1)  # windows at columns 4c + 2
+        both = np.empty((*out.shape[:2], out.shape[2] + second.shape[2]), dtype=out.dtype)
+        both[:, :, 0::2], both[:, :, 1::2] = out, second
+        return both
 
     def _classify(self, ink: np.ndarray, corners: list[tuple[int, int]], refine: int) -> list[np.ndarray]:
         """p(digit | a digit) of the windows with top-left corners (y, x), averaged over the windows
