@@ -85,7 +85,7 @@ def train_convnet(
         optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
     )
     checkpoint = out / "checkpoints" / "convnet.pt"
-    state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "seconds": 0.0}
+    state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "seconds": 0.0, "cpu_seconds": 0.0}
     if checkpoint.exists():
         saved = torch.load(checkpoint, map_location=device, weights_only=False)
         if saved["config"] == asdict(config):
@@ -96,7 +96,7 @@ def train_convnet(
             state = saved["state"]
             log.info("resuming after epoch %d", state["epoch"])
     for epoch in range(state["epoch"], config.epochs):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         model.train()
         order = torch.randperm(n, generator=g, device=device)
         total = 0.0
@@ -114,6 +114,7 @@ def train_convnet(
             total += float(loss.detach())
         valid = digit_error(model, xv, yv)
         state["seconds"] += time.perf_counter() - started
+        state["cpu_seconds"] = state.get("cpu_seconds", 0.0) + time.process_time() - cpu_started
         state["epoch"] = epoch + 1
         state["history"].append(
             {"epoch": epoch + 1, "loss": total / steps_per_epoch, "validation_error": valid}
@@ -144,7 +145,8 @@ def train_convnet(
         "validation_error": {"convnet": best["validation_error"]},
         "best_epoch": best["epoch"],
         "history": state["history"],
-        "train_seconds": state["seconds"],
+        "train_seconds": state["seconds"],  # wall clock: includes time the job was paused or starved
+        "train_cpu_seconds": state.get("cpu_seconds"),  # CPU time of the process
         "train_device": str(device),
         "torch_threads": torch.get_num_threads(),
         "n_train": n,
