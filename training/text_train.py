@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bundles.text import TextBundle, check_code_sizes, write_text_bundle
+from bundles.text import TextBundle, check_code_sizes, encoder_layer_names, write_text_bundle
 from bundles.text_features import WordIndex, cap_lengths, count_matrix, fit_vocabulary
 from models.autoencoder import DeepAutoencoder
 from models.rbm import RBM, BernoulliRBM, ConstrainedPoissonRBM
@@ -408,12 +408,13 @@ def train_code_encoder(
     return model, report
 
 
-def encoder_weights(model: DeepAutoencoder, prefix: str) -> dict[str, np.ndarray]:
+def encoder_weights(model: DeepAutoencoder, code: str) -> dict[str, np.ndarray]:
     """The encoder's parameters as numpy arrays named as in a text bundle."""
     arrays = {}
     for layer, (w, b) in enumerate(zip(model.encoder_weights, model.encoder_biases, strict=True)):
-        arrays[f"{prefix}.encoder.{layer}.weight"] = w.detach().cpu().numpy()
-        arrays[f"{prefix}.encoder.{layer}.bias"] = b.detach().cpu().numpy()
+        weight, bias = encoder_layer_names(code, layer)
+        arrays[weight] = w.detach().cpu().numpy()
+        arrays[bias] = b.detach().cpu().numpy()
     return arrays
 
 
