@@ -92,6 +92,12 @@ class TextProfile:
     # fine-tuning loss of address codes (<= WIDE_CODE_BITS): spreads documents over the addresses, so
     # a Hamming ball holds fewer of them.
     balance_weight: float = 0.0
+    # The same penalty's weight for wide codes (> WIDE_CODE_BITS): correlated bits of a long code
+    # count the same evidence twice in a Hamming distance.
+    wide_balance_weight: float = 0.0
+    # The code noise std grows linearly from 0 to its value over this many fine-tuning epochs, so the
+    # pretrained code (not yet bimodal: |z| of a few units) is not drowned by std-16 noise at once.
+    noise_warmup_epochs: float = 0.0
     # Address codes (<= WIDE_CODE_BITS): an epoch whose radius-3 ball around validation documents
     # holds more than this share of the fit documents is chosen only when no epoch holds less
     # (among those, the one holding least). None: precision alone chooses.
@@ -125,6 +131,10 @@ class TextProfile:
         return replace(
             self, bottom=scale(self.bottom), upper=scale(self.upper), finetune=scale(self.finetune)
         )
+
+    def balance_weight_for(self, bits: int) -> float:
+        """The weight of `balance_penalty` in the fine-tuning loss of a `bits`-wide code."""
+        return self.wide_balance_weight if bits > WIDE_CODE_BITS else self.balance_weight
 
     def noise_std_for(self, bits: int) -> float:
         """The code noise std of a `bits`-wide code."""
@@ -362,10 +372,16 @@ def train_code_encoder(
     fixed_noise = torch.randn(data.fit.shape[0], bits, generator=generator) * noise_std
 
     idf = torch.from_numpy(data.idf.astype(np.float32))
+    balance_weight = profile.balance_weight_for(bits)
+    warmup_steps = profile.noise_warmup_epochs * math.ceil(data.fit.shape[0] / profile.finetune.batch_size)
+    steps = [0]  # minibatches seen, for the noise warm-up
 
     def loss_fn(net: DeepAutoencoder, counts: Tensor, noise: Tensor | None) -> Tensor:
+        ramp = min(1.0, steps[0] / warmup_steps) if warmup_steps > 0 else 1.0
+        steps[0] += 1
         if noise is None:  # fresh noise for this minibatch
             noise = torch.randn(counts.shape[0], bits, generator=generator) * noise_std
+        noise = noise * ramp
         inputs = counts
         if profile.word_dropout > 0:
             inputs = counts * (torch.rand(counts.shape, generator=generator) >= profile.word_dropout)
@@ -373,8 +389,8 @@ def train_code_encoder(
         y = net.encode(inputs, noise)
         log_p = net.decode_log_probs(y)
         loss = -((target / target.sum(dim=1, keepdim=True).clamp_min(1e-6)) * log_p).sum(dim=1).mean()
-        if profile.balance_weight > 0 and bits <= WIDE_CODE_BITS:  # addresses: what Hamming balls index
-            loss = loss + profile.balance_weight * balance_penalty(y)
+        if balance_weight > 0:
+            loss = loss + balance_weight * balance_penalty(y)
         return loss
 
     history, best_epoch = fine_tune(
