@@ -199,3 +199,38 @@ def test_wide_balance_weight_decorrelates_long_codes() -> None:
         with torch.no_grad():
             penalties.append(float(balance_penalty(model.codes(data.fit).float())))
     assert penalties[1] < penalties[0]
+
+
+def test_fallback_fine_tuning_runs_only_when_fine_tuning_loses_to_the_pretrained_stack() -> None:
+    from dataclasses import replace
+
+    from training.text_train import pretrain_shared, train_code_encoder, validation_score
+
+    tiny = PROFILES["tiny"]
+    data = prepare_data(synthetic_topic_corpus(300), tiny, seed=0)
+    shared, key, _ = pretrain_shared(data, tiny, checkpoint_dir=None, seed=0, progress=False)
+    ruinous = replace(tiny.finetune, learning_rate=30.0, patience=1)  # wrecks the pretrained stack
+    profile = replace(tiny, finetune=ruinous, fallback={"finetune": tiny.finetune})
+    model, report = train_code_encoder(
+        shared, 32, data, profile, checkpoint_dir=None, key=key, seed=0, progress=False, name="long"
+    )
+    fallback = report["fallback"]
+    assert fallback is not None and fallback["overrides"] == {"finetune": tiny.finetune}
+    kept = (
+        fallback["thresholded_validation_score"]
+        if fallback["chosen"]
+        else report["pretrained_validation_score"]
+    )
+    assert validation_score(model, data, profile) <= kept + 1e-9
+    _, sane = train_code_encoder(
+        shared,
+        32,
+        data,
+        replace(profile, finetune=tiny.finetune),
+        checkpoint_dir=None,
+        key=key,
+        seed=0,
+        progress=False,
+        name="long",
+    )
+    assert (sane["selected_epoch"] == 0) == (sane["fallback"] is not None)
