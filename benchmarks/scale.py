@@ -385,6 +385,8 @@ def main() -> None:
                 "database_commit_ms_p50": rest["database"]["commit_ms_p50"],
                 "rest_upserts_per_s_concurrent_writers": rest["mixed_concurrent_writers"]["upserts_per_s"],
                 "search_p99_ms_under_concurrent_writes": rest["mixed_concurrent_writers"]["search_ms_p99"],
+                "rest_upserts_per_s_paced_searches": rest["mixed_paced_searches"]["upserts_per_s"],
+                "search_p99_ms_under_writes_paced_searches": rest["mixed_paced_searches"]["search_ms_p99"],
             }
             for key, value in keys.items():
                 results.setdefault(f"{key}_by_database", {}).setdefault(size, {})[database] = value

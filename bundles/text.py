@@ -38,6 +38,7 @@ import scipy.sparse as sp
 from bundles.io import WEIGHTS, BundleError, check_shapes, read_bundle, write_bundle
 from bundles.query import QUERY_CONFIG_KEY, QueryEncoder
 from bundles.text_features import WordIndex, cap_lengths, count_matrix, tfidf
+from bundles.text_small import CountRows, capped, first_layer, fits
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -261,8 +262,27 @@ class TextBundle:
         return count_matrix(texts, self._index)
 
     def encode(self, texts: Sequence[str]) -> TextCodes:
-        """Codes of `texts`; raises EmptyDocumentError if any has no vocabulary word."""
-        return self.encode_counts(self.counts(texts))
+        """Codes of `texts`; raises EmptyDocumentError if any has no vocabulary word.
+
+        A few documents take `bundles.text_small` (numpy, the same numbers), more the scipy path."""
+        rows = CountRows.of_texts(texts, self._index)
+        if not all(fits(rows, self.weights[f"{code}.encoder.0.bias"].shape[0]) for code in CODES):
+            return self.encode_counts(self.counts(texts))
+        empty = np.flatnonzero(np.diff(rows.indptr) == 0)
+        if empty.size:
+            raise EmptyDocumentError(empty.tolist())
+        rows = capped(rows, self.max_document_length)
+        w = self.weights
+        inputs = [
+            self._deeper_layers(
+                code,
+                first_layer(
+                    rows, w[f"{code}.encoder.0.weight"], w[f"{code}.encoder.0.bias"], self.scale_input_bias
+                ),
+            )
+            for code in CODES
+        ]
+        return self._codes(*inputs)
 
     def encode_counts(self, counts: sp.spmatrix | np.ndarray) -> TextCodes:
         """Codes from a (n, V) count matrix (the bulk path); raises EmptyDocumentError for empty rows."""
@@ -270,10 +290,13 @@ class TextBundle:
         empty = np.flatnonzero(np.asarray(counts.sum(axis=1)).ravel() <= 0)
         if empty.size:
             raise EmptyDocumentError(empty.tolist())
-        address_bits = self.code_bits("address", counts)
+        return self._codes(self._code_input("address", counts), self._code_input("long", counts))
+
+    def _codes(self, address_inputs: np.ndarray, long_inputs: np.ndarray) -> TextCodes:
+        """Codes from the last layer's inputs z of both encoders (bit = z > 0)."""
         weights = np.uint64(1) << np.arange(self.address_bits - 1, -1, -1, dtype=np.uint64)
-        addresses = (address_bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
-        long_codes = np.packbits(self.code_bits("long", counts), axis=1)
+        addresses = ((address_inputs > 0).astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+        long_codes = np.packbits(long_inputs > 0, axis=1)
         return TextCodes(addresses=addresses, long_codes=long_codes)
 
     def encode_query(self, texts: Sequence[str], encoder: str = "auto") -> QueryProbabilities:
@@ -331,13 +354,17 @@ class TextBundle:
     def _code_input(self, code: str, counts: sp.csr_matrix) -> np.ndarray:
         if code not in CODES:
             raise ValueError(f"code must be one of {CODES}, got {code!r}")
-        layers = len(self.config["encoders"][code]) - 1
         w = self.weights
         counts = cap_lengths(counts, self.max_document_length)
         h = np.asarray(counts @ w[f"{code}.encoder.0.weight"], dtype=np.float32)
         scale = np.asarray(counts.sum(axis=1), dtype=np.float32) if self.scale_input_bias else 1.0
         h += scale * w[f"{code}.encoder.0.bias"]
-        for layer in range(1, layers):
+        return self._deeper_layers(code, h)
+
+    def _deeper_layers(self, code: str, h: np.ndarray) -> np.ndarray:
+        """z of the `code` encoder from its first layer's input h (n, hidden)."""
+        w = self.weights
+        for layer in range(1, len(self.config["encoders"][code]) - 1):
             h = _sigmoid(h) @ w[f"{code}.encoder.{layer}.weight"] + w[f"{code}.encoder.{layer}.bias"]
         return h
 

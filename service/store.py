@@ -93,11 +93,16 @@ _TOMBSTONE = (
 )
 
 
+def collection_deleted_meanwhile(collection_id: int) -> NotFoundError:
+    """The 404 of a write whose collection another process deleted since this one looked it up."""
+    return NotFoundError(f"collection {collection_id} was deleted meanwhile")
+
+
 def next_change_seq(session: Session, collection_id: int) -> int:
     """Bump the collection's change counter in this transaction (locking its row until commit)."""
     change_seq = session.connection().execute(_NEXT_CHANGE_SEQ, {"collection": collection_id}).scalar()
     if change_seq is None:
-        raise NotFoundError(f"collection {collection_id} was deleted meanwhile")
+        raise collection_deleted_meanwhile(collection_id)
     return int(change_seq)
 
 
