@@ -203,6 +203,7 @@ def part_convnet(args: argparse.Namespace) -> None:
             "convnet": {
                 "bundle_id": bundle.bundle_id,
                 "train_seconds": bundle.metrics.get("train_seconds"),
+                "train_cpu_seconds": bundle.metrics.get("train_cpu_seconds"),
                 "train_device": bundle.metrics.get("train_device"),
                 "torch_threads": bundle.metrics.get("torch_threads"),
                 "best_epoch": bundle.metrics.get("best_epoch"),

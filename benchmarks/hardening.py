@@ -22,7 +22,6 @@ import os
 import platform
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "service"), str(ROOT / "tests")]
+import served  # noqa: E402  (benchmarks/, beside this script)
+from databases import fresh_postgres_database  # noqa: E402
 from test_hostile_images import HOSTILE  # noqa: E402  (the battery the tests use, generated with Pillow)
 
 POSTGRES_URL = os.environ.get(
@@ -47,7 +48,6 @@ FAILURE_LINE = re.compile(r"(ST\d{3}) ([^:\n]+): (\d+)")
 # ST101/ST102 are server errors (counted from the responses); ST103-ST111 are responses that break the
 # OpenAPI document: undocumented status or content type, missing headers, body against the schema.
 RESPONSE_FAULTS = tuple(f"ST1{n:02d}" for n in range(3, 12))
-SEMHASH = str(Path(sys.executable).with_name("semhash"))
 IMAGE_ROUTES = ("/v1/digits/recognize", "/v1/images/encode")
 
 
@@ -85,64 +85,24 @@ def models_with_every_kind(base: Path, out: Path) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def database(backend: str, scratch: Path) -> Iterator[str]:
     """A fresh, migrated database URL for `backend`."""
     if backend == "sqlite":
         url = f"sqlite:///{scratch}/bench-{secrets.token_hex(4)}.db"
-        subprocess.run([SEMHASH, "migrate", "--database-url", url], check=True)
+        served.migrate(url, quiet=False)
         yield url
         return
-    from sqlalchemy import text
-
-    from service.db import make_engine
-
-    admin = make_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"semhash_bench_{secrets.token_hex(4)}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    try:
-        subprocess.run([SEMHASH, "migrate", "--database-url", url], check=True)
+    with fresh_postgres_database(POSTGRES_URL) as url:
+        served.migrate(url, quiet=False)
         yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @contextlib.contextmanager
-def server(models: Path, url: str, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+def server(models: Path, url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`semhash serve` on a free port; yields (base URL, process) once /readyz answers 200."""
-    port = free_port()
-    environment = {**os.environ, "SEMHASH_LOG_REQUESTS": "false", **env}
-    command = [SEMHASH, "serve", "--port", str(port), "--models", str(models)]
-    process = subprocess.Popen(
-        [*command, "--database-url", url], env=environment, stderr=subprocess.DEVNULL, cwd=ROOT
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, "the server exited"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "the server did not get ready"
-            time.sleep(0.2)
-        yield base, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with served.server(models=models, database_url=url, stdout=None, cwd=ROOT, ready_seconds=180) as running:
+        yield running.base, running.process
 
 
 def _descendants(pid: int) -> list[int]:

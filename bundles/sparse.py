@@ -21,14 +21,13 @@ psd.W_e (n, m), psd.theta (m,); address_mean (m,), address_rotation (m, k), addr
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from bundles.io import BundleError, bundle_id, check_shapes, read_bundle
+from bundles.io import BundleError, check_shapes, id_from_fingerprint, read_bundle, weights_fingerprint
 
 SPARSE_FORMAT_VERSION = 1
 Encoder = Literal["lista", "psd", "fista"]
@@ -108,9 +107,10 @@ class SparseBundle:
         d = weights["dictionary"]
         self._dictionary_t = np.ascontiguousarray(d.T)  # (m, n): reconstructions read rows of active atoms
         self._gram = d.T @ d  # (m, m) for FISTA's gradient
-        self.bundle_id = bundle_id(path, self.kind)
         # What ties a collection's stored codes to this model: the weights that produce them.
-        self.fingerprint = hashlib.sha256((path / "weights.safetensors").read_bytes()).hexdigest()[:16]
+        fingerprint = weights_fingerprint(path)
+        self.bundle_id = id_from_fingerprint(self.kind, fingerprint)
+        self.fingerprint = fingerprint[:16]
 
     @classmethod
     def load(cls, path: Path | str) -> SparseBundle:

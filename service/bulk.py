@@ -255,7 +255,7 @@ def _encoded(
         for batch in batches:
             yield batch, *encode_skipping_empty(bundle, [record.text for record in batch])
         return
-    in_flight: deque[tuple[list[Record], Future]] = deque()
+    in_flight: deque[tuple[list[Record], Future[tuple[TextCodes, list[int]]]]] = deque()
     bad_input: CorpusError | None = None
     try:
         for batch in batches:

@@ -185,4 +185,5 @@ class DecodePool:
 
 def decode_pool(request: Request) -> DecodePool:
     """The app's pool (made by the lifespan)."""
-    return request.app.state.decode_pool
+    pool: DecodePool = request.app.state.decode_pool
+    return pool

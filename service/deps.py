@@ -24,7 +24,8 @@ from service.validation import CollectionName
 
 
 async def get_settings_from_app(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
@@ -41,7 +42,8 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 async def get_session_factory(request: Request) -> sessionmaker[Session]:
     """For routes that need the database only on some paths (a session opens lazily)."""
-    return request.app.state.session_factory
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    return factory
 
 
 SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
@@ -55,7 +57,8 @@ BundleDep = Annotated[TextBundle, Depends(get_text_bundle)]
 
 
 async def get_registry(request: Request) -> IndexRegistry:
-    return request.app.state.index_registry
+    registry: IndexRegistry = request.app.state.index_registry
+    return registry
 
 
 RegistryDep = Annotated[IndexRegistry, Depends(get_registry)]

@@ -37,8 +37,8 @@ def _cell(address: int, dense: bool, shift: np.uint64) -> Int:
 @numba.njit(cache=True, nogil=True)
 def _live_in_run(
     out: np.ndarray,
-    size: int,
-    written: int,
+    size: Int,
+    written: Int,
     begin: Int,
     stop: Int,
     address: int,
@@ -46,8 +46,8 @@ def _live_in_run(
     dead: np.ndarray,
     dense: bool,
     check_dead: bool,
-    version: int,
-) -> int:
+    version: Int,
+) -> Int:
     """Write the positions of the live documents at `address` of a base run into out[written:size];
     the new count. With out empty, only count them (up to `size`)."""
     for position in range(begin, stop):
@@ -63,15 +63,15 @@ def _live_in_run(
 @numba.njit(cache=True, nogil=True)
 def _live_in_delta(
     out: np.ndarray,
-    size: int,
-    written: int,
+    size: Int,
+    written: Int,
     entry: int,
     n: int,
     address: int,
     entries: np.ndarray,
-    delta_count: int,
-    version: int,
-) -> int:
+    delta_count: Int,
+    version: Int,
+) -> Int:
     """Like `_live_in_run`, for the delta chain starting at `entry` (delta entry e is position n + e)."""
     while entry != NO_ENTRY:
         if entry < delta_count and entries[entry, 0] == address and entries[entry, 1] > version:
@@ -95,11 +95,11 @@ def _count_dense(
     dead: np.ndarray,
     probes: np.ndarray,
     query: int,
-    version: int,
+    version: Int,
     limit: int,
     runs: np.ndarray,
     counts: np.ndarray,
-) -> tuple[int, int]:
+) -> tuple[int, Int]:
     """Pass 1 of `probe_index` on a dense table and no delta: (probes looked up, documents found)."""
     none = np.empty(0, dtype=np.int64)
     found: Int = 0
@@ -128,7 +128,7 @@ def _count_any(
     limit: int,
     runs: np.ndarray,
     counts: np.ndarray,
-) -> tuple[int, int]:
+) -> tuple[int, Int]:
     """Pass 1 of `probe_index`, any table, with or without a delta; `index` is probe_index's first
     six arguments."""
     table, addresses, dead, head, entries, scalars = index
@@ -144,7 +144,7 @@ def _count_any(
         begin, stop = np.int64(start & OFFSET_MASK), np.int64(table[cell + 1] & OFFSET_MASK)
         if dense and not start & DIRTY_CELL:
             runs[i] = begin
-            count = stop - begin
+            count: Int = stop - begin
         else:
             runs[i] = -1
             count = _live_in_run(
@@ -222,7 +222,7 @@ def probe_index(
     size = min(found, limit)
     out = np.empty(2 * (size + _SHORT_RUN), dtype=np.int64)
     labels_at = size + _SHORT_RUN
-    written = 0
+    written: Int = 0
     for i in range(probed):
         label = np.int64(labels[i]) if labels.shape[0] else np.int64(i)
         begin = runs[i]

@@ -30,18 +30,23 @@ class CodingBundle(Protocol):
     def long_bits(self) -> int: ...
 
 
-class CollectionRef(Protocol):
-    """What a write needs to know of its collection: a `Collection` row, or the in-memory index's
-    description of it (`service.index_sync.CollectionIndex`), which spares a read per request."""
+class HashedCollection(Protocol):
+    """What identifies the model a collection was hashed with (a `Collection` row or its index)."""
 
-    @property
-    def id(self) -> int: ...
     @property
     def name(self) -> str: ...
     @property
     def bundle_id(self) -> str: ...
     @property
     def bundle_fingerprint(self) -> str: ...
+
+
+class CollectionRef(HashedCollection, Protocol):
+    """What a write needs to know of its collection: a `Collection` row, or the in-memory index's
+    description of it (`service.index_sync.CollectionIndex`), which spares a read per request."""
+
+    @property
+    def id(self) -> int: ...
     @property
     def long_bits(self) -> int: ...
 
