@@ -168,6 +168,7 @@ def part_routes_and_robustness(args: argparse.Namespace, parts: set[str]) -> Non
                 table[variant][name] = _error(predict, x[:m], blank[:m], labels[:m])
             print(name, {v: table[v][name] for v in table})
         result["robustness"] = table
+        result["robustness_n_test_digits"] = {v: limit or n for v, (_, limit, _) in recognisers.items()}
         result["robustness_cost_points"] = {
             v: {k: 100 * (e - t["clean"]) for k, e in t.items() if k != "clean"} for v, t in table.items()
         }
@@ -202,6 +203,7 @@ def part_convnet(args: argparse.Namespace) -> None:
             "convnet": {
                 "bundle_id": bundle.bundle_id,
                 "train_seconds": bundle.metrics.get("train_seconds"),
+                "train_cpu_seconds": bundle.metrics.get("train_cpu_seconds"),
                 "train_device": bundle.metrics.get("train_device"),
                 "torch_threads": bundle.metrics.get("torch_threads"),
                 "best_epoch": bundle.metrics.get("best_epoch"),

@@ -5,6 +5,7 @@ Every part runs a real server (`semhash serve`, uvicorn) on a fresh database and
 
     python benchmarks/hardening.py --models /work/artifacts/quick --out benchmarks/results/hardening.json
     python benchmarks/hardening.py --parts schemathesis --backends sqlite   # one part, one backend
+    python benchmarks/hardening.py --parts suite --suite-runs 10 --suite-append   # 10 more repeats
 
 Writes the keys the issue names: schemathesis.{sqlite,postgresql}.{server_errors,schema_violations,cases},
 healthz_p99_ms.{idle,image_load}, hostile_images.{server_errors,max_rss_mb},
@@ -21,14 +22,13 @@ import os
 import platform
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -37,6 +37,8 @@ from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests" / "service"), str(ROOT / "tests")]
+import served  # noqa: E402  (benchmarks/, beside this script)
+from databases import fresh_postgres_database  # noqa: E402
 from test_hostile_images import HOSTILE  # noqa: E402  (the battery the tests use, generated with Pillow)
 
 POSTGRES_URL = os.environ.get(
@@ -46,7 +48,6 @@ FAILURE_LINE = re.compile(r"(ST\d{3}) ([^:\n]+): (\d+)")
 # ST101/ST102 are server errors (counted from the responses); ST103-ST111 are responses that break the
 # OpenAPI document: undocumented status or content type, missing headers, body against the schema.
 RESPONSE_FAULTS = tuple(f"ST1{n:02d}" for n in range(3, 12))
-SEMHASH = str(Path(sys.executable).with_name("semhash"))
 IMAGE_ROUTES = ("/v1/digits/recognize", "/v1/images/encode")
 
 
@@ -84,64 +85,24 @@ def models_with_every_kind(base: Path, out: Path) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextlib.contextmanager
 def database(backend: str, scratch: Path) -> Iterator[str]:
     """A fresh, migrated database URL for `backend`."""
     if backend == "sqlite":
         url = f"sqlite:///{scratch}/bench-{secrets.token_hex(4)}.db"
-        subprocess.run([SEMHASH, "migrate", "--database-url", url], check=True)
+        served.migrate(url, quiet=False)
         yield url
         return
-    from sqlalchemy import text
-
-    from service.db import make_engine
-
-    admin = make_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"semhash_bench_{secrets.token_hex(4)}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    try:
-        subprocess.run([SEMHASH, "migrate", "--database-url", url], check=True)
+    with fresh_postgres_database(POSTGRES_URL) as url:
+        served.migrate(url, quiet=False)
         yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @contextlib.contextmanager
-def server(models: Path, url: str, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+def server(models: Path, url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`semhash serve` on a free port; yields (base URL, process) once /readyz answers 200."""
-    port = free_port()
-    environment = {**os.environ, "SEMHASH_LOG_REQUESTS": "false", **env}
-    command = [SEMHASH, "serve", "--port", str(port), "--models", str(models)]
-    process = subprocess.Popen(
-        [*command, "--database-url", url], env=environment, stderr=subprocess.DEVNULL, cwd=ROOT
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, "the server exited"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "the server did not get ready"
-            time.sleep(0.2)
-        yield base, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with served.server(models=models, database_url=url, stdout=None, cwd=ROOT, ready_seconds=180) as running:
+        yield running.base, running.process
 
 
 def _descendants(pid: int) -> list[int]:
@@ -331,11 +292,49 @@ def run_hostile_images(models: Path, scratch: Path, rounds: int) -> dict:
 
 
 # ----- repeated test runs beside a CPU-heavy process -------------------------------------------------
-def run_suite_repeats(runs: int, tests: list[str]) -> dict:
+# The subprocess, signal and decode-pool tests: the ones a loaded machine could upset.
+SUITE_TESTS = [
+    "tests/service/test_bulk_index.py",
+    "tests/service/test_hostile_input.py::test_semhash_index_bad_input_is_one_line_and_exit_3",
+    "tests/service/test_hostile_input.py::test_semhash_index_keeps_committed_batches_when_the_database_goes_away",
+    "tests/service/test_hostile_images.py::test_a_full_decode_pool_answers_429_with_retry_after_and_health_stays_up",
+    "tests/service/test_hostile_images.py::test_images_decode_in_worker_processes_at_a_lower_priority",
+    "tests/service/test_hostile_images.py::test_a_worker_that_dies_fails_its_request_with_503_and_is_replaced",
+    "tests/service/test_hostile_images.py::test_a_killed_server_leaves_no_decoding_worker_behind",
+]
+
+
+def code_commit() -> str:
+    """The last commit that changed the code under test (anything outside benchmarks/), "+changes" when
+    the working tree differs from it there."""
+    outside = ["--", ".", ":!benchmarks"]
+    head = subprocess.run(
+        ["git", "log", "-1", "--format=%h", *outside], capture_output=True, text=True, cwd=ROOT
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", *outside], capture_output=True, cwd=ROOT
+    )
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+def run_suite_repeats(
+    runs: int, tests: list[str], logs: Path, previous: dict | None, save: Callable[[dict], None]
+) -> dict:
+    """`runs` runs of pytest on `tests` beside a CPU burner, added to `previous` (the entry of earlier runs
+    of the same tests at the same `code_commit`, or None). The entry is saved after each run, so a series that
+    is stopped keeps the runs it finished; the whole output of a failed run goes to `logs`."""
+    commit = code_commit()
+    entry = {"passed": 0, "runs": 0, "tests": tests, "commit": commit, "seconds_per_run": [], "failures": []}
+    if previous is not None:
+        if (previous.get("tests"), previous.get("commit")) != (tests, commit):
+            sys.exit(
+                f"--suite-append: the earlier runs are of other tests or commit ({previous.get('commit')})"
+            )
+        entry = previous
     burner = subprocess.Popen([sys.executable, "-c", "while True: sum(i * i for i in range(10**6))"])
-    passed, durations, failures = 0, [], []
     try:
-        for run in range(runs):
+        for _ in range(runs):
+            run = entry["runs"] + 1
             started = time.perf_counter()
             result = subprocess.run(
                 [sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", *tests],
@@ -343,28 +342,29 @@ def run_suite_repeats(runs: int, tests: list[str]) -> dict:
                 text=True,
                 cwd=ROOT,
             )
-            durations.append(round(time.perf_counter() - started, 1))
-            passed += result.returncode == 0
+            entry["seconds_per_run"].append(round(time.perf_counter() - started, 1))
+            entry["runs"] = run
+            entry["passed"] += result.returncode == 0
             lines = result.stdout.strip().splitlines()
             summary = lines[-1] if lines else "(no output)"
             failed = [line for line in lines if line.startswith("FAILED ")]  # -rf: which test, and why
-            failures.extend(f"run {run + 1}: {line}" for line in failed)
+            entry["failures"].extend(f"run {run}: {line}" for line in failed)
+            if result.returncode != 0:
+                logs.mkdir(parents=True, exist_ok=True)
+                log = logs / f"suite-{commit}-run{run}.txt"
+                log.write_text(result.stdout + result.stderr)
+                entry["failures"].append(f"run {run}: exit {result.returncode}, output in {log}")
             print(
-                f"run {run + 1}/{runs}: {summary} ({durations[-1]} s)",
+                f"run {run}: {summary} ({entry['seconds_per_run'][-1]} s)",
                 *failed,
                 sep="\n",
                 file=sys.stderr,
                 flush=True,
             )
+            save(entry)
     finally:
         burner.kill()
-    return {
-        "passed": passed,
-        "runs": runs,
-        "tests": tests,
-        "seconds_per_run": durations,
-        "failures": failures,
-    }
+    return entry
 
 
 def main() -> None:
@@ -388,9 +388,14 @@ def main() -> None:
     parser.add_argument("--image-side", type=int, default=2048)
     parser.add_argument("--hostile-rounds", type=int, default=3)
     parser.add_argument("--suite-runs", type=int, default=20)
+    parser.add_argument("--suite-tests", default=",".join(SUITE_TESTS), help="Comma-separated pytest ids.")
     parser.add_argument(
-        "--suite-tests",
-        default="tests/service/test_bulk_index.py::test_ctrl_c_stops_the_job_and_its_workers_cleanly_and_a_rerun_finishes",
+        "--suite-append",
+        action="store_true",
+        help="Add these runs to those already in --out (same tests, same commit): a long series in parts.",
+    )
+    parser.add_argument(
+        "--suite-logs", type=Path, default=ROOT / "artifacts" / "hardening-suite", help="Failed runs' output."
     )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -424,12 +429,21 @@ def main() -> None:
             results["hostile_images"] = run_hostile_images(args.models, scratch, args.hostile_rounds)
             print("hostile", results["hostile_images"], flush=True)
         if "suite" in parts:
+            previous = results.get("suite_repeats_under_load") if args.suite_append else None
+
+            def save(entry: dict) -> None:
+                write_results(args.out, {**results, "suite_repeats_under_load": entry})
+
             results["suite_repeats_under_load"] = run_suite_repeats(
-                args.suite_runs, args.suite_tests.split(",")
+                args.suite_runs, args.suite_tests.split(","), args.suite_logs, previous, save
             )
             print("suite", results["suite_repeats_under_load"], flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
+
+
+def write_results(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

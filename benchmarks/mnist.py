@@ -19,19 +19,16 @@
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from results_json import read_results, write_results
+from served import post, serving_bundles, wall_times  # benchmarks/, beside this script
 
 from models.dbn import DBNClassifier, LabelledRBM
 from models.image_autoencoder import DeepAutoencoder
@@ -43,15 +40,6 @@ from training.stack import train_or_resume
 from training.vision_eval import evaluate_digits, evaluate_images
 
 SLICE = 5000
-
-
-def _write(path: Path, results: dict[str, Any]) -> None:
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {path}")
-
-
-def _read(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def part_results(args: argparse.Namespace) -> None:
@@ -67,10 +55,10 @@ def part_results(args: argparse.Namespace) -> None:
             "training": json.loads((args.digits_baseline / "config.json").read_text())["training"],
         }
     digits["training"] = json.loads((args.digits / "config.json").read_text())["training"]
-    _write(args.out / "digits.json", {**_read(args.out / "digits.json"), **digits})
+    write_results(args.out / "digits.json", {**read_results(args.out / "digits.json"), **digits})
     images = evaluate_images(args.images, data, args.out)
     images["training"] = json.loads((args.images / "config.json").read_text())["training"]
-    _write(args.out / "images.json", {**_read(args.out / "images.json"), **images})
+    write_results(args.out / "images.json", {**read_results(args.out / "images.json"), **images})
 
 
 def _seconds(fn: Any) -> float:
@@ -172,14 +160,14 @@ def part_cpu(args: argparse.Namespace) -> None:
         ("images", images_total, iepoch, iran),
     ):
         path = args.out / f"{name}.json"
-        results = _read(path)
+        results = read_results(path)
         results["cpu_estimate"] = {
             **note,
             "train_seconds": total,
             "seconds_per_epoch_on_50000": {k: v * scale for k, v in per_epoch.items()},
             "epochs_run": epochs,
         }
-        _write(path, results)
+        write_results(path, results)
 
 
 def part_latency(args: argparse.Namespace) -> None:
@@ -187,31 +175,13 @@ def part_latency(args: argparse.Namespace) -> None:
     data = load_mnist(args.data)
     if args.text is None:
         raise SystemExit("the latency part serves the real app, which needs a text bundle: pass --text DIR")
-    with tempfile.TemporaryDirectory() as tmp:
-        models = Path(tmp) / "models"
-        models.mkdir()
-        for kind, source in (("text", args.text), ("digits", args.digits), ("images", args.images)):
-            (models / kind).symlink_to(source.resolve())
-        database = f"sqlite:///{tmp}/semhash.db"
-        semhash = str(Path(sys.executable).parent / "semhash")
-        subprocess.run([semhash, "migrate", "--database-url", database], check=True, capture_output=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        # One BLAS thread per server process: threaded BLAS on a one-image product only adds hand-offs,
-        # and on a loaded machine its spinning threads cost milliseconds (2-3 vs 6-16 ms median here).
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        command = [semhash, "serve", "--port", str(port), "--models", str(models), "--database-url", database]
-        server = subprocess.Popen(
-            [*command, "--no-access-log"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            times = _time_requests(port, json.dumps({"pixels": data.test_x[0].tolist()}))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    bundles = {"text": args.text, "digits": args.digits, "images": args.images}
+    body = json.dumps({"pixels": data.test_x[0].tolist()})
+    with serving_bundles(bundles) as server:
+        conn = server.connection()
+        times = wall_times(lambda _: post(conn, "/v1/digits/recognize", body), n=500, warmup=50)
     path = args.out / "digits.json"
-    results = _read(path)
+    results = read_results(path)
     results["latency_ms"] = {
         "median": 1000 * statistics.median(times),
         "p90": 1000 * statistics.quantiles(times, n=10)[-1],
@@ -219,31 +189,7 @@ def part_latency(args: argparse.Namespace) -> None:
         "setup": "semhash serve (1 uvicorn process, OPENBLAS_NUM_THREADS=1), loopback, 1 keep-alive client",
         "load_average": os.getloadavg()[0],
     }
-    _write(path, results)
-
-
-def _time_requests(port: int, body: str, n: int = 500, warmup: int = 50) -> list[float]:
-    for _ in range(300):  # wait for the server (model loading, index sync)
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            conn.request("GET", "/healthz")
-            conn.getresponse().read()
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        raise RuntimeError("the server did not start")
-    times = []
-    for i in range(n + warmup):
-        start = time.perf_counter()
-        conn.request("POST", "/v1/digits/recognize", body, {"content-type": "application/json"})
-        response = conn.getresponse()
-        payload = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"status {response.status}: {payload[:200]!r}")
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
+    write_results(path, results)
 
 
 def main() -> None:

@@ -13,7 +13,9 @@
   those codes, which are rendered into `--aug-synthetic` new digits, normalised by the shared
   preprocessing. The scanning convnet (`training/convnet.py`, the `quick` architecture) is trained twice
   with the same seed and epochs: on the real digits only, and on the real plus the generated digits;
-  both are tested on the whole MNIST test set (`augmentation.test_error_without` / `_with`).
+  both are tested on the whole MNIST test set (`augmentation.test_error_without` / `_with`). A third
+  run on the real digits only, for as many updates as the augmented one (more epochs), separates the
+  effect of the generated digits from that of more training (`test_error_without_same_updates`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from results_json import merge_into  # benchmarks/, beside this script
 
 from bundles.convnet import ConvNetBundle
 from bundles.digit_preprocess import BlankImageError, normalise_digit
@@ -38,12 +41,6 @@ from training.mnist import MnistSplits, load_mnist
 from training.motor_eval import evaluate_motor
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _merge(path: Path, update: dict[str, Any]) -> None:
-    current = json.loads(path.read_text()) if path.exists() else {}
-    path.write_text(json.dumps({**current, **update}, indent=2) + "\n")
-    print(f"wrote {path}")
 
 
 def generated_digits(
@@ -76,14 +73,17 @@ def part_augmentation(args: argparse.Namespace, bundle: MotorBundle, data: Mnist
     gen_x, gen_y = generated_digits(bundle, real_x, real_y, args.aug_synthetic, seed=0)
     gen_seconds = time.perf_counter() - started
     config = replace(CONVNET_PROFILES["quick"], epochs=args.aug_epochs, n_train=None, device="cpu")
+    # the control with as many updates as the augmented run: more epochs over the real digits only
+    same_updates = round(args.aug_epochs * (len(real_x) + len(gen_x)) / len(real_x))
     errors = {}
-    for name, (x, y) in {
-        "without": (real_x, real_y),
-        "with": (np.concatenate([real_x, gen_x]), np.concatenate([real_y, gen_y])),
+    for name, (x, y, epochs) in {
+        "without": (real_x, real_y, args.aug_epochs),
+        "with": (np.concatenate([real_x, gen_x]), np.concatenate([real_y, gen_y]), args.aug_epochs),
+        "without_same_updates": (real_x, real_y, same_updates),
     }.items():
         split = MnistSplits(x, y, data.valid_x, data.valid_y, data.test_x, data.test_y)
         with tempfile.TemporaryDirectory() as tmp:
-            train_convnet(config, split, Path(tmp), progress=False)
+            train_convnet(replace(config, epochs=epochs), split, Path(tmp), progress=False)
             convnet = ConvNetBundle.load(tmp)
             predicted = np.concatenate(
                 [
@@ -100,13 +100,16 @@ def part_augmentation(args: argparse.Namespace, bundle: MotorBundle, data: Mnist
         "test_error_without": errors["without"],
         "test_error_with": errors["with"],
         "reduction_points": 100 * (errors["without"] - errors["with"]),
+        "test_error_without_same_updates": errors["without_same_updates"],
+        "epochs_without_same_updates": same_updates,
         "real_digits": len(real_x),
         "generated_digits": len(gen_x),
         "epochs": args.aug_epochs,
         "generation_seconds": gen_seconds,
         "setup": "convnet (quick architecture) trained with the same seed and epochs on the first "
         f"{len(real_x)} MNIST training digits, without and with digits rendered from their noisy inferred "
-        "programs; tested on all 10,000 MNIST test digits",
+        "programs; tested on all 10,000 MNIST test digits. Control: the real digits only, for as many "
+        "updates as the augmented run (test_error_without_same_updates)",
     }
 
 
@@ -148,7 +151,7 @@ def main() -> None:
         )
     if "augmentation" in parts:
         results["augmentation"] = part_augmentation(args, bundle, data)
-    _merge(args.out, results)
+    merge_into(args.out, results)
 
 
 if __name__ == "__main__":

@@ -15,34 +15,21 @@
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from results_json import read_results, write_results
+from served import post, serving_bundles, wall_times  # benchmarks/, beside this script
 
 from training.mnist import load_mnist
 from training.moving_mnist import MovingMnistSpec, sequence_set
 from training.predict_eval import evaluate_predictive, net_spec
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _read(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _write(path: Path, results: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
 
 def part_results(args: argparse.Namespace) -> dict[str, Any]:
@@ -68,27 +55,9 @@ def part_latency(args: argparse.Namespace) -> dict[str, Any]:
     data = load_mnist(args.data)
     frames = sequence_set(data, "test", 1, MovingMnistSpec(**net_spec(args.bundle)), 0).frames[0, :10]
     body = json.dumps({"frames": frames.round(4).tolist(), "k": 1})
-    with tempfile.TemporaryDirectory() as tmp:
-        models = Path(tmp) / "models"
-        models.mkdir()
-        for kind, source in (("text", args.text), ("predictive", args.bundle)):
-            (models / kind).symlink_to(source.resolve())
-        database = f"sqlite:///{tmp}/semhash.db"
-        semhash = str(Path(sys.executable).parent / "semhash")
-        subprocess.run([semhash, "migrate", "--database-url", database], check=True, capture_output=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        command = [semhash, "serve", "--port", str(port), "--models", str(models), "--database-url", database]
-        server = subprocess.Popen(
-            [*command, "--no-access-log"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            times = _time_requests(port, body, args.requests)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    with serving_bundles({"text": args.text, "predictive": args.bundle}) as server:
+        conn = server.connection()
+        times = wall_times(lambda _: post(conn, "/v1/frames/predict", body), n=args.requests, warmup=20)
     return {
         "predict_ms_p50": 1000 * statistics.median(times),
         "predict_latency": {
@@ -99,30 +68,6 @@ def part_latency(args: argparse.Namespace) -> dict[str, Any]:
             "load_average": os.getloadavg()[0],
         },
     }
-
-
-def _time_requests(port: int, body: str, n: int, warmup: int = 20) -> list[float]:
-    for _ in range(300):  # wait for the server (model loading)
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            conn.request("GET", "/healthz")
-            conn.getresponse().read()
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        raise RuntimeError("the server did not start")
-    times = []
-    for i in range(n + warmup):
-        start = time.perf_counter()
-        conn.request("POST", "/v1/frames/predict", body, {"content-type": "application/json"})
-        response = conn.getresponse()
-        payload = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"status {response.status}: {payload[:300]!r}")
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
 
 
 def main() -> None:
@@ -139,7 +84,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     path = args.out / "predictive.json"
-    results = _read(path)
+    results = read_results(path)
     parts = args.parts.split(",")
     if "results" in parts:
         results.update(part_results(args))
@@ -149,7 +94,7 @@ def main() -> None:
                 "the latency part serves the real app, which needs a text bundle: pass --text DIR"
             )
         results.update(part_latency(args))
-    _write(path, results)
+    write_results(path, results, sort_keys=True)
     print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=2))
 
 

@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from databases import postgres_database  # noqa: E402
 from scale_data import (  # noqa: E402
     ID_BYTES,
     SyntheticBundle,
@@ -58,9 +59,6 @@ LONG_BITS = 128
 RADII = (1, 2, 3)
 LOOKUP_LIMIT = 10_000
 QUERIES = 2000
-POSTGRES_SERVER_URL = os.environ.get(
-    "SEMHASH_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 POSTGRES_DATABASE = "semhash_scale"
 WARMUP = "scale-warmup"
 
@@ -237,17 +235,7 @@ def database_url(database: str, scratch: Path, suffix: str = "") -> str:
     collection of theirs)."""
     if database == "sqlite":
         return f"sqlite:///{scratch / f'scale{suffix}.db'}"
-    admin = make_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        from sqlalchemy import text
-
-        name = POSTGRES_DATABASE + suffix
-        exists = connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": name})
-        if not exists:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    admin.dispose()
-    return url
+    return postgres_database(POSTGRES_DATABASE + suffix)
 
 
 def ensure_collection(url: str, name: str, n: int, bundle: SyntheticBundle, kind: str, seed: int) -> None:
@@ -385,6 +373,8 @@ def main() -> None:
                 "database_commit_ms_p50": rest["database"]["commit_ms_p50"],
                 "rest_upserts_per_s_concurrent_writers": rest["mixed_concurrent_writers"]["upserts_per_s"],
                 "search_p99_ms_under_concurrent_writes": rest["mixed_concurrent_writers"]["search_ms_p99"],
+                "rest_upserts_per_s_paced_searches": rest["mixed_paced_searches"]["upserts_per_s"],
+                "search_p99_ms_under_writes_paced_searches": rest["mixed_paced_searches"]["search_ms_p99"],
             }
             for key, value in keys.items():
                 results.setdefault(f"{key}_by_database", {}).setdefault(size, {})[database] = value

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import multiprocessing
 import os
@@ -29,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numba
@@ -38,9 +36,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from databases import fresh_postgres_database  # noqa: E402
+from served import server  # noqa: E402
+
 from bundles.text import TextBundle  # noqa: E402
 from service.codes import long_codes_to_words  # noqa: E402
-from service.db import make_engine, scratch_postgres_database  # noqa: E402
 from service.index import BitIndex  # noqa: E402
 from service.migrate import upgrade_to_head  # noqa: E402
 from training.corpus import load_corpus  # noqa: E402
@@ -49,9 +49,6 @@ N_DOCUMENTS = 1_000_000
 ADDRESS_BITS = 20
 QUERIES = 2000
 NOISE_FLIP_PROBABILITY = 0.05  # per address bit, for the replicated corpus codes
-POSTGRES_SERVER_URL = os.environ.get(
-    "SEMHASH_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 def median_us(function, queries) -> float:
@@ -170,17 +167,6 @@ def bulk_index(url: str, bundle_dir: Path, workers: int) -> float:
     return rate
 
 
-@contextlib.contextmanager
-def fresh_postgres_database():
-    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
-    admin = make_engine(POSTGRES_SERVER_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with scratch_postgres_database(admin, "semhash_bench") as url:
-            yield url
-    finally:
-        admin.dispose()
-
-
 def bench_bulk(bundle_dir: Path, scratch: Path, database_path: Path) -> dict:
     """Both backends, encoding in the job's process and in the CLI's default worker processes; the
     median of BULK_REPEATS runs each. The last SQLite run writes `database_path`, which the REST part
@@ -255,33 +241,11 @@ async def _load(port: int, bodies: list[bytes], connections: int, seconds: float
 
 def bench_rest(models_dir: Path, database_path: Path, queries: list[str], workers: int) -> dict:
     port = 8765
-    environment = {**os.environ, "SEMHASH_DATABASE_URL": f"sqlite:///{database_path}"}
-    server = subprocess.Popen(
-        [
-            *(str(REPO / ".venv/bin/semhash"), "serve", "--port", str(port), "--models", str(models_dir)),
-            *("--workers", str(workers), "--no-access-log"),
-        ],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("server did not become ready")
+    with server(models=models_dir, database_url=f"sqlite:///{database_path}", port=port, workers=workers):
         bodies = [json.dumps({"text": query, "radius": 2, "limit": 100}).encode() for query in queries]
         asyncio.run(_load(port, bodies, 1, 3.0, 200))  # warm-up
         single = asyncio.run(_load(port, bodies, 1, 10.0, 1000))
         loaded = asyncio.run(_load(port, bodies, 16, 15.0, 20_000))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     print(f"[rest] one client: p50 {single['p50_ms']:.2f} ms")
     print(f"[rest] 16 connections: {loaded['rps']:.0f} req/s, p50 {loaded['p50_ms']:.2f} ms")
     return {"server_workers": workers, "single_client": single, "concurrent_16": loaded}

@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from served import link_models, server  # noqa: E402
 from short_query_sets import (  # noqa: E402
     draw_queries,
     first_sentence_query,
@@ -128,51 +130,25 @@ def bulk_index(database: Corpus, bundle: Path, scratch: Path) -> str:
 
 
 class Server:
-    """`semhash serve` on loopback over `url`, with `bundle` as its text model."""
+    """`semhash serve` on loopback over `url`, with `bundle` as its text model, and an HTTP client."""
 
     def __init__(self, bundle: Path, url: str, scratch: Path, port: int):
-        models = scratch / "models"
-        models.mkdir()
-        (models / "text").symlink_to(bundle.resolve())
-        semhash = Path(sys.executable).with_name("semhash")
-        self.base = f"http://127.0.0.1:{port}"
-        self.process = subprocess.Popen(
-            [
-                str(semhash),
-                "serve",
-                "--port",
-                str(port),
-                "--models",
-                str(models),
-                "--database-url",
-                url,
-                "--workers",
-                "1",
-                "--no-access-log",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(scratch / "server.log", "w"),
-        )
+        self.models = link_models(scratch / "models", {"text": bundle})
+        self.url, self.port, self.log = url, port, scratch / "server.log"
+        self._stack = ExitStack()
 
-    def __enter__(self):
+    def __enter__(self) -> Server:
         import httpx
 
-        self.client = httpx.Client(base_url=self.base, timeout=60)
-        for _ in range(1200):
-            try:
-                if self.client.get("/readyz").status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None:
-                raise RuntimeError("semhash serve exited; see server.log")
-            time.sleep(0.1)
-        raise RuntimeError("server did not become ready")
+        log = self._stack.enter_context(open(self.log, "w"))
+        running = self._stack.enter_context(
+            server(models=self.models, database_url=self.url, port=self.port, workers=1, stderr=log)
+        )
+        self.client = self._stack.enter_context(httpx.Client(base_url=running.base, timeout=60))
+        return self
 
-    def __exit__(self, *exc) -> None:
-        self.client.close()
-        self.process.terminate()
-        self.process.wait(timeout=30)
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
 
     def search_fields(self) -> set[str]:
         schema = self.client.get("/openapi.json").json()

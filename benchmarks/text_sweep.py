@@ -97,6 +97,8 @@ def main() -> None:
             "epochs": [r["validation"] for r in report["fine_tune"]],
             "selected_epoch": report["selected_epoch"],
             "best": report["validation_score"],
+            "median_thresholds": report["median_thresholds"],
+            "thresholded": report["thresholded_validation_score"],
             "r3_touched": query_ball_fraction(validation, fit, 3) if bits <= 32 else None,
             "bit_balance_min": float(min(fit.mean(0).min(), 1 - fit.mean(0).max())),
             "pretrain_seconds": pretrain_seconds,

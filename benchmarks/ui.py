@@ -26,7 +26,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "ui"))
 
+from served import SEMHASH, link_models, server  # noqa: E402  (benchmarks/, beside this script)
 from strokes import digit_strokes, draw_on  # noqa: E402
 
 from service.migrate import upgrade_to_head  # noqa: E402
@@ -47,27 +47,6 @@ from service.migrate import upgrade_to_head  # noqa: E402
 CHROMIUM = Path(os.environ.get("SEMHASH_CHROMIUM", "/usr/bin/chromium"))
 TIMEOUT_MS = 60_000
 KINDS = ("text", "digits", "images", "motor", "sparse")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen, seconds: float = 600) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("the server did not become ready")
 
 
 def subject_queries(path: Path, n: int) -> list[str]:
@@ -148,19 +127,15 @@ def main() -> None:
 
     shots = args.screenshots if str(args.screenshots) else None
     work = Path(tempfile.mkdtemp(prefix="semhash-ui-"))
-    models = work / "models"
-    models.mkdir()
-    for kind in KINDS:
-        if (args.models / kind / "config.json").exists():
-            (models / kind).symlink_to((args.models / kind).resolve())
+    present = {kind: args.models / kind for kind in KINDS if (args.models / kind / "config.json").exists()}
+    models = link_models(work / "models", present)
     database = f"sqlite:///{work}/semhash.db"
     upgrade_to_head(database)
-    env = {**os.environ, "SEMHASH_MODELS_DIR": str(models), "SEMHASH_DATABASE_URL": database}
-    semhash = str(Path(sys.executable).parent / "semhash")
+    environment = {"SEMHASH_MODELS_DIR": str(models), "SEMHASH_DATABASE_URL": database}
     started = time.perf_counter()
     subprocess.run(
         [
-            semhash,
+            SEMHASH,
             "index",
             "--collection",
             "news",
@@ -169,48 +144,44 @@ def main() -> None:
             "--workers",
             "0",
         ],
-        env=env,
+        env={**os.environ, **environment},
         check=True,
     )
     index_seconds = time.perf_counter() - started
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([semhash, "serve", "--port", str(port), "--no-access-log"], env=env)
     try:
-        wait_ready(url, server)
-        with urllib.request.urlopen(f"{url}/v1/collections/news") as response:
-            documents = json.load(response)["document_count"]
-        with urllib.request.urlopen(f"{url}/v1/models") as response:
-            bundles = {model["kind"]: model["bundle_id"] for model in json.load(response)["data"]}
-        loaded = sorted(bundles)
-        queries = subject_queries(args.news / "test.jsonl.gz", args.queries)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-            measure_loads(browser, url, 2)  # warm the server's first-request paths
-            loads = measure_loads(browser, url, args.loads)
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            page = context.new_page()
-            page.goto(url)
-            page.wait_for_selector("body[data-ready=true]", timeout=TIMEOUT_MS)
-            measure_searches(page, queries[:3])  # warm-up
-            searches = measure_searches(page, queries)
-            if shots is not None:
-                shots.mkdir(parents=True, exist_ok=True)
-                page.fill("#query", "encryption key escrow privacy")
-                page.press("#query", "Enter")
-                page.wait_for_selector("#results[data-state=done]", timeout=TIMEOUT_MS)
-                page.screenshot(path=str(shots / "ui-search.png"))
-                page.click("#map-button")
-                page.wait_for_selector("#map[data-points]", timeout=TIMEOUT_MS)
-                page.press("#query", "Enter")
-                page.wait_for_selector("#map[data-query=shown]", timeout=TIMEOUT_MS)
-                page.locator("#codespace").screenshot(path=str(shots / "ui-codespace.png"))
-            drawn = draw_digits(page, args.seeds, shots) if "digits" in loaded else None
-            version = browser.version
-            browser.close()
+        with server(env=environment, stdout=None, stderr=None) as running:
+            url = running.base
+            with urllib.request.urlopen(f"{url}/v1/collections/news") as response:
+                documents = json.load(response)["document_count"]
+            with urllib.request.urlopen(f"{url}/v1/models") as response:
+                bundles = {model["kind"]: model["bundle_id"] for model in json.load(response)["data"]}
+            loaded = sorted(bundles)
+            queries = subject_queries(args.news / "test.jsonl.gz", args.queries)
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+                measure_loads(browser, url, 2)  # warm the server's first-request paths
+                loads = measure_loads(browser, url, args.loads)
+                context = browser.new_context(viewport={"width": 1280, "height": 900})
+                page = context.new_page()
+                page.goto(url)
+                page.wait_for_selector("body[data-ready=true]", timeout=TIMEOUT_MS)
+                measure_searches(page, queries[:3])  # warm-up
+                searches = measure_searches(page, queries)
+                if shots is not None:
+                    shots.mkdir(parents=True, exist_ok=True)
+                    page.fill("#query", "encryption key escrow privacy")
+                    page.press("#query", "Enter")
+                    page.wait_for_selector("#results[data-state=done]", timeout=TIMEOUT_MS)
+                    page.screenshot(path=str(shots / "ui-search.png"))
+                    page.click("#map-button")
+                    page.wait_for_selector("#map[data-points]", timeout=TIMEOUT_MS)
+                    page.press("#query", "Enter")
+                    page.wait_for_selector("#map[data-query=shown]", timeout=TIMEOUT_MS)
+                    page.locator("#codespace").screenshot(path=str(shots / "ui-codespace.png"))
+                drawn = draw_digits(page, args.seeds, shots) if "digits" in loaded else None
+                version = browser.version
+                browser.close()
     finally:
-        server.terminate()
-        server.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
     result = {
         "page_interactive_ms": round(statistics.median(loads), 1),

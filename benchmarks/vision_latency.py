@@ -20,21 +20,15 @@ median of sequential single-item calls, one thread (OMP/OPENBLAS_NUM_THREADS=1):
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from results_json import merge_into  # benchmarks/, beside this script
+from served import post, serving_bundles, wall_times
 
 from bundles.digit_strips import make_strips
 from training.convnet_eval import STRIP_SEED
@@ -45,58 +39,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def p50_ms(call: Callable[[int], Any], n: int, warmup: int = 5) -> float:
     """Median wall time (ms) of call(i) for i in 0..n-1, after `warmup` untimed calls."""
-    for i in range(warmup):
-        call(i)
-    times = []
-    for i in range(n):
-        started = time.perf_counter()
-        call(i)
-        times.append(1000 * (time.perf_counter() - started))
-    return float(np.percentile(times, 50))
-
-
-@contextmanager
-def serving(bundles: dict[str, Path]) -> Iterator[http.client.HTTPConnection]:
-    """`semhash serve` over a fresh SQLite database and a models folder with `bundles`; a connection."""
-    semhash = str(Path(sys.executable).parent / "semhash")
-    with tempfile.TemporaryDirectory() as tmp:
-        models = Path(tmp) / "models"
-        models.mkdir()
-        for kind, source in bundles.items():
-            (models / kind).symlink_to(source.resolve())
-        database = f"sqlite:///{tmp}/semhash.db"
-        subprocess.run([semhash, "migrate", "--database-url", database], check=True, capture_output=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        command = [semhash, "serve", "--port", str(port), "--models", str(models), "--database-url", database]
-        server = subprocess.Popen(
-            [*command, "--no-access-log"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            for _ in range(600):  # model loading
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                    conn.request("GET", "/healthz")
-                    conn.getresponse().read()
-                    break
-                except OSError:
-                    time.sleep(0.2)
-            else:
-                raise RuntimeError("the server did not start")
-            yield conn
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-
-
-def post(conn: http.client.HTTPConnection, path: str, body: str) -> None:
-    conn.request("POST", path, body, {"content-type": "application/json"})
-    response = conn.getresponse()
-    payload = response.read()
-    if response.status != 200:
-        raise RuntimeError(f"{path}: status {response.status}: {payload[:300]!r}")
+    return 1000 * float(np.percentile(wall_times(call, n, warmup), 50))
 
 
 def main() -> None:
@@ -151,7 +94,8 @@ def main() -> None:
         }
     given = {"convnet": args.convnet, "motor": args.motor, "sparse": args.sparse}
     bundles = {kind: path for kind, path in given.items() if path is not None}
-    with serving(bundles) as conn:
+    with serving_bundles(bundles) as server:
+        conn = server.connection()
         pixels = [json.dumps({"pixels": d.reshape(28, 28).tolist()}) for d in digits]
         if args.convnet is not None:
             bodies = [json.dumps({"pixels": s.image.tolist()}) for s in strips]

@@ -5,19 +5,25 @@ A bundle (bundles/io.py) of kind "convnet": config.json with the architecture
 tensors of `models.convnet.weight_shapes`. Inference is numpy (`forward` below, the same layers as
 models/convnet.ScanningConvNet in eval mode), so serving needs no torch.
 
-Reading a picture (`read`): prepare it (training/digit_strips.prepare_strip: ink, scale so digits are
-MNIST-sized, pad), run the net over all of it at once (one output per 4 px, models/convnet.py), then
+Reading a picture (`read`): prepare it (bundles/digit_strips.prepare_strip: ink, scale so digits are
+MNIST-sized, pad), run the net over all of it at once (one output per 4 px, models/convnet.py; with
+`fine`, also over the picture moved 2 px left, interleaved: one output per 2 px across), then
 
     presence[r, c] = 1 - p(NONE | window r, c)          p: softmax over the 11 outputs
     s[c] = max_r presence[r, c],  r*(c) its row           (digits may sit higher or lower)
 
 Columns where s is a local maximum and at least `threshold` are candidates; greedily, the strongest
 candidate is kept and those closer than `min_distance` px (in the scaled picture) are dropped. Each
-kept column is a digit: p(digit | a digit) is the softmax over the 10 digit outputs at (r*, c),
-averaged over the 3 x 3 windows shifted by 0 and +-`refine` px (the net was trained to read a digit up
-to 1.5 px off the centre, so each shifted window is another look at it); the class is its argmax, and
-the box the 20x20 MNIST box around the window's centre, mapped back to the picture's pixels.
-The string reads the digits from left to right.
+kept column is a digit. Its class comes from the scan itself when `refine` is 0: the windows of rows
+r* - 1 .. r* + 1 in its column vote with their presence,
+
+    p(digit = k) = sum_r p(k | window r, c) / sum_r presence[r, c]
+
+(the net was trained to give each window's digit probabilities in proportion to how well a digit is
+centred in it, training/convnet_windows.py). With `refine` > 0 it is instead the softmax over the
+10 digit outputs at (r*, c), averaged over the 3 x 3 windows shifted by 0 and +-`refine` px (9 more
+windows through the net per digit). The box is the 20x20 MNIST box around the window's centre,
+mapped back to the picture's pixels. The string reads the digits from left to right.
 """
 
 from __future__ import annotations
@@ -62,17 +68,26 @@ def _max_pool(x: np.ndarray) -> np.ndarray:
     return pooled
 
 
+def _features(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """conv1, pool, conv2 (before its pooling): x (B, H, W) -> (B, (H-4)//2-4, (W-4)//2-4, c2)."""
+    h = x[..., None].astype(np.float32, copy=False)
+    h = _max_pool(_conv_relu(h, weights["conv1.weight"], weights["conv1.bias"]))
+    return _conv_relu(h, weights["conv2.weight"], weights["conv2.bias"])
+
+
+def _head(weights: dict[str, np.ndarray], h: np.ndarray) -> np.ndarray:
+    """pool, conv3, conv4: `_features` -> logits (B, R, C, 11)."""
+    h = _conv_relu(_max_pool(h), weights["conv3.weight"], weights["conv3.bias"])
+    logits: np.ndarray = h @ weights["conv4.weight"][:, :, 0, 0].T + weights["conv4.bias"]
+    return logits
+
+
 def forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """models/convnet.ScanningConvNet.forward in numpy (eval mode: no dropout).
 
     x (B, H, W) ink, H, W >= 28 -> logits (B, (H-28)//4+1, (W-28)//4+1, 11), channels last.
     """
-    h = x[..., None].astype(np.float32, copy=False)
-    h = _max_pool(_conv_relu(h, weights["conv1.weight"], weights["conv1.bias"]))
-    h = _max_pool(_conv_relu(h, weights["conv2.weight"], weights["conv2.bias"]))
-    h = _conv_relu(h, weights["conv3.weight"], weights["conv3.bias"])
-    logits: np.ndarray = h @ weights["conv4.weight"][:, :, 0, 0].T + weights["conv4.bias"]
-    return logits
+    return _head(weights, _features(weights, x))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -86,7 +101,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class ReaderConfig:
     threshold: float = 0.5  # least presence of a digit
     min_distance: float = 7.0  # px (scaled picture, digits 20 px tall) between two digits' centres
-    refine: int = 2  # px: a found digit's class averages the windows shifted by 0, +-refine (0: no averaging)
+    refine: int = (
+        2  # px: a found digit's class averages the windows shifted by 0, +-refine (0: the scan's rows)
+    )
+    fine: bool = False  # scan every 2 px across instead of 4 (twice the work)
 
 
 @dataclass
@@ -155,40 +173,56 @@ class ConvNetBundle:
             raise ValueError(f"images must have shape (n, {SIDE * SIDE}), got {x.shape}")
         return self._digit_probabilities(x.reshape(-1, SIDE, SIDE)).astype(np.float64)
 
-    def scan(self, ink: np.ndarray) -> np.ndarray:
+    def scan(self, ink: np.ndarray, fine: bool = False) -> np.ndarray:
         """Softmax over the 11 outputs at every window of prepared ink (H, W).  -> (11, R, C).
 
+        Output (r, c) is the window at rows 4r .., columns 4c .. (with `fine`: columns 2c ..).
         Computed in bands of SCAN_BAND_ROWS output rows: output row r reads input rows 4r .. 4r + 27,
         and a band starting at a multiple of 4 keeps the poolings aligned, so the bands are exact."""
         ink = np.asarray(ink, dtype=np.float32)
         if ink.ndim != 2 or min(ink.shape) < SIDE:
             raise ValueError(f"expected a picture (H, W) with H, W >= {SIDE}, got {ink.shape}")
         rows = (ink.shape[0] - SIDE) // STRIDE + 1
-        bands = [
-            forward(
+        fine = fine and ink.shape[1] >= SIDE + STRIDE // 2  # else too narrow for a second column
+        coarse, moved = [], []
+        for r in range(0, rows, SCAN_BAND_ROWS):
+            h = _features(
                 self.weights, ink[None, r * STRIDE : (min(r + SCAN_BAND_ROWS, rows) - 1) * STRIDE + SIDE]
-            )[0]
-            for r in range(0, rows, SCAN_BAND_ROWS)
-        ]
-        return softmax(np.concatenate(bands, axis=0)).transpose(2, 0, 1)
+            )
+            coarse.append(_head(self.weights, h)[0])
+            if fine:  # the picture moved 2 px left moves the first pooling's output 1 column: conv2's
+                # output of it is this one without its first column, and only what follows differs
+                moved.append(_head(self.weights, h[:, :, 1:])[0])
+        out = softmax(np.concatenate(coarse, axis=0)).transpose(2, 0, 1)
+        if not fine:
+            return out
+        second = softmax(np.concatenate(moved, axis=0)).transpose(2, 0, 1)  # windows at columns 4c + 2
+        both = np.empty((*out.shape[:2], out.shape[2] + second.shape[2]), dtype=out.dtype)
+        both[:, :, 0::2], both[:, :, 1::2] = out, second
+        return both
 
-    def _classify(self, ink: np.ndarray, positions: list[tuple[int, int]], refine: int) -> list[np.ndarray]:
-        """p(digit | a digit) at output positions (r, c), averaged over the windows shifted by 0 and
-        +-refine px in each direction (3 x 3 windows; shifts that leave the picture are skipped)."""
-        shifts = (
-            [(dy, dx) for dy in (-refine, 0, refine) for dx in (-refine, 0, refine)] if refine else [(0, 0)]
-        )
-        shifts = list(dict.fromkeys(shifts))
+    def _classify(self, ink: np.ndarray, corners: list[tuple[int, int]], refine: int) -> list[np.ndarray]:
+        """p(digit | a digit) of the windows with top-left corners (y, x), averaged over the windows
+        shifted by 0 and +-refine px in each direction (3 x 3 windows; shifts that leave the picture
+        are skipped)."""
+        shifts = list(dict.fromkeys((dy, dx) for dy in (-refine, 0, refine) for dx in (-refine, 0, refine)))
         out = []
-        for r, c in positions:
+        for top, left in corners:
             windows = [
                 ink[y : y + SIDE, x : x + SIDE]
                 for dy, dx in shifts
-                for y, x in [(r * STRIDE + dy, c * STRIDE + dx)]
+                for y, x in [(top + dy, left + dx)]
                 if 0 <= y <= ink.shape[0] - SIDE and 0 <= x <= ink.shape[1] - SIDE
             ]
             out.append(self._digit_probabilities(np.stack(windows)).mean(0))
         return out
+
+    @staticmethod
+    def _vote(probs: np.ndarray, row: int, col: int) -> np.ndarray:
+        """p(digit | a digit) at column `col` from rows row-1 .. row+1 of the scan, by presence."""
+        near = probs[:, max(row - 1, 0) : row + 2, col]  # (11, <= 3)
+        votes: np.ndarray = near[:N_DIGITS].sum(axis=1)
+        return votes / max(float(votes.sum()), 1e-12)
 
     def read(self, gray: np.ndarray, reader: ReaderConfig | None = None) -> Reading:
         """Every digit in a grayscale picture (H, W) in [0, 1], either polarity, read left to right.
@@ -203,7 +237,8 @@ class ConvNetBundle:
                 f"the digits are too small for the picture ({prepared.digit_height:.1f} px tall in a "
                 f"{gray.shape[0]}x{gray.shape[1]} picture): crop the picture to the digits"
             )
-        probs = self.scan(prepared.image)
+        probs = self.scan(prepared.image, cfg.fine)
+        step = STRIDE // 2 if cfg.fine else STRIDE  # px between output columns
         presence = 1.0 - probs[NONE]  # (R, C)
         rows = presence.argmax(axis=0)
         strength = presence.max(axis=0)
@@ -215,16 +250,20 @@ class ConvNetBundle:
         ]
         kept: list[int] = []
         for c in sorted(peaks, key=lambda c: -strength[c]):
-            if all(abs(c - k) * STRIDE >= cfg.min_distance for k in kept):
+            if all(abs(c - k) * step >= cfg.min_distance for k in kept):
                 kept.append(c)
+        kept.sort()
+        if cfg.refine:
+            corners = [(int(rows[c]) * STRIDE, c * step) for c in kept]
+            classes = self._classify(prepared.image, corners, cfg.refine)
+        else:
+            classes = [self._vote(probs, int(rows[c]), c) for c in kept]
         found = []
         h, w = np.asarray(gray).shape
-        kept.sort()
-        classes = self._classify(prepared.image, [(int(rows[c]), c) for c in kept], cfg.refine)
         for c, p in zip(kept, classes, strict=True):
             r = int(rows[c])
             digit = int(p.argmax())
-            cy, cx = r * STRIDE + CENTRE - prepared.pad, c * STRIDE + CENTRE - prepared.pad
+            cy, cx = r * STRIDE + CENTRE - prepared.pad, c * step + CENTRE - prepared.pad
             half = BOX / 2
             top, bottom = (cy - half) / prepared.factor, (cy + half) / prepared.factor
             left, right = (cx - half) / prepared.factor, (cx + half) / prepared.factor

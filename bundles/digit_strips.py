@@ -10,7 +10,9 @@ Preparing (what the reader does to any picture before the net scans it):
 1. polarity and level as for a single digit (bundles/digit_preprocess.py: Otsu, the border's median);
 2. ink mask: the picture smoothed by a Gaussian, thresholded by Otsu; 8-connected components shorter
    than `MIN_HEIGHT` of the tallest are noise (a digit is never much shorter than its neighbours, so a
-   height test keeps a small "1" that an area test would drop) and erased with the ink near them only;
+   height test keeps a small "1" that an area test would drop) unless they lie within `NEAR` of the
+   tallest's height of a component that is not (a detached stroke: the bar of a 5, a broken 4), and
+   are erased with the ink near them only;
 3. digit height h: the median height of the components at least half as tall as the tallest
    (touching digits merge sideways but keep one digit's height);
 4. scale the picture by 20 / h (MNIST's box, training/digit_preprocess.BOX) and pad it by a window's
@@ -26,7 +28,8 @@ from scipy import ndimage
 
 from bundles.digit_preprocess import BOX, MASK_SIGMA, MIN_CONTRAST, BlankImageError, otsu_threshold, resize
 
-MIN_HEIGHT = 0.3  # components shorter than this fraction of the tallest are noise
+MIN_HEIGHT = 0.3  # components shorter than this fraction of the tallest are noise ...
+NEAR = 0.25  # ... unless within this fraction of the tallest's height of a taller component
 PAD = 14  # px of paper added around the scaled strip
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -140,7 +143,10 @@ def prepare_strip(gray: np.ndarray) -> PreparedStrip:
     labels, n = ndimage.label(smooth > otsu_threshold(smooth), structure=_EIGHT)
     slices = ndimage.find_objects(labels)
     heights = np.array([s[0].stop - s[0].start for s in slices], dtype=np.float64)
-    keep = np.flatnonzero(heights >= MIN_HEIGHT * heights.max()) + 1
+    tall_mask = np.isin(labels, np.flatnonzero(heights >= MIN_HEIGHT * heights.max()) + 1)
+    # a short component beside a tall one is a digit's detached stroke (the bar of a 5), not noise
+    near_tall = ndimage.distance_transform_edt(~tall_mask) <= NEAR * heights.max()
+    keep = np.flatnonzero(ndimage.maximum(near_tall, labels, index=np.arange(1, n + 1))) + 1
     support = np.isin(labels, keep)
     near = ndimage.binary_dilation(support, structure=_EIGHT, iterations=2)
     ink = np.where(near, ink, 0.0)

@@ -110,7 +110,18 @@ def check_shapes(
             )
 
 
+def id_from_fingerprint(name: str, fingerprint: str) -> str:
+    """A bundle's id, one scheme for every kind: its name and the first 12 hex digits of its sha256
+    fingerprint, e.g. "digits-153caa846145" (the name is the kind, or a text bundle's configured name)."""
+    return f"{name}-{fingerprint[:12]}"
+
+
+def weights_fingerprint(path: Path | str) -> str:
+    """sha256 (hex) of a bundle's weights file: the fingerprint of every kind whose weights alone make its
+    outputs (a text bundle's also covers its vocabulary and code sizes)."""
+    return hashlib.sha256((Path(path) / WEIGHTS).read_bytes()).hexdigest()
+
+
 def bundle_id(path: Path | str, kind: str) -> str:
-    """A short stable identifier: the kind and the first 12 hex digits of the weights' sha256."""
-    digest = hashlib.sha256((Path(path) / WEIGHTS).read_bytes()).hexdigest()
-    return f"{kind}-{digest[:12]}"
+    """The id of the `kind` bundle at `path`, from its weights' fingerprint."""
+    return id_from_fingerprint(kind, weights_fingerprint(path))

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bundles.io import BundleError, bundle_id, check_shapes, read_bundle
+from bundles.io import CONFIG, BundleError, bundle_id, check_shapes, read_bundle
 
 if TYPE_CHECKING:
     from torch import nn
@@ -114,7 +114,7 @@ def _kind_of(path: Path) -> str:
     try:
         import json
 
-        kind = json.loads((path / "config.json").read_text()).get("kind")
+        kind = json.loads((path / CONFIG).read_text()).get("kind")
     except (OSError, ValueError, AttributeError):
         return "predictive"  # read_bundle then says what is wrong
     return kind if kind in KINDS else "predictive"

@@ -111,8 +111,9 @@ class QueryEncoder:
         h: np.ndarray = query_features(counts, self.idf)
         last = len(self.layers) - 2
         for layer in range(last + 1):
-            h = np.asarray(h @ self.weights[f"query.layer.{layer}.weight"], dtype=np.float32)
-            h += self.weights[f"query.layer.{layer}.bias"]
+            weight, bias = layer_names(layer)
+            h = np.asarray(h @ self.weights[weight], dtype=np.float32)
+            h += self.weights[bias]
             if layer < last:
                 np.maximum(h, 0.0, out=h)
         return h
@@ -123,12 +124,26 @@ class QueryEncoder:
         return p[:, : self.address_bits], p[:, self.address_bits :]
 
 
+def layer_names(layer: int) -> tuple[str, str]:
+    """The (weight, bias) tensor names of layer `layer` (from 0) in query_encoder.safetensors."""
+    return f"query.layer.{layer}.weight", f"query.layer.{layer}.bias"
+
+
+def layer_weights(layers: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """(weight, bias) of each layer, first to last, named as the bundle stores them."""
+    named: dict[str, np.ndarray] = {}
+    for layer, arrays in enumerate(layers):
+        named.update(zip(layer_names(layer), arrays, strict=True))
+    return named
+
+
 def layer_shapes(layers: Sequence[int]) -> dict[str, tuple[int, ...]]:
     """The tensors of a query encoder with these layer sizes."""
     shapes: dict[str, tuple[int, ...]] = {}
     for layer, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:], strict=True)):
-        shapes[f"query.layer.{layer}.weight"] = (int(n_in), int(n_out))
-        shapes[f"query.layer.{layer}.bias"] = (int(n_out),)
+        weight, bias = layer_names(layer)
+        shapes[weight] = (int(n_in), int(n_out))
+        shapes[bias] = (int(n_out),)
     return shapes
 
 

@@ -23,14 +23,13 @@ address_mean (m,), address_rotation (m, k), address_thresholds (k,).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from bundles.io import BundleError, bundle_id, check_shapes, read_bundle
+from bundles.io import BundleError, check_shapes, id_from_fingerprint, read_bundle, weights_fingerprint
 
 SPARSE_FORMAT_VERSION = 2  # 2: LISTA may have one S and theta per step (`lista_untied`)
 READABLE_FORMAT_VERSIONS = (1, 2)
@@ -120,9 +119,10 @@ class SparseBundle:
         d = weights["dictionary"]
         self._dictionary_t = np.ascontiguousarray(d.T)  # (m, n): reconstructions read rows of active atoms
         self._gram = d.T @ d  # (m, m) for FISTA's gradient
-        self.bundle_id = bundle_id(path, self.kind)
         # What ties a collection's stored codes to this model: the weights that produce them.
-        self.fingerprint = hashlib.sha256((path / "weights.safetensors").read_bytes()).hexdigest()[:16]
+        fingerprint = weights_fingerprint(path)
+        self.bundle_id = id_from_fingerprint(self.kind, fingerprint)
+        self.fingerprint = fingerprint[:16]
 
     @classmethod
     def load(cls, path: Path | str) -> SparseBundle:

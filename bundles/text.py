@@ -35,9 +35,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from bundles.io import WEIGHTS, BundleError, check_shapes, read_bundle, write_bundle
+from bundles.io import WEIGHTS, BundleError, check_shapes, id_from_fingerprint, read_bundle, write_bundle
 from bundles.query import QUERY_CONFIG_KEY, QueryEncoder
 from bundles.text_features import WordIndex, cap_lengths, count_matrix, tfidf
+from bundles.text_small import CountRows, capped, first_layer, fits
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -147,6 +148,11 @@ def read_vocabulary(file: Path, vocab_size: int) -> tuple[list[str], np.ndarray]
     return words, idf
 
 
+def encoder_layer_names(code: str, layer: int) -> tuple[str, str]:
+    """The (weight, bias) tensor names of layer `layer` (from 0) of the `code` encoder in the weights."""
+    return f"{code}.encoder.{layer}.weight", f"{code}.encoder.{layer}.bias"
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # stable for large |x|
 
@@ -172,7 +178,7 @@ class TextBundle:
         self.idf = idf
         self.weights = weights
         self.fingerprint = fingerprint
-        self.bundle_id = f"{config['name']}-{fingerprint[:12]}"
+        self.bundle_id = id_from_fingerprint(config["name"], fingerprint)
         self.address_bits = int(config["address_bits"])
         self.long_bits = int(config["long_bits"])
         self.scale_input_bias = bool(config["scale_input_bias"])
@@ -251,8 +257,9 @@ class TextBundle:
             if sizes[-1] != bits:
                 raise BundleError(f"{path}/config.json: {code} encoder ends in {sizes[-1]} units, not {bits}")
             for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-                shapes[f"{code}.encoder.{layer}.weight"] = (n_in, n_out)
-                shapes[f"{code}.encoder.{layer}.bias"] = (n_out,)
+                weight, bias = encoder_layer_names(code, layer)
+                shapes[weight] = (n_in, n_out)
+                shapes[bias] = (n_out,)
         return shapes
 
     # ----- encoding --------------------------------------------------------------------------------
@@ -261,8 +268,24 @@ class TextBundle:
         return count_matrix(texts, self._index)
 
     def encode(self, texts: Sequence[str]) -> TextCodes:
-        """Codes of `texts`; raises EmptyDocumentError if any has no vocabulary word."""
-        return self.encode_counts(self.counts(texts))
+        """Codes of `texts`; raises EmptyDocumentError if any has no vocabulary word.
+
+        A few documents take `bundles.text_small` (numpy, the same numbers), more the scipy path."""
+        rows = CountRows.of_texts(texts, self._index)
+        if not all(fits(rows, self.weights[encoder_layer_names(code, 0)[1]].shape[0]) for code in CODES):
+            return self.encode_counts(self.counts(texts))
+        empty = np.flatnonzero(np.diff(rows.indptr) == 0)
+        if empty.size:
+            raise EmptyDocumentError(empty.tolist())
+        rows = capped(rows, self.max_document_length)
+        w = self.weights
+        inputs = []
+        for code in CODES:
+            weight, bias = encoder_layer_names(code, 0)
+            inputs.append(
+                self._deeper_layers(code, first_layer(rows, w[weight], w[bias], self.scale_input_bias))
+            )
+        return self._codes(*inputs)
 
     def encode_counts(self, counts: sp.spmatrix | np.ndarray) -> TextCodes:
         """Codes from a (n, V) count matrix (the bulk path); raises EmptyDocumentError for empty rows."""
@@ -270,10 +293,13 @@ class TextBundle:
         empty = np.flatnonzero(np.asarray(counts.sum(axis=1)).ravel() <= 0)
         if empty.size:
             raise EmptyDocumentError(empty.tolist())
-        address_bits = self.code_bits("address", counts)
+        return self._codes(self._code_input("address", counts), self._code_input("long", counts))
+
+    def _codes(self, address_inputs: np.ndarray, long_inputs: np.ndarray) -> TextCodes:
+        """Codes from the last layer's inputs z of both encoders (bit = z > 0)."""
         weights = np.uint64(1) << np.arange(self.address_bits - 1, -1, -1, dtype=np.uint64)
-        addresses = (address_bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
-        long_codes = np.packbits(self.code_bits("long", counts), axis=1)
+        addresses = ((address_inputs > 0).astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+        long_codes = np.packbits(long_inputs > 0, axis=1)
         return TextCodes(addresses=addresses, long_codes=long_codes)
 
     def encode_query(self, texts: Sequence[str], encoder: str = "auto") -> QueryProbabilities:
@@ -331,14 +357,20 @@ class TextBundle:
     def _code_input(self, code: str, counts: sp.csr_matrix) -> np.ndarray:
         if code not in CODES:
             raise ValueError(f"code must be one of {CODES}, got {code!r}")
-        layers = len(self.config["encoders"][code]) - 1
         w = self.weights
         counts = cap_lengths(counts, self.max_document_length)
-        h = np.asarray(counts @ w[f"{code}.encoder.0.weight"], dtype=np.float32)
+        weight, bias = encoder_layer_names(code, 0)
+        h = np.asarray(counts @ w[weight], dtype=np.float32)
         scale = np.asarray(counts.sum(axis=1), dtype=np.float32) if self.scale_input_bias else 1.0
-        h += scale * w[f"{code}.encoder.0.bias"]
-        for layer in range(1, layers):
-            h = _sigmoid(h) @ w[f"{code}.encoder.{layer}.weight"] + w[f"{code}.encoder.{layer}.bias"]
+        h += scale * w[bias]
+        return self._deeper_layers(code, h)
+
+    def _deeper_layers(self, code: str, h: np.ndarray) -> np.ndarray:
+        """z of the `code` encoder from its first layer's input h (n, hidden)."""
+        w = self.weights
+        for layer in range(1, len(self.config["encoders"][code]) - 1):
+            weight, bias = encoder_layer_names(code, layer)
+            h = _sigmoid(h) @ w[weight] + w[bias]
         return h
 
     def _check_counts(self, counts: sp.spmatrix | np.ndarray) -> sp.csr_matrix:

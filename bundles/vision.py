@@ -27,6 +27,20 @@ DIGITS_FORMAT_VERSION = 1
 IMAGES_FORMAT_VERSION = 1
 DIGIT_VARIANTS = ("finetuned", "generative")
 N_PIXELS = 784
+# Tensor names beside the layer stacks' (`stack_layer_names`), for the writers in training/ and the readers.
+SOFTMAX_WEIGHT, SOFTMAX_BIAS = "finetuned.V", "finetuned.a"
+TOP_RBM_WEIGHT, TOP_RBM_VISIBLE_BIAS, TOP_RBM_HIDDEN_BIAS = (
+    "generative.top_W",
+    "generative.top_b",
+    "generative.top_c",
+)
+CODE_MEAN, CODE_ROTATION, CODE_THRESHOLDS = "code_mean", "code_rotation", "code_thresholds"
+
+
+def stack_layer_names(stack: str, layer: int) -> tuple[str, str]:
+    """The (weight, bias) tensor names of layer `layer` (from 0) of a layer stack: "finetuned" and
+    "generative" in digits bundles, "encoder" and "decoder" in images bundles."""
+    return f"{stack}.W{layer}", f"{stack}.b{layer}"
 
 
 def _check_images(images: np.ndarray) -> np.ndarray:
@@ -38,7 +52,8 @@ def _check_images(images: np.ndarray) -> np.ndarray:
 
 def _sigmoid_stack(x: np.ndarray, weights: dict[str, np.ndarray], prefix: str, n_layers: int) -> np.ndarray:
     for layer in range(n_layers):
-        x = expit(x @ weights[f"{prefix}.W{layer}"] + weights[f"{prefix}.b{layer}"])
+        weight, bias = stack_layer_names(prefix, layer)
+        x = expit(x @ weights[weight] + weights[bias])
     return x
 
 
@@ -67,30 +82,29 @@ def digit_weight_shapes(sizes: list[int], n_classes: int, top_hidden: int) -> di
     """The tensors a digits bundle must hold for layer sizes [784, ..., n_top]."""
     shapes: dict[str, tuple[int, ...]] = {}
     for layer, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        shapes[f"finetuned.W{layer}"] = (a, b)
-        shapes[f"finetuned.b{layer}"] = (b,)
-        if layer < len(sizes) - 2:  # the generative net shares the shape of all but the top RBM
-            shapes[f"generative.W{layer}"] = (a, b)
-            shapes[f"generative.b{layer}"] = (b,)
-    shapes["finetuned.V"] = (sizes[-1], n_classes)
-    shapes["finetuned.a"] = (n_classes,)
-    shapes["generative.top_W"] = (sizes[-2] + n_classes, top_hidden)
-    shapes["generative.top_b"] = (sizes[-2] + n_classes,)
-    shapes["generative.top_c"] = (top_hidden,)
+        stacks = ("finetuned", "generative") if layer < len(sizes) - 2 else ("finetuned",)
+        for stack in stacks:  # the generative net shares the shape of all but the top RBM
+            weight, bias = stack_layer_names(stack, layer)
+            shapes[weight], shapes[bias] = (a, b), (b,)
+    shapes[SOFTMAX_WEIGHT] = (sizes[-1], n_classes)
+    shapes[SOFTMAX_BIAS] = (n_classes,)
+    shapes[TOP_RBM_WEIGHT] = (sizes[-2] + n_classes, top_hidden)
+    shapes[TOP_RBM_VISIBLE_BIAS] = (sizes[-2] + n_classes,)
+    shapes[TOP_RBM_HIDDEN_BIAS] = (top_hidden,)
     return shapes
 
 
 def image_weight_shapes(sizes: list[int]) -> dict[str, tuple[int, ...]]:
     """The tensors an images bundle must hold for encoder layer sizes [784, ..., code_size]."""
     d = sizes[-1]
-    shapes: dict[str, tuple[int, ...]] = {"code_mean": (d,), "code_rotation": (d, d), "code_thresholds": (d,)}
+    shapes: dict[str, tuple[int, ...]] = {CODE_MEAN: (d,), CODE_ROTATION: (d, d), CODE_THRESHOLDS: (d,)}
     pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
     for layer, (a, b) in enumerate(pairs):
-        shapes[f"encoder.W{layer}"] = (a, b)
-        shapes[f"encoder.b{layer}"] = (b,)
+        weight, bias = stack_layer_names("encoder", layer)
+        shapes[weight], shapes[bias] = (a, b), (b,)
     for layer, (a, b) in enumerate(reversed(pairs)):
-        shapes[f"decoder.W{layer}"] = (b, a)
-        shapes[f"decoder.b{layer}"] = (a,)
+        weight, bias = stack_layer_names("decoder", layer)
+        shapes[weight], shapes[bias] = (b, a), (a,)
     return shapes
 
 
@@ -140,14 +154,14 @@ class DigitBundle:
         n_hidden_layers = len(self.layer_sizes) - 1
         if variant == "finetuned":
             top = _sigmoid_stack(x, w, "finetuned", n_hidden_layers)
-            probabilities: np.ndarray = softmax(top @ w["finetuned.V"] + w["finetuned.a"], axis=1)
+            probabilities: np.ndarray = softmax(top @ w[SOFTMAX_WEIGHT] + w[SOFTMAX_BIAS], axis=1)
             return probabilities
         if variant == "generative":
             f = _sigmoid_stack(x, w, "generative", n_hidden_layers - 1)
             n_f = f.shape[1]
-            w_f, w_y = w["generative.top_W"][:n_f], w["generative.top_W"][n_f:]
-            b_f, b_y = w["generative.top_b"][:n_f], w["generative.top_b"][n_f:]
-            x_top = (f @ w_f + w["generative.top_c"])[:, None, :] + w_y[None]  # (n, 10, H)
+            w_f, w_y = w[TOP_RBM_WEIGHT][:n_f], w[TOP_RBM_WEIGHT][n_f:]
+            b_f, b_y = w[TOP_RBM_VISIBLE_BIAS][:n_f], w[TOP_RBM_VISIBLE_BIAS][n_f:]
+            x_top = (f @ w_f + w[TOP_RBM_HIDDEN_BIAS])[:, None, :] + w_y[None]  # (n, 10, H)
             free_energy = -(f @ b_f)[:, None] - b_y[None] - np.logaddexp(0.0, x_top).sum(axis=2)
             probabilities = np.exp(log_softmax(-free_energy, axis=1))
             return probabilities
@@ -184,14 +198,14 @@ class ImageBundle:
         x = _check_images(images)
         n_layers = len(self.layer_sizes) - 1
         x = _sigmoid_stack(x, self.weights, "encoder", n_layers - 1)
-        last = n_layers - 1
-        codes: np.ndarray = x @ self.weights[f"encoder.W{last}"] + self.weights[f"encoder.b{last}"]
+        weight, bias = stack_layer_names("encoder", n_layers - 1)
+        codes: np.ndarray = x @ self.weights[weight] + self.weights[bias]
         return codes
 
     def binary_codes(self, images: np.ndarray) -> np.ndarray:
         """Bits of the rotated codes, each on for half the training images.  (n, code_size) uint8."""
         w = self.weights
-        return binarize((self.encode(images) - w["code_mean"]) @ w["code_rotation"], w["code_thresholds"])
+        return binarize((self.encode(images) - w[CODE_MEAN]) @ w[CODE_ROTATION], w[CODE_THRESHOLDS])
 
     def reconstruct(self, codes: np.ndarray) -> np.ndarray:
         """Pixel probabilities from codes.  (n, code_size) -> (n, 784) in [0, 1]."""

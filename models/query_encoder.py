@@ -62,17 +62,14 @@ class QueryEncoderNet(nn.Module):
         address, long = bce[:, :a].mean(), bce[:, a:].mean()
         return (address_weight * address + long) / (address_weight + 1.0)
 
-    def numpy_weights(self) -> dict[str, np.ndarray]:
-        """The weights named as `bundles.query` stores them ((n_in, n_out) matrices)."""
-        arrays = {
-            "query.layer.0.weight": self.embedding.weight.detach().cpu().numpy(),
-            "query.layer.0.bias": self.first_bias.detach().cpu().numpy(),
-        }
+    def numpy_layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(weight (n_in, n_out), bias (n_out,)) of every layer, first to last, as numpy arrays (named
+        for a bundle by `bundles.query.layer_weights`)."""
+        layers = [(self.embedding.weight.detach().cpu().numpy(), self.first_bias.detach().cpu().numpy())]
         for layer in range(len(self.linears)):
             linear = self._linear(layer)
-            arrays[f"query.layer.{layer + 1}.weight"] = linear.weight.detach().cpu().numpy().T
-            arrays[f"query.layer.{layer + 1}.bias"] = linear.bias.detach().cpu().numpy()
-        return arrays
+            layers.append((linear.weight.detach().cpu().numpy().T, linear.bias.detach().cpu().numpy()))
+        return layers
 
     def _linear(self, index: int) -> nn.Linear:
         linear = self.linears[index]

@@ -3,6 +3,12 @@
 One transaction per batch, committed in input order, so the job can be stopped at any moment and
 re-run to finish (documents are upserted by external id: nothing is duplicated or lost). Encoding,
 most of the job's time, runs in worker processes while this one reads the input and writes.
+
+SIGINT (Ctrl-C) and SIGTERM stop the job the same way: `Interrupted` is raised in its main thread, never
+inside a batch's write (a signal that arrives then is held until the batch has committed), the workers
+are shut down, and the caller exits with 128 + the signal's number. The workers leave the job's
+process group, so a signal sent to the group (a terminal's Ctrl-C, `kill -TERM -PGID`) stops the job
+alone, which then stops them; and they exit by themselves if the job dies without doing so (`kill -9`).
 """
 
 from __future__ import annotations
@@ -10,12 +16,14 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,12 +33,79 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from bundles.text import EmptyDocumentError, TextBundle, TextCodes
 from service.db import Collection
 from service.errors import NotFoundError
+from service.parent_watch import exit_with
 from service.store import create_collection, find_collection
 from service.upsert import IncomingDocument, check_batch, ensure_bundle_matches, write_encoded
 from service.validation import document_id_problem, text_problem
 from training.corpus import CorpusError, Record
 
 logger = logging.getLogger(__name__)
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+class Interrupted(KeyboardInterrupt):
+    """The job was stopped by SIGINT or SIGTERM (`signum`), between batches: each batch is whole."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Stop:
+    """The job's handler of the stop signals: it raises `Interrupted` where the main thread is, except
+    inside `deferred()`, where the signal is held and raised when the block ends. Only the first signal
+    counts; later ones are ignored while the job stops (which waits for at most the batches the workers
+    already hold)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._deferring = False
+        self._held = False
+
+    def handle(self, signum: int, _frame: object) -> None:
+        if self.received is not None:
+            return
+        self.received = signum
+        if self._deferring:
+            self._held = True
+        else:
+            raise Interrupted(signum)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A block no stop signal interrupts: one that arrives meanwhile is raised when it ends."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self._held:
+            self._held = False
+            raise Interrupted(self.received or signal.SIGINT)
+
+
+@contextmanager
+def _stopped_by_signals() -> Iterator[_Stop]:
+    """SIGINT and SIGTERM handled by a `_Stop` while the block runs, then their handlers as before.
+
+    Handlers can only be set in the main thread: elsewhere the signals keep theirs. A signal ignored
+    when the job starts (SIGINT of a job started in the background by `nohup` or a script) stays ignored.
+    """
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, stop.handle)
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:  # None: a handler set outside Python, which cannot be put back
+                signal.signal(signum, handler)
 
 
 @dataclass
@@ -101,10 +176,31 @@ def _batches(records: Iterable[Record], batch_size: int) -> Iterator[list[Record
 _worker_bundle: TextBundle | None = None  # the bundle of one encoding worker process
 
 
-def _start_worker(bundle: TextBundle) -> None:
+def _start_worker(bundle: TextBundle, job_pid: int) -> None:
+    """Each encoding worker's initializer. The worker leaves the job's process group, so that a stop
+    signal sent to the group reaches the job alone (the job stops its workers itself, after the batches
+    they hold); one sent in the moment before that was held back (the workers are forked with the stop
+    signals blocked) and is dropped here, by ignoring it before unblocking. SIGTERM then gets its
+    default action back: it is how the pool ends its workers when one of them dies. And the worker
+    exits when the job ends without stopping it (killed)."""
     global _worker_bundle
     _worker_bundle = bundle
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the job through the parent alone
+    os.setpgid(0, 0)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    exit_with(job_pid)
+
+
+@contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """The stop signals blocked in this thread (and so in processes it forks) for the block."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _encode_in_worker(texts: list[str]) -> tuple[TextCodes, list[int]]:
@@ -113,13 +209,14 @@ def _encode_in_worker(texts: list[str]) -> tuple[TextCodes, list[int]]:
 
 
 @contextmanager
-def _encoding_workers(bundle: TextBundle, workers: int) -> Iterator[ProcessPoolExecutor | None]:
+def _encoding_workers(bundle: TextBundle, workers: int, stop: _Stop) -> Iterator[ProcessPoolExecutor | None]:
     """`workers` forked processes that encode with `bundle` (None for 0), started right away.
 
     Why processes: tokenizing is pure Python, so encoding is bound by one core's GIL, and it is most
     of the job's time. Forked workers start in milliseconds and inherit the loaded bundle; nothing in
     them touches the database. They are started here, before the progress bar's monitor thread
-    exists, because fork() copies only the calling thread.
+    exists, because fork() copies only the calling thread. A stop signal does not interrupt their
+    shutdown, which waits for the batches they hold.
     """
     if workers == 0:
         yield None
@@ -130,17 +227,24 @@ def _encoding_workers(bundle: TextBundle, workers: int) -> Iterator[ProcessPoolE
     # the job's many short-lived rows trigger, stop rescanning them.
     gc.freeze()
     context = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(bundle,))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(bundle, os.getpid())
+    )
     try:
         pool.submit(int).result()  # a fork-context pool forks all its workers at the first submit
         yield pool
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        with stop.deferred():
+            pool.shutdown(wait=True, cancel_futures=True)
         gc.unfreeze()
 
 
 def _encoded(
-    bundle: TextBundle, batches: Iterator[list[Record]], pool: ProcessPoolExecutor | None, workers: int
+    bundle: TextBundle,
+    batches: Iterator[list[Record]],
+    pool: ProcessPoolExecutor | None,
+    workers: int,
+    stop: _Stop,
 ) -> Iterator[tuple[list[Record], TextCodes, list[int]]]:
     """Each batch with its codes, in input order, encoded by the pool's workers (or here, without one).
 
@@ -151,11 +255,13 @@ def _encoded(
         for batch in batches:
             yield batch, *encode_skipping_empty(bundle, [record.text for record in batch])
         return
-    in_flight: deque[tuple[list[Record], Future]] = deque()
+    in_flight: deque[tuple[list[Record], Future[tuple[TextCodes, list[int]]]]] = deque()
     bad_input: CorpusError | None = None
     try:
         for batch in batches:
-            in_flight.append((batch, pool.submit(_encode_in_worker, [record.text for record in batch])))
+            with stop.deferred():  # not inside the pool's bookkeeping
+                future = pool.submit(_encode_in_worker, [record.text for record in batch])
+            in_flight.append((batch, future))
             if len(in_flight) >= 2 * workers:
                 done, future = in_flight.popleft()
                 yield done, *future.result()
@@ -191,20 +297,26 @@ def index_records(
     `total` (when known) sizes the progress bar; `workers` > 0 encodes in that many processes.
     Documents the model cannot encode (empty, no vocabulary word) are skipped and counted. Safe to
     stop at any moment and run again: batches are committed in input order, each whole or not at all,
-    and documents are upserted by id, so a re-run finishes the job without duplicates.
+    and documents are upserted by id, so a re-run finishes the job without duplicates. In the main
+    thread, SIGINT and SIGTERM raise `Interrupted` between batches (see the module's docstring).
     """
-    collection = _collection_for(session_factory, collection_name, bundle, create)
     report = IndexingReport()
     started = time.perf_counter()
-    with (
-        _encoding_workers(bundle, workers) as pool,
-        tqdm(total=total, unit="doc", disable=not progress, desc=collection_name) as bar,
-        logging_redirect_tqdm(),
-    ):
-        for batch, codes, unencodable in _encoded(bundle, _batches(records, batch_size), pool, workers):
+    with _stopped_by_signals() as stop, ExitStack() as stack:
+        # Threads started with the stop signals blocked keep them blocked (the pool's, the progress bar's
+        # monitor), so a signal always goes to the main thread: taken by another, it would not wake the
+        # main thread from waiting for input. And forked workers start with them blocked.
+        with stop.deferred(), _stop_signals_blocked():
+            collection = _collection_for(session_factory, collection_name, bundle, create)
+            pool = stack.enter_context(_encoding_workers(bundle, workers, stop))
+            bar = stack.enter_context(
+                tqdm(total=total, unit="doc", disable=not progress, desc=collection_name)
+            )
+        stack.enter_context(logging_redirect_tqdm())
+        for batch, codes, unencodable in _encoded(bundle, _batches(records, batch_size), pool, workers, stop):
             skipped = set(unencodable)
             kept = [_incoming(record) for position, record in enumerate(batch) if position not in skipped]
-            with session_factory() as session:
+            with stop.deferred(), session_factory() as session:  # a stop waits for the commit
                 check_batch(collection, bundle, kept)
                 written = write_encoded(session, collection, kept, codes.addresses, codes.long_codes)
                 session.commit()

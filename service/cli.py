@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +19,7 @@ logger = logging.getLogger(__name__)
 # `semhash index` exit codes (2 is click's own, for a bad command line).
 EXIT_BAD_INPUT = 3  # the input, the bundle or the collection is wrong: fix it, then rerun
 EXIT_DATABASE_UNAVAILABLE = 4  # the database went away or is busy: rerun when it is back
-EXIT_INTERRUPTED = 130
+EXIT_STOPPED_BY_SIGNAL = 128  # + the signal's number: 130 on Ctrl-C (SIGINT), 143 on SIGTERM
 
 DATABASE_URL_HELP = "SQLAlchemy database URL (default: SEMHASH_DATABASE_URL, else sqlite:///./semhash.db)."
 
@@ -127,16 +128,12 @@ def index(
     from training.corpus import CorpusError, stream_corpus
 
     settings = _settings(database_url)
-    try:
-        bundle = TextBundle.load(bundle_dir or settings.text_bundle_dir)
-        records, total = stream_corpus(input_path, split)
-    except (BundleError, CorpusError) as err:
-        logger.error("%s", printable(str(err)))
-        raise typer.Exit(code=EXIT_BAD_INPUT) from None
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url)  # connects on first use
     # Whatever stops the job, the batches committed before stay (each is whole): rerun the same command
     # after the fix and it finishes. Each failure is one log line, never a traceback.
     try:
+        bundle = TextBundle.load(bundle_dir or settings.text_bundle_dir)
+        records, total = stream_corpus(input_path, split)
         ensure_at_head(engine)
         report = index_records(
             make_session_factory(engine),
@@ -148,7 +145,7 @@ def index(
             workers=workers,
             progress=progress,
         )
-    except (CorpusError, ConflictError, NotFoundError, DatabaseNotAtHeadError) as err:
+    except (BundleError, CorpusError, ConflictError, NotFoundError, DatabaseNotAtHeadError) as err:
         logger.error("indexing stopped: %s", printable(str(err)))
         raise typer.Exit(code=EXIT_BAD_INPUT) from None
     except (DBAPIError, PoolTimeoutError) as err:
@@ -163,9 +160,13 @@ def index(
             raise typer.Exit(code=EXIT_DATABASE_UNAVAILABLE) from None
         logger.error("indexing stopped: the database refused a batch (%s)", reason)
         raise typer.Exit(code=EXIT_BAD_INPUT) from None
-    except KeyboardInterrupt:
-        logger.warning("interrupted: the batches committed so far stay; run the same command to finish")
-        raise typer.Exit(code=EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt as err:  # the job's `Interrupted` (SIGINT or SIGTERM), or Ctrl-C before it
+        signum = getattr(err, "signum", signal.SIGINT)
+        logger.warning(
+            "interrupted (%s): the batches committed so far stay; run the same command to finish",
+            signal.Signals(signum).name,
+        )
+        raise typer.Exit(code=EXIT_STOPPED_BY_SIGNAL + signum) from None
     finally:
         engine.dispose()
     logger.info(

@@ -61,7 +61,8 @@ def long_code_hex_width(long_bits: int) -> int:
 def hex_to_long_words(long_code: str) -> np.ndarray:
     """A hex long code as the (words,) uint64 array the index compares against."""
     packed = np.frombuffer(bytes.fromhex(long_code), dtype=np.uint8)
-    return long_codes_to_words(packed[np.newaxis, :])[0]
+    words: np.ndarray = long_codes_to_words(packed[np.newaxis, :])[0]
+    return words
 
 
 def stored_codes_to_words(codes: Sequence[bytes], long_bits: int) -> np.ndarray:

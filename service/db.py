@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import psycopg
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -31,6 +33,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     create_engine,
@@ -54,6 +57,8 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    if TYPE_CHECKING:  # as DeclarativeBase declares it, narrowed: every model here maps a plain Table
+        __table__: ClassVar[Table]
 
 
 class Collection(Base):
@@ -125,6 +130,22 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _set_sqlite_pragmas)
     return engine
+
+
+def psycopg_connection(session: Session) -> psycopg.Connection[Any]:
+    """The psycopg connection under `session`'s (PostgreSQL), for what SQLAlchemy does not do: COPY."""
+    connection = session.connection().connection.driver_connection
+    if not isinstance(connection, psycopg.Connection):
+        raise TypeError(f"expected a psycopg connection, got {type(connection).__name__}")
+    return connection
+
+
+def sqlite_connection(session: Session) -> sqlite3.Connection:
+    """The sqlite3 connection under `session`'s (SQLite), for reading rows without SQLAlchemy's cost."""
+    connection = session.connection().connection.driver_connection
+    if not isinstance(connection, sqlite3.Connection):
+        raise TypeError(f"expected a sqlite3 connection, got {type(connection).__name__}")
+    return connection
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

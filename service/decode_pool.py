@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import select
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -28,6 +27,7 @@ from typing import ParamSpec, TypeVar
 from fastapi import Request, status
 
 from service.errors import ServiceError
+from service.parent_watch import exit_with
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,22 +72,11 @@ def default_workers() -> int:
 
 
 def _start_worker(niceness: int, server_pid: int) -> None:
-    """Each worker's initializer: a lower CPU priority, and a thread that ends the worker when the server
-    process ends, however it ends (even killed), so that no worker decodes, or waits, for a server that
-    is gone (a worker's parent is the fork server, which itself lives as long as its workers)."""
+    """Each worker's initializer: a lower CPU priority, and an exit when the server process ends, however
+    it ends (even killed), so that no worker decodes, or waits, for a server that is gone (a worker's
+    parent is the fork server, which itself lives as long as its workers)."""
     os.nice(niceness)
-    threading.Thread(target=_exit_with, args=(server_pid,), name="semhash-server-watch", daemon=True).start()
-
-
-def _exit_with(pid: int) -> None:
-    try:
-        server = os.pidfd_open(pid)  # Linux: a descriptor that becomes readable when `pid` ends
-    except ProcessLookupError:
-        os._exit(0)
-    except (AttributeError, OSError):  # not Linux (5.3 or later): no watch
-        return
-    select.select([server], [], [])
-    os._exit(0)
+    exit_with(server_pid)
 
 
 class DecodePool:
@@ -196,4 +185,5 @@ class DecodePool:
 
 def decode_pool(request: Request) -> DecodePool:
     """The app's pool (made by the lifespan)."""
-    return request.app.state.decode_pool
+    pool: DecodePool = request.app.state.decode_pool
+    return pool

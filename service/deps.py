@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Path, Request, status
@@ -14,7 +15,7 @@ from bundles.text import TextBundle
 from service.db import Collection
 from service.errors import NotFoundError
 from service.index_sync import CollectionIndex, IndexRegistry
-from service.loaded_models import LoadedModelsDep
+from service.loaded_models import LoadedModelsDep, get_loaded_models
 from service.settings import Settings
 from service.store import CollectionRef, find_collection
 from service.validation import CollectionName
@@ -23,7 +24,8 @@ from service.validation import CollectionName
 
 
 async def get_settings_from_app(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
@@ -40,7 +42,8 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 async def get_session_factory(request: Request) -> sessionmaker[Session]:
     """For routes that need the database only on some paths (a session opens lazily)."""
-    return request.app.state.session_factory
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    return factory
 
 
 SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
@@ -54,7 +57,8 @@ BundleDep = Annotated[TextBundle, Depends(get_text_bundle)]
 
 
 async def get_registry(request: Request) -> IndexRegistry:
-    return request.app.state.index_registry
+    registry: IndexRegistry = request.app.state.index_registry
+    return registry
 
 
 RegistryDep = Annotated[IndexRegistry, Depends(get_registry)]
@@ -101,6 +105,48 @@ async def writable_collection(
 
 
 WritableCollectionDep = Annotated[CollectionRef, Depends(writable_collection)]
+
+
+@dataclass(frozen=True)
+class DocumentWrite:
+    """What a document write needs, gathered by one dependency: FastAPI spends tens of microseconds on
+    each dependency of a request, and a single-document write had seven (a fifth of its server CPU)."""
+
+    collection: CollectionRef
+    session_factory: sessionmaker[Session]
+    registry: IndexRegistry
+    settings: Settings
+    bundle: TextBundle | None  # the text bundle, for upserts
+
+
+async def _document_write(request: Request, name: str, x_api_key: str | None, text: bool) -> DocumentWrite:
+    """The API key (401), then the collection (404), then for an upsert the text bundle (503): the order
+    in which the separate dependencies answered."""
+    state = request.app.state
+    _check_key(state.settings, x_api_key)
+    collection = await writable_collection(name, state.index_registry, state.session_factory)
+    bundle = await get_text_bundle(await get_loaded_models(request)) if text else None
+    return DocumentWrite(collection, state.session_factory, state.index_registry, state.settings, bundle)
+
+
+async def document_upsert(
+    request: Request,
+    name: Annotated[CollectionName, Path(description="Collection name.")],
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> DocumentWrite:
+    return await _document_write(request, name, x_api_key, text=True)
+
+
+async def document_delete(
+    request: Request,
+    name: Annotated[CollectionName, Path(description="Collection name.")],
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> DocumentWrite:
+    return await _document_write(request, name, x_api_key, text=False)
+
+
+DocumentUpsertDep = Annotated[DocumentWrite, Depends(document_upsert)]
+DocumentDeleteDep = Annotated[DocumentWrite, Depends(document_delete)]
 
 
 def _check_key(settings: Settings, given: str | None) -> None:

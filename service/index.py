@@ -11,10 +11,10 @@ a new base (`SegmentedIndex.merge`).
 
 The XOR masks of every radius are precomputed in order of popcount, so the shortlist comes out ordered
 by address distance and the lookup stops as soon as `limit` documents are found. The probe loop is
-compiled with numba (`probe_index`): a lookup visits a few hundred addresses and copies a few hundred
-positions, which is microseconds of work, and as vectorised numpy it cost a dozen array calls whose
-fixed overheads were most of the time (23 us against 5 us compiled at radius 2 on 1,000,000
-documents; `benchmarks/search.py`).
+compiled with numba (`service.index_probe`): a lookup visits a few hundred addresses and copies a
+few hundred positions, which is microseconds of work, and as vectorised numpy it cost a dozen array
+calls whose fixed overheads were most of the time (23 us against 5 us compiled at radius 2 on
+1,000,000 documents; `benchmarks/search.py`).
 """
 
 from __future__ import annotations
@@ -22,195 +22,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from service.codes import MAX_ADDRESS_BITS, xor_masks
-from service.index_segments import (
-    ALIVE,
-    DIRTY_CELL,
-    HASH_MULTIPLIER,
-    NO_ENTRY,
-    OFFSET_MASK,
-    Delta,
-    DeltaView,
-    IdStore,
-    Segment,
-)
+from service.index_probe import probe_index, split_found, version_scalars
+from service.index_segments import ALIVE, Delta, DeltaView, IdStore, Segment
 
-# The scalars of a version, in one int64 array (fewer arguments make a cheaper numba call).
-_DENSE, _SHIFT, _HEAD_SHIFT, _DELTA_COUNT, _VERSION = range(5)
 _NO_LABELS = np.zeros(0, np.uint8)
-Int = int | np.int64  # what the compiled kernels' integers are in Python terms (numba ignores annotations)
-
-
-@numba.njit(cache=True, nogil=True)
-def _cell(address: int, dense: bool, shift: np.uint64) -> Int:
-    return address if dense else np.int64((np.uint64(address) * HASH_MULTIPLIER) >> shift)
-
-
-@numba.njit(cache=True, nogil=True)
-def _write_live(
-    out: np.ndarray,
-    size: int,
-    written: int,
-    begin: Int,
-    stop: Int,
-    address: int,
-    label: Int,
-    addresses: np.ndarray,
-    dead: np.ndarray,
-    dense: bool,
-    check_dead: bool,
-    version: int,
-) -> int:
-    """Write the live documents at `address` of a base run into out (up to `size`); the new count.
-    With out empty, only count them."""
-    for position in range(begin, stop):
-        if (dense or addresses[position] == address) and (not check_dead or dead[position] > version):
-            if written == size:
-                return written
-            if out.shape[0]:
-                out[written] = position
-                out[size + written] = label
-            written += 1
-    return written
-
-
-@numba.njit(cache=True, nogil=True)
-def _write_delta(
-    out: np.ndarray,
-    size: int,
-    written: int,
-    entry: int,
-    n: int,
-    address: int,
-    label: Int,
-    entries: np.ndarray,
-    delta_count: int,
-    version: int,
-) -> int:
-    """Like `_write_live`, for the delta chain starting at `entry` (delta entry e is position n + e)."""
-    while entry != NO_ENTRY:
-        if entry < delta_count and entries[entry, 0] == address and entries[entry, 1] > version:
-            if written == size:
-                return written
-            if out.shape[0]:
-                out[written] = n + entry
-                out[size + written] = label
-            written += 1
-        entry = entries[entry, 2]
-    return written
-
-
-# Compiled when this module is imported (or read from numba's on-disk cache), not on the first query.
-@numba.njit(
-    "Tuple((int64[::1], int64))(uint32[::1], uint32[::1], uint32[::1], "
-    "uint32[::1], uint32[:, ::1], int64[::1], int64[::1], int64, uint8[::1], int64)",
-    cache=True,
-    nogil=True,
-)
-def probe_index(
-    table: np.ndarray,
-    addresses: np.ndarray,
-    dead: np.ndarray,
-    head: np.ndarray,
-    entries: np.ndarray,
-    scalars: np.ndarray,
-    probes: np.ndarray,
-    query: int,
-    labels: np.ndarray,
-    limit: int,
-) -> tuple[np.ndarray, int]:
-    """The first `limit` live documents at addresses probes[0] ^ query, probes[1] ^ query, ...
-
-    Base: cell table (cells + 1,) uint32, dense (cell = address) or hashed (cell = address *
-    HASH_MULTIPLIER >> shift, keeping matching addresses), addresses and death stamps (n,) uint32.
-    Delta: chain heads (buckets,) uint32 (empty for none) and entries (capacity, 3) uint32 of
-    (address, death stamp, next entry), below delta_count only; delta entry e is position n + e.
-    scalars: dense, shift, head shift, delta count, version. An entry is live when its stamp >
-    version. probes: (m,) int64 in lookup order (XOR masks by popcount with the query address, or
-    addresses with query 0); labels: (m,) uint8 to report per probe (popcounts), or empty to report
-    the probe's index. Returns out (2k,) int64 with k <= limit, and how many probes were looked up:
-    out[:k] the positions found, out[k:] the label of the probe that found each.
-
-    Two passes, counting then copying into an array of the exact size, as one array (handing each
-    array to Python costs ~0.8 us of a ~5 us lookup). The top bit of a cell's offset says one of
-    its documents died: only then are death stamps read, so a clean dense cell costs two reads.
-    """
-    dense = scalars[_DENSE] != 0
-    shift = np.uint64(scalars[_SHIFT])
-    head_shift = np.uint64(scalars[_HEAD_SHIFT])
-    delta_count = scalars[_DELTA_COUNT]
-    version = scalars[_VERSION]
-    n = addresses.shape[0]
-    has_delta = head.shape[0] > 0
-    none = np.empty(0, dtype=np.int64)
-    probed = probes.shape[0]
-    found: Int = 0
-    for i in range(probes.shape[0]):
-        address = probes[i] ^ query
-        cell = _cell(address, dense, shift)
-        start = table[cell]
-        begin, stop = np.int64(start & OFFSET_MASK), np.int64(table[cell + 1] & OFFSET_MASK)
-        if dense and not start & DIRTY_CELL:
-            found += stop - begin
-        elif begin < stop:
-            found = _write_live(
-                none,
-                limit,
-                found,
-                begin,
-                stop,
-                address,
-                0,
-                addresses,
-                dead,
-                dense,
-                start >= DIRTY_CELL,
-                version,
-            )
-        if has_delta:
-            entry = head[_cell(address, False, head_shift)]
-            found = _write_delta(none, limit, found, entry, n, address, 0, entries, delta_count, version)
-        if found >= limit:
-            probed = i + 1
-            break
-    size = min(found, limit)
-    out = np.empty(2 * size, dtype=np.int64)
-    written = 0
-    for i in range(probed):
-        address = probes[i] ^ query
-        label = np.int64(labels[i]) if labels.shape[0] else np.int64(i)
-        cell = _cell(address, dense, shift)
-        start = table[cell]
-        begin, stop = np.int64(start & OFFSET_MASK), np.int64(table[cell + 1] & OFFSET_MASK)
-        if dense and not start & DIRTY_CELL:
-            for position in range(begin, min(stop, begin + size - written)):
-                out[written] = position
-                out[size + written] = label
-                written += 1
-        elif begin < stop:
-            written = _write_live(
-                out,
-                size,
-                written,
-                begin,
-                stop,
-                address,
-                label,
-                addresses,
-                dead,
-                dense,
-                start >= DIRTY_CELL,
-                version,
-            )
-        if has_delta:
-            entry = head[_cell(address, False, head_shift)]
-            written = _write_delta(
-                out, size, written, entry, n, address, label, entries, delta_count, version
-            )
-    return out, probed
 
 
 @dataclass(slots=True)  # not frozen: built once per query, and a frozen __init__ is slower
@@ -250,7 +68,7 @@ class BitIndex:
         self.version = version
         self._live = live
         self._n = len(base)
-        scalars = np.array([base.dense, base.shift, delta.shift, delta.count, version], np.int64)
+        scalars = version_scalars(base.dense, base.shift, delta.shift, delta.count, version)
         # What every lookup hands the compiled probe loop, gathered once per version.
         self._kernel_arrays = (base.table, base.addresses, base_dead, delta.head, delta.entries, scalars)
 
@@ -305,8 +123,8 @@ class BitIndex:
             raise ValueError(f"limit must be >= 1, got {limit}")
         table = xor_masks(self.address_bits, radius)
         out, probed = probe_index(*self._kernel_arrays, table.masks, address, table.popcounts, limit)
-        found = len(out) // 2
-        return Shortlist(out[:found], out[found:], probed)
+        positions, distances = split_found(out)
+        return Shortlist(positions, distances, probed)
 
     def probe(self, addresses: Sequence[int] | np.ndarray, limit: int) -> Probes:
         """The documents stored at `addresses[0]`, `addresses[1]`, ... in that order, until `limit` are
@@ -319,8 +137,8 @@ class BitIndex:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         out, probed = probe_index(*self._kernel_arrays, probes, 0, _NO_LABELS, limit)
-        found = len(out) // 2
-        return Probes(out[:found], out[found:], probed)
+        positions, probe_indices = split_found(out)
+        return Probes(positions, probe_indices, probed)
 
     def _gather(self, base_values: np.ndarray, delta_values: np.ndarray, positions: np.ndarray) -> np.ndarray:
         positions = np.asarray(positions, np.int64)

@@ -23,7 +23,7 @@ from sqlalchemy import select as sql_select
 from sqlalchemy.orm import Session
 
 from service.codes import long_codes_to_words, stored_codes_to_words
-from service.db import Collection, Document
+from service.db import Collection, Document, psycopg_connection, sqlite_connection
 from service.index_segments import IdStore, Segment
 from service.index_writer import ChangeBatch, Changes
 
@@ -46,7 +46,7 @@ class IndexLoadError(RuntimeError):
 def _big_endian(buffer: np.ndarray, position: int, width: int) -> int:
     value = 0
     for i in range(width):
-        value = (value << 8) | np.int64(buffer[position + i])
+        value = (value << 8) | int(buffer[position + i])
     return value
 
 
@@ -204,7 +204,7 @@ class _Blocks:
 
 
 def _load_postgres(session: Session, collection_id: int, code_bytes: int, progress: _Progress) -> _Blocks:
-    connection = session.connection().connection.driver_connection  # the psycopg connection
+    connection = psycopg_connection(session)
     statement = f"COPY ({_LIVE_ROWS.format(int(collection_id), 'NOT deleted')}) TO STDOUT (FORMAT BINARY)"
     blocks = _Blocks()
     pending: list[bytes] = []
@@ -253,7 +253,7 @@ def _load_postgres(session: Session, collection_id: int, code_bytes: int, progre
 
 
 def _load_sqlite(session: Session, collection_id: int, code_bytes: int, progress: _Progress) -> _Blocks:
-    cursor = session.connection().connection.driver_connection.cursor()  # the sqlite3 connection
+    cursor = sqlite_connection(session).cursor()
     cursor.execute(_LIVE_ROWS.format(int(collection_id), "deleted = 0"))
     blocks = _Blocks()
     while rows := cursor.fetchmany(_SQLITE_BLOCK_ROWS):

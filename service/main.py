@@ -41,6 +41,7 @@ from service.routers import (
     search,
 )
 from service.settings import Settings, get_settings
+from service.write_priority import WritePriority, WritePriorityMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
         )
+    # Around all but the request log: a short write counts as in flight from its arrival.
+    app.state.write_priority = WritePriority(app.state.settings.search_yield_to_writes_ms / 1000)
+    app.add_middleware(WritePriorityMiddleware, priority=app.state.write_priority)
     # Outermost, so that every response (a 413 from the body limit included) carries a request id.
     app.add_middleware(RequestLogMiddleware, log_requests=app.state.settings.log_requests)
     document_configured_maxima(app, app.state.settings)

@@ -42,6 +42,7 @@ def document_configured_maxima(app: FastAPI, settings: Settings) -> None:
                     for parameter in operation.get("parameters", []):
                         if parameter["in"] == "query" and parameter["name"] in maxima:
                             _set_maximum(parameter["schema"], maxima[parameter["name"]])
+            return document
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
         description="How often the in-memory indexes poll SQL for changes made by other processes "
         "(kept under 1.5 s so such changes are searchable within 2 s).",
     )
+    search_yield_to_writes_ms: float = Field(
+        5.0,
+        ge=0,
+        le=50,
+        description="How long a search waits, at most, for single-document writes in flight in its "
+        "process to finish before it runs (service.write_priority); 0: searches never wait.",
+    )
     tombstone_retention_seconds: float = Field(
         3600,
         ge=10,

@@ -30,18 +30,23 @@ class CodingBundle(Protocol):
     def long_bits(self) -> int: ...
 
 
-class CollectionRef(Protocol):
-    """What a write needs to know of its collection: a `Collection` row, or the in-memory index's
-    description of it (`service.index_sync.CollectionIndex`), which spares a read per request."""
+class HashedCollection(Protocol):
+    """What identifies the model a collection was hashed with (a `Collection` row or its index)."""
 
-    @property
-    def id(self) -> int: ...
     @property
     def name(self) -> str: ...
     @property
     def bundle_id(self) -> str: ...
     @property
     def bundle_fingerprint(self) -> str: ...
+
+
+class CollectionRef(HashedCollection, Protocol):
+    """What a write needs to know of its collection: a `Collection` row, or the in-memory index's
+    description of it (`service.index_sync.CollectionIndex`), which spares a read per request."""
+
+    @property
+    def id(self) -> int: ...
     @property
     def long_bits(self) -> int: ...
 
@@ -93,11 +98,16 @@ _TOMBSTONE = (
 )
 
 
+def collection_deleted_meanwhile(collection_id: int) -> NotFoundError:
+    """The 404 of a write whose collection another process deleted since this one looked it up."""
+    return NotFoundError(f"collection {collection_id} was deleted meanwhile")
+
+
 def next_change_seq(session: Session, collection_id: int) -> int:
     """Bump the collection's change counter in this transaction (locking its row until commit)."""
     change_seq = session.connection().execute(_NEXT_CHANGE_SEQ, {"collection": collection_id}).scalar()
     if change_seq is None:
-        raise NotFoundError(f"collection {collection_id} was deleted meanwhile")
+        raise collection_deleted_meanwhile(collection_id)
     return int(change_seq)
 
 

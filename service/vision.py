@@ -11,7 +11,7 @@ float32 array. Every bad input becomes a 4xx with a clear message: 422 in FastAP
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Annotated, Any
 
@@ -26,7 +26,7 @@ from bundles.motor import MotorBundle
 from bundles.sparse import SparseBundle
 from bundles.vision import DigitBundle, ImageBundle
 from service.decode_pool import decode_pool
-from service.errors import InvalidInputError, ServiceError
+from service.errors import InvalidInputError, Location, ServiceError
 from service.imaging import ImageInputError, decode_image, pixels_to_array, to_mnist
 from service.loaded_models import LoadedModelsDep
 from service.settings import Settings
@@ -120,7 +120,7 @@ def _limits(request: Request) -> tuple[int, int]:
     return settings.max_batch_documents, settings.max_image_pixels
 
 
-def _fail(err: ImageInputError, location: tuple[str | int, ...]) -> ServiceError:
+def _fail(err: ImageInputError, location: Location) -> ServiceError:
     if err.too_large:
         return ImageTooLargeError(f"{'.'.join(map(str, location[1:]))}: {err.message}")
     return InvalidInputError(err.message, [location])
@@ -144,7 +144,7 @@ def _as_decoded(gray: np.ndarray) -> np.ndarray:
 
 
 def _normalise_uploads(
-    uploads: list[tuple[tuple[str | int, ...], bytes]], max_pixels: int, transform: Transform
+    uploads: Sequence[tuple[Location, bytes]], max_pixels: int, transform: Transform
 ) -> list[np.ndarray]:
     """Decode and normalise each upload in turn (in the decode pool): one full-size image in memory."""
     rows = []

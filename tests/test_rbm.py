@@ -112,3 +112,40 @@ def test_training_does_not_mutate_input() -> None:
     copy = data.clone()
     train_rbm(BernoulliRBM(10, 4), data, CDSchedule(epochs=1), progress=False)
     assert torch.equal(data, copy)
+
+
+def test_stacked_layer_trains_on_the_up_pass_of_the_layers_below() -> None:
+    """train_or_resume computes the layer's input once (the up-pass below): the same run as training
+    on those features directly, with the same generator."""
+    from models.dbn import up_pass
+    from training.stack import train_or_resume
+
+    data = prototype_data(300, 20)
+    below = [BernoulliRBM(20, 12, generator=torch.Generator().manual_seed(1))]
+    schedule = CDSchedule(epochs=3, batch_size=32, learning_rate=0.1)
+    stacked = BernoulliRBM(12, 6, generator=torch.Generator().manual_seed(2))
+    history = train_or_resume(
+        stacked,
+        "layer1",
+        data,
+        schedule,
+        below=below,
+        checkpoint_dir=None,
+        key="k",
+        validation=data[:50],
+        generator=torch.Generator().manual_seed(3),
+        progress=False,
+    )
+    direct = BernoulliRBM(12, 6, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        features = up_pass(below, data)
+    expected = train_rbm(
+        direct,
+        features,
+        schedule,
+        validation=features[:50],
+        generator=torch.Generator().manual_seed(3),
+        progress=False,
+    )
+    assert torch.allclose(stacked.W, direct.W, atol=1e-6)
+    assert [r["free_energy_gap"] for r in history] == pytest.approx([r["free_energy_gap"] for r in expected])

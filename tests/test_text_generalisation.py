@@ -177,3 +177,60 @@ def test_profiles_scale_with_the_corpus() -> None:
         and big.bottom.batch_size == 2 * full.bottom.batch_size
     )
     assert big.finetune.epochs == round(full.finetune.epochs / 4)
+
+
+def test_wide_balance_weight_decorrelates_long_codes() -> None:
+    """The balance penalty on a wide (32-bit) code: its fit codes end better balanced and less
+    correlated than without it, from the same pretrained stack and seed."""
+    from dataclasses import replace
+
+    from training.text_train import balance_penalty, pretrain_shared, train_code_encoder
+
+    base = replace(PROFILES["tiny"], noise_std=4.0)
+    data = prepare_data(synthetic_topic_corpus(300), base, seed=0)
+    shared, key, _ = pretrain_shared(data, base, checkpoint_dir=None, seed=0, progress=False)
+    penalties = []
+    for weight in (0.0, 8.0):
+        profile = replace(base, wide_balance_weight=weight, noise_warmup_epochs=1.0)
+        assert profile.balance_weight_for(32) == weight and profile.balance_weight_for(16) == 0.0
+        model, report = train_code_encoder(
+            shared, 32, data, profile, checkpoint_dir=None, key=key, seed=0, progress=False, name="long"
+        )
+        with torch.no_grad():
+            penalties.append(float(balance_penalty(model.codes(data.fit).float())))
+    assert penalties[1] < penalties[0]
+
+
+def test_fallback_fine_tuning_runs_only_when_fine_tuning_loses_to_the_pretrained_stack() -> None:
+    from dataclasses import replace
+
+    from training.text_train import pretrain_shared, train_code_encoder, validation_score
+
+    tiny = PROFILES["tiny"]
+    data = prepare_data(synthetic_topic_corpus(300), tiny, seed=0)
+    shared, key, _ = pretrain_shared(data, tiny, checkpoint_dir=None, seed=0, progress=False)
+    ruinous = replace(tiny.finetune, learning_rate=30.0, patience=1)  # wrecks the pretrained stack
+    profile = replace(tiny, finetune=ruinous, fallback={"finetune": tiny.finetune})
+    model, report = train_code_encoder(
+        shared, 32, data, profile, checkpoint_dir=None, key=key, seed=0, progress=False, name="long"
+    )
+    fallback = report["fallback"]
+    assert fallback is not None and fallback["overrides"] == {"finetune": tiny.finetune}
+    kept = (
+        fallback["thresholded_validation_score"]
+        if fallback["chosen"]
+        else report["pretrained_validation_score"]
+    )
+    assert validation_score(model, data, profile) <= kept + 1e-9
+    _, sane = train_code_encoder(
+        shared,
+        32,
+        data,
+        replace(profile, finetune=tiny.finetune),
+        checkpoint_dir=None,
+        key=key,
+        seed=0,
+        progress=False,
+        name="long",
+    )
+    assert (sane["selected_epoch"] == 0) == (sane["fallback"] is not None)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STRICT_PACKAGES = ("models", "bundles", "training")
+STRICT_PACKAGES = ("models", "bundles", "training", "service")
 
 
 def test_packages_type_check_under_mypy_strict() -> None:

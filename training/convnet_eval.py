@@ -9,7 +9,7 @@ digits found, recall = true positives / digits in the strips.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -22,18 +22,24 @@ STRIP_SEED = 2  # the test strips; tuning uses strips of validation digits with 
 TUNE_SEED = 102
 
 
-def match(reading: Reading, strip: Strip, slack: float = 2.0) -> int:
-    """True positives of one reading against the strip's digits (see the module doc)."""
-    used = [False] * len(strip.labels)
-    hits = 0
-    for found in reading.digits:
+def align(reading: Reading, strip: Strip, slack: float = 2.0, same_class: bool = False) -> dict[int, int]:
+    """true digit -> digit read over it: each digit read, left to right, takes the first true digit
+    not taken yet whose ink box (widened by `slack` px) holds its box's centre column (and, with
+    `same_class`, whose label it read)."""
+    pairs: dict[int, int] = {}
+    for j, found in enumerate(reading.digits):
         cx = (found.box[1] + found.box[3]) / 2
         for i, (label, box) in enumerate(zip(strip.labels, strip.boxes, strict=True)):
-            if not used[i] and label == found.digit and box[1] - slack <= cx <= box[3] + slack:
-                used[i] = True
-                hits += 1
+            fits = box[1] - slack <= cx <= box[3] + slack and (not same_class or label == found.digit)
+            if i not in pairs and fits:
+                pairs[i] = j
                 break
-    return hits
+    return pairs
+
+
+def match(reading: Reading, strip: Strip, slack: float = 2.0) -> int:
+    """True positives of one reading against the strip's digits (see the module doc)."""
+    return len(align(reading, strip, slack, same_class=True))
 
 
 def read_strips(
@@ -60,20 +66,27 @@ def read_strips(
 
 
 def tune_reader(bundle: ConvNetBundle, data: MnistSplits, n: int = 300) -> dict[str, Any]:
-    """String accuracy on strips of *validation* digits for a small grid of decoding settings."""
+    """String accuracy on strips of *validation* digits for a small grid of decoding settings:
+    detection (scan step, threshold, min distance) with the class voted by the scan's rows, then the
+    class averaged over shifted windows instead, at the best detection settings."""
     strips = make_strips(data.valid_x, data.valid_y, n, TUNE_SEED)
-    grid = {}
-    for threshold in (0.3, 0.5, 0.7):
-        for min_distance in (6.0, 7.0, 9.0, 11.0):
-            cfg = ReaderConfig(threshold, min_distance, refine=0)
-            grid[f"{threshold}/{min_distance}/0"] = read_strips(bundle, strips, cfg)["string_accuracy"]
-    threshold, min_distance, _ = map(float, max(grid, key=lambda k: grid[k]).split("/"))
-    for refine in (1, 2):  # then the class averaged over shifted windows, at the best detection settings
-        cfg = ReaderConfig(threshold, min_distance, refine)
-        grid[f"{threshold}/{min_distance}/{refine}"] = read_strips(bundle, strips, cfg)["string_accuracy"]
-    threshold, min_distance, best_refine = map(float, max(grid, key=lambda k: grid[k]).split("/"))
-    best = ReaderConfig(threshold, min_distance, int(best_refine))
-    return {"grid": grid, "keys": "threshold/min_distance/refine", "best": asdict(best), "strips": n}
+    grid: dict[str, float] = {}
+
+    def score(cfg: ReaderConfig) -> None:
+        key = f"{cfg.threshold}/{cfg.min_distance}/{cfg.refine}/{int(cfg.fine)}"
+        grid[key] = read_strips(bundle, strips, cfg)["string_accuracy"]
+
+    def best() -> ReaderConfig:
+        threshold, min_distance, refine, fine = max(grid, key=lambda k: grid[k]).split("/")
+        return ReaderConfig(float(threshold), float(min_distance), int(refine), bool(int(fine)))
+
+    for fine in (False, True):
+        for threshold in (0.2, 0.35, 0.5):
+            for min_distance in (4.0, 6.0, 8.0, 10.0):
+                score(ReaderConfig(threshold, min_distance, refine=0, fine=fine))
+    for refine in (1, 2):
+        score(replace(best(), refine=refine))
+    return {"grid": grid, "keys": "threshold/min_distance/refine/fine", "best": asdict(best()), "strips": n}
 
 
 def evaluate_convnet(bundle: ConvNetBundle, data: MnistSplits, n_strips: int = 1000) -> dict[str, Any]:

@@ -24,7 +24,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bundles.io import write_bundle
-from bundles.vision import DIGITS_FORMAT_VERSION
+from bundles.vision import (
+    DIGITS_FORMAT_VERSION,
+    SOFTMAX_BIAS,
+    SOFTMAX_WEIGHT,
+    TOP_RBM_HIDDEN_BIAS,
+    TOP_RBM_VISIBLE_BIAS,
+    TOP_RBM_WEIGHT,
+    stack_layer_names,
+)
 from models.dbn import DBNClassifier, GenerativeDBN, LabelledRBM
 from models.rbm import BernoulliRBM
 from training.backprop import BackpropSchedule, fine_tune
@@ -223,14 +231,14 @@ def export_weights(classifier: DBNClassifier, generative: GenerativeDBN) -> dict
     weights: dict[str, np.ndarray] = {}
     for layer, linear in enumerate(classifier.hidden):
         assert isinstance(linear, nn.Linear)
-        weights[f"finetuned.W{layer}"] = arr(linear.weight.T)
-        weights[f"finetuned.b{layer}"] = arr(linear.bias)
-    weights["finetuned.V"] = arr(classifier.output.weight.T)
-    weights["finetuned.a"] = arr(classifier.output.bias)
+        weight, bias = stack_layer_names("finetuned", layer)
+        weights[weight], weights[bias] = arr(linear.weight.T), arr(linear.bias)
+    weights[SOFTMAX_WEIGHT] = arr(classifier.output.weight.T)
+    weights[SOFTMAX_BIAS] = arr(classifier.output.bias)
     for layer, rbm in enumerate(generative.lower_rbms):
-        weights[f"generative.W{layer}"] = arr(rbm.W)
-        weights[f"generative.b{layer}"] = arr(rbm.hidden_bias)
-    weights["generative.top_W"] = arr(generative.top.W)
-    weights["generative.top_b"] = arr(generative.top.visible_bias)
-    weights["generative.top_c"] = arr(generative.top.hidden_bias)
+        weight, bias = stack_layer_names("generative", layer)
+        weights[weight], weights[bias] = arr(rbm.W), arr(rbm.hidden_bias)
+    weights[TOP_RBM_WEIGHT] = arr(generative.top.W)
+    weights[TOP_RBM_VISIBLE_BIAS] = arr(generative.top.visible_bias)
+    weights[TOP_RBM_HIDDEN_BIAS] = arr(generative.top.hidden_bias)
     return weights

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from bundles.io import write_bundle
-from bundles.vision import IMAGES_FORMAT_VERSION
+from bundles.vision import CODE_MEAN, CODE_ROTATION, CODE_THRESHOLDS, IMAGES_FORMAT_VERSION, stack_layer_names
 from models.image_autoencoder import DeepAutoencoder
 from models.rbm import BernoulliRBM
 from training.backprop import BackpropSchedule, fine_tune
@@ -171,8 +171,8 @@ def export_weights(model: DeepAutoencoder) -> dict[str, np.ndarray]:
     weights = {}
     for part in ("encoder", "decoder"):
         for layer, linear in enumerate(getattr(model, part)):
-            weights[f"{part}.W{layer}"] = arr(linear.weight.T)
-            weights[f"{part}.b{layer}"] = arr(linear.bias)
+            weight, bias = stack_layer_names(part, layer)
+            weights[weight], weights[bias] = arr(linear.weight.T), arr(linear.bias)
     return weights
 
 
@@ -199,7 +199,7 @@ def fit_binary_code(
         rotation = (u @ vt).T
     full = pca @ rotation
     return {
-        "code_mean": mean.astype(np.float32),
-        "code_rotation": full.astype(np.float32),
-        "code_thresholds": np.median(centred @ full, axis=0).astype(np.float32),
+        CODE_MEAN: mean.astype(np.float32),
+        CODE_ROTATION: full.astype(np.float32),
+        CODE_THRESHOLDS: np.median(centred @ full, axis=0).astype(np.float32),
     }

@@ -3,57 +3,40 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from training.mnist import load_mnist
 from training.vision_cli import (
     DataOpt,
-    DeviceOpt,
     DownloadOpt,
     JsonOpt,
-    NoProgressOpt,
-    SeedOpt,
     ThreadsOpt,
+    Trainer,
     _report,
     _set_threads,
-    _train_and_report,
+    add_train_command,
 )
+
+
+def _motor_trainer() -> tuple[Trainer, dict[str, Any]]:
+    from training.motor import PROFILES, train_motor
+
+    return train_motor, PROFILES
 
 
 def register_motor_commands(train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
     """Attach the motor-program commands to `semhash train` and `semhash evaluate`."""
-
-    @train_app.command("motor")
-    def train_motor_command(
-        out: Path = typer.Option(..., "--out", help="Bundle directory to write (checkpoints go inside)."),
-        data: Path | None = DataOpt,
-        profile: str = typer.Option("quick", "--profile", help="quick (minutes) or full."),
-        seed: int = SeedOpt,
-        device: str = DeviceOpt,
-        no_progress: bool = NoProgressOpt,
-        download: bool = DownloadOpt,
-        threads: int = ThreadsOpt,
-    ) -> None:
-        """Train the motor-program digit model: per-class recognition and generative nets (seed 000).
-
-        Interrupted runs resume from OUT/checkpoints when started again with the same options.
-        """
-        from training.motor import PROFILES, train_motor
-
-        _train_and_report(
-            train_motor,
-            PROFILES,
-            "validation_error",
-            out,
-            data,
-            profile,
-            seed,
-            device,
-            no_progress,
-            download,
-            threads,
-        )
+    add_train_command(
+        train_app,
+        "motor",
+        _motor_trainer,
+        "validation_error",
+        "Train the motor-program digit model: per-class recognition and generative nets (seed 000).\n\n"
+        "Interrupted runs resume from OUT/checkpoints when started again with the same options.",
+        out_help="Bundle directory to write (checkpoints go inside).",
+    )
 
     @evaluate_app.command("motor")
     def evaluate_motor_command(

@@ -36,6 +36,7 @@ from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from bundles.io import CONFIG
 from models.predictive import FrameAutoencoder, PredictiveNet
 from training.mnist import MnistSplits
 from training.moving_mnist import MovingMnistSpec, Sequences, sequence_set
@@ -250,4 +251,4 @@ def net_spec(bundle: Path) -> dict[str, Any]:
     """The Moving MNIST settings a bundle was trained on."""
     import json
 
-    return dict(json.loads((Path(bundle) / "config.json").read_text())["data"])
+    return dict(json.loads((Path(bundle) / CONFIG).read_text())["data"])

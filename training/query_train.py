@@ -27,7 +27,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from bundles.query import QueryEncoder, query_features, write_query_encoder
+from bundles.query import QueryEncoder, layer_weights, query_features, write_query_encoder
 from bundles.text import TextBundle
 from bundles.text_features import WordIndex
 from models.query_encoder import QueryEncoderNet
@@ -217,7 +217,7 @@ def train_query_encoder(
             torch.save(saved, checkpoint.with_suffix(".tmp"))
             checkpoint.with_suffix(".tmp").replace(checkpoint)
     net.load_state_dict(state["best"])
-    weights = net.numpy_weights()
+    weights = layer_weights(net.numpy_layers())
     config: dict[str, Any] = {
         "vocab_size": len(vocabulary),
         "layers": layers,

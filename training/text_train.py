@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bundles.text import TextBundle, check_code_sizes, write_text_bundle
+from bundles.text import TextBundle, check_code_sizes, encoder_layer_names, write_text_bundle
 from bundles.text_features import WordIndex, cap_lengths, count_matrix, fit_vocabulary
 from models.autoencoder import DeepAutoencoder
 from models.rbm import RBM, BernoulliRBM, ConstrainedPoissonRBM
@@ -92,6 +92,12 @@ class TextProfile:
     # fine-tuning loss of address codes (<= WIDE_CODE_BITS): spreads documents over the addresses, so
     # a Hamming ball holds fewer of them.
     balance_weight: float = 0.0
+    # The same penalty's weight for wide codes (> WIDE_CODE_BITS): correlated bits of a long code
+    # count the same evidence twice in a Hamming distance.
+    wide_balance_weight: float = 0.0
+    # The code noise std grows linearly from 0 to its value over this many fine-tuning epochs, so the
+    # pretrained code (not yet bimodal: |z| of a few units) is not drowned by std-16 noise at once.
+    noise_warmup_epochs: float = 0.0
     # Address codes (<= WIDE_CODE_BITS): an epoch whose radius-3 ball around validation documents
     # holds more than this share of the fit documents is chosen only when no epoch holds less
     # (among those, the one holding least). None: precision alone chooses.
@@ -99,6 +105,10 @@ class TextProfile:
     # Reconstruct the idf-weighted word distribution (v_i idf_i / sum_j v_j idf_j) instead of v / N:
     # frequent, uninformative words then weigh less in what the code must explain.
     idf_target: bool = False
+    # Profile overrides (top-level fields) for a second, gentler fine-tuning of a code whose fine-tuning
+    # under this profile did not beat its pretrained stack on validation; the better of the two (after
+    # median thresholds) is kept. None: no second try.
+    fallback: dict[str, Any] | None = None
     validation_fraction: float = 0.1  # share of the training documents held out for early stopping
     # Corpora with more fit documents than this train on the same number of document passes as one of
     # this size (epochs x reference / n) on batches sqrt(n / reference) times larger, so training time
@@ -125,6 +135,10 @@ class TextProfile:
         return replace(
             self, bottom=scale(self.bottom), upper=scale(self.upper), finetune=scale(self.finetune)
         )
+
+    def balance_weight_for(self, bits: int) -> float:
+        """The weight of `balance_penalty` in the fine-tuning loss of a `bits`-wide code."""
+        return self.wide_balance_weight if bits > WIDE_CODE_BITS else self.balance_weight
 
     def noise_std_for(self, bits: int) -> float:
         """The code noise std of a `bits`-wide code."""
@@ -358,14 +372,92 @@ def train_code_encoder(
     pretrained_score = validation_score(model, data, profile)
     pretrained_state = {k: v.clone() for k, v in model.state_dict().items()}
     log.info("%s: %d-bit pretrained stack, validation score %.4f", name, bits, pretrained_score)
+    history, best_epoch = fine_tune_code(
+        model, data, profile, generator=generator, name=name, progress=progress, deadline=deadline
+    )
+    best_score = min(record["validation"] for record in history)
+    if pretrained_score <= best_score:  # the un-fine-tuned stack wins: epoch 0
+        model.load_state_dict(pretrained_state)
+        best_epoch, best_score = 0, pretrained_score
+    thresholded_score, median_thresholds = median_threshold(model, data, profile, best_score)
+    fallback: dict[str, Any] | None = None
+    if best_epoch == 0 and profile.fallback:
+        # the profile's fine-tuning lost to the pretrained stack: try the gentler one from that stack
+        chosen = {k: v.clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(pretrained_state)
+        gentle = replace(profile, **profile.fallback)
+        gentle_history, gentle_epoch = fine_tune_code(
+            model,
+            data,
+            gentle,
+            generator=generator,
+            name=f"{name} fallback",
+            progress=progress,
+            deadline=deadline,
+        )
+        gentle_best = min(record["validation"] for record in gentle_history)
+        gentle_thresholded, gentle_median = median_threshold(model, data, gentle, gentle_best)
+        fallback = {
+            "overrides": profile.fallback,
+            "selected_epoch": gentle_epoch,
+            "validation_score": gentle_best,
+            "thresholded_validation_score": gentle_thresholded,
+            "fine_tune": gentle_history,
+            "chosen": gentle_thresholded < thresholded_score,
+        }
+        log.info(
+            "%s: %d-bit fallback fine-tuning scores %.4f against the pretrained stack's %.4f",
+            name,
+            bits,
+            gentle_thresholded,
+            thresholded_score,
+        )
+        if fallback["chosen"]:
+            best_epoch, best_score = gentle_epoch, gentle_best
+            thresholded_score, median_thresholds = gentle_thresholded, gentle_median
+        else:
+            model.load_state_dict(chosen)
+    report = {
+        "bits": bits,
+        "selected_epoch": best_epoch,
+        "validation_score": best_score,
+        "validation_metric": "neg_precision" if data.relevance is not None else "reconstruction_loss",
+        "pretrained_validation_score": pretrained_score,
+        "median_thresholds": median_thresholds,
+        "thresholded_validation_score": thresholded_score,
+        "code_rbm": top_history,
+        "fine_tune": history,
+        "fallback": fallback,
+    }
+    return model, report
+
+
+def fine_tune_code(
+    model: DeepAutoencoder,
+    data: TextData,
+    profile: TextProfile,
+    *,
+    generator: torch.Generator,
+    name: str,
+    progress: bool,
+    deadline: float | None,
+) -> tuple[list[dict[str, float]], int]:
+    """Fine-tune the unrolled stack with noisy code units (step 4); the model ends on its best epoch
+    by validation. Returns (history, best epoch)."""
+    bits = model.code_bits
     noise_std = profile.noise_std_for(bits)
     fixed_noise = torch.randn(data.fit.shape[0], bits, generator=generator) * noise_std
-
     idf = torch.from_numpy(data.idf.astype(np.float32))
+    balance_weight = profile.balance_weight_for(bits)
+    warmup_steps = profile.noise_warmup_epochs * math.ceil(data.fit.shape[0] / profile.finetune.batch_size)
+    steps = [0]  # minibatches seen, for the noise warm-up
 
     def loss_fn(net: DeepAutoencoder, counts: Tensor, noise: Tensor | None) -> Tensor:
+        ramp = min(1.0, steps[0] / warmup_steps) if warmup_steps > 0 else 1.0
+        steps[0] += 1
         if noise is None:  # fresh noise for this minibatch
             noise = torch.randn(counts.shape[0], bits, generator=generator) * noise_std
+        noise = noise * ramp
         inputs = counts
         if profile.word_dropout > 0:
             inputs = counts * (torch.rand(counts.shape, generator=generator) >= profile.word_dropout)
@@ -373,11 +465,11 @@ def train_code_encoder(
         y = net.encode(inputs, noise)
         log_p = net.decode_log_probs(y)
         loss = -((target / target.sum(dim=1, keepdim=True).clamp_min(1e-6)) * log_p).sum(dim=1).mean()
-        if profile.balance_weight > 0 and bits <= WIDE_CODE_BITS:  # addresses: what Hamming balls index
-            loss = loss + profile.balance_weight * balance_penalty(y)
+        if balance_weight > 0:
+            loss = loss + balance_weight * balance_penalty(y)
         return loss
 
-    history, best_epoch = fine_tune(
+    return fine_tune(
         model,
         loss_fn,  # type: ignore[arg-type]
         data.fit,
@@ -389,31 +481,15 @@ def train_code_encoder(
         progress=progress,
         deadline=deadline,
     )
-    best_score = min(record["validation"] for record in history)
-    if pretrained_score <= best_score:  # the un-fine-tuned stack wins: epoch 0
-        model.load_state_dict(pretrained_state)
-        best_epoch, best_score = 0, pretrained_score
-    thresholded_score, median_thresholds = median_threshold(model, data, profile, best_score)
-    report = {
-        "bits": bits,
-        "selected_epoch": best_epoch,
-        "validation_score": best_score,
-        "validation_metric": "neg_precision" if data.relevance is not None else "reconstruction_loss",
-        "pretrained_validation_score": pretrained_score,
-        "median_thresholds": median_thresholds,
-        "thresholded_validation_score": thresholded_score,
-        "code_rbm": top_history,
-        "fine_tune": history,
-    }
-    return model, report
 
 
-def encoder_weights(model: DeepAutoencoder, prefix: str) -> dict[str, np.ndarray]:
+def encoder_weights(model: DeepAutoencoder, code: str) -> dict[str, np.ndarray]:
     """The encoder's parameters as numpy arrays named as in a text bundle."""
     arrays = {}
     for layer, (w, b) in enumerate(zip(model.encoder_weights, model.encoder_biases, strict=True)):
-        arrays[f"{prefix}.encoder.{layer}.weight"] = w.detach().cpu().numpy()
-        arrays[f"{prefix}.encoder.{layer}.bias"] = b.detach().cpu().numpy()
+        weight, bias = encoder_layer_names(code, layer)
+        arrays[weight] = w.detach().cpu().numpy()
+        arrays[bias] = b.detach().cpu().numpy()
     return arrays
 
 
@@ -502,6 +578,7 @@ def train_text_bundle(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     histories = [*shared_history] + [reports[c][k] for c in reports for k in ("code_rbm", "fine_tune")]
+    histories += [reports[c]["fallback"]["fine_tune"] for c in reports if reports[c]["fallback"]]
     metrics = {
         "train_seconds": seconds,
         # seconds of every epoch behind the bundle, including layers resumed from checkpoints

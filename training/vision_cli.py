@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from training.mnist import load_mnist
+from training.mnist import MnistSplits, load_mnist
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +23,7 @@ DataOpt = typer.Option(
 DownloadOpt = typer.Option(
     False, "--download", help="If MNIST is not found locally, fetch it into ~/.cache/semhash/mnist."
 )
-ProfileOpt = typer.Option(
-    "quick",
-    "--profile",
-    help="quick (about a minute), full (paper scale) or, for digits, full-plain (no dropout).",
-)
+MNIST_PROFILE_HELP = "quick (about a minute), full (paper scale) or, for digits, full-plain (no dropout)."
 SeedOpt = typer.Option(0, "--seed", help="Random seed.")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 NoProgressOpt = typer.Option(False, "--no-progress", help="No progress bars.")
@@ -91,98 +87,121 @@ def _train_and_report(
     typer.echo(json.dumps(summary, indent=2))
 
 
+Trainer = Callable[..., dict[str, Any]]  # train(config, data, out, progress=...) -> metrics
+Evaluator = Callable[[Path, MnistSplits, Path | None], dict[str, Any]]  # (bundle, data, plots) -> results
+
+
+def add_train_command(
+    train_app: typer.Typer,
+    name: str,
+    trainer: Callable[[], tuple[Trainer, dict[str, Any]]],
+    validation_key: str,
+    doc: str,
+    *,
+    out_help: str = "Bundle directory to write.",
+    profile_help: str = "quick (minutes) or full.",
+) -> None:
+    """Register `semhash train NAME` with the options every MNIST model's training takes (--out, --data,
+    --profile, --seed, --device, --no-progress, --download, --threads): it trains with the named profile
+    and prints where the bundle went and how it validated. `trainer()` imports the training code (only
+    when the command runs) and returns the train function and its profiles; `doc` is the command's help."""
+
+    def command(
+        out: Path = typer.Option(..., "--out", help=out_help),
+        data: Path | None = DataOpt,
+        profile: str = typer.Option("quick", "--profile", help=profile_help),
+        seed: int = SeedOpt,
+        device: str = DeviceOpt,
+        no_progress: bool = NoProgressOpt,
+        download: bool = DownloadOpt,
+        threads: int = ThreadsOpt,
+    ) -> None:
+        train, profiles = trainer()
+        _train_and_report(
+            train, profiles, validation_key, out, data, profile, seed, device, no_progress, download, threads
+        )
+
+    command.__doc__ = doc
+    train_app.command(name)(command)
+
+
+def add_evaluate_command(
+    evaluate_app: typer.Typer, name: str, evaluator: Callable[[], Evaluator], bundle_help: str, doc: str
+) -> None:
+    """Register `semhash evaluate NAME` with --bundle, --data, --json, --plots and --download: it prints
+    (and writes to --json) what `evaluator()(bundle, MNIST, plots)` returns."""
+
+    def command(
+        bundle: Path = typer.Option(..., "--bundle", help=bundle_help),
+        data: Path | None = DataOpt,
+        json_out: Path | None = JsonOpt,
+        plots: Path | None = PlotsOpt,
+        download: bool = DownloadOpt,
+    ) -> None:
+        _report(evaluator()(bundle, load_mnist(data, download=download), plots), json_out)
+
+    command.__doc__ = doc
+    evaluate_app.command(name)(command)
+
+
+def _digits_trainer() -> tuple[Trainer, dict[str, Any]]:
+    from training.digits import PROFILES, train_digits
+
+    return train_digits, PROFILES
+
+
+def _images_trainer() -> tuple[Trainer, dict[str, Any]]:
+    from training.images import PROFILES, train_images
+
+    return train_images, PROFILES
+
+
+def _sparse_trainer() -> tuple[Trainer, dict[str, Any]]:
+    from training.sparse import PROFILES
+    from training.sparse_train import train_sparse
+
+    return train_sparse, PROFILES
+
+
+def _digits_evaluator() -> Evaluator:
+    from training.vision_eval import evaluate_digits
+
+    return evaluate_digits
+
+
+def _images_evaluator() -> Evaluator:
+    from training.vision_eval import evaluate_images
+
+    return evaluate_images
+
+
 def register_vision_commands(train_app: typer.Typer, evaluate_app: typer.Typer) -> None:
     """Attach the MNIST commands to `semhash train` and `semhash evaluate`."""
-
-    @train_app.command("digits")
-    def train_digits_command(
-        out: Path = typer.Option(..., "--out", help="Bundle directory to write."),
-        data: Path | None = DataOpt,
-        profile: str = ProfileOpt,
-        seed: int = SeedOpt,
-        device: str = DeviceOpt,
-        no_progress: bool = NoProgressOpt,
-        download: bool = DownloadOpt,
-        threads: int = ThreadsOpt,
-    ) -> None:
-        """Train the DBN digit recognisers (fine-tuned and generative) on MNIST."""
-        from training.digits import PROFILES, train_digits
-
-        _train_and_report(
-            train_digits,
-            PROFILES,
-            "validation_error",
-            out,
-            data,
-            profile,
-            seed,
-            device,
-            no_progress,
-            download,
-            threads,
-        )
-
-    @train_app.command("images")
-    def train_images_command(
-        out: Path = typer.Option(..., "--out", help="Bundle directory to write."),
-        data: Path | None = DataOpt,
-        profile: str = ProfileOpt,
-        seed: int = SeedOpt,
-        device: str = DeviceOpt,
-        no_progress: bool = NoProgressOpt,
-        download: bool = DownloadOpt,
-        threads: int = ThreadsOpt,
-    ) -> None:
-        """Train the 784-1000-500-250-30 image autoencoder on MNIST."""
-        from training.images import PROFILES, train_images
-
-        _train_and_report(
-            train_images,
-            PROFILES,
-            "validation_mse",
-            out,
-            data,
-            profile,
-            seed,
-            device,
-            no_progress,
-            download,
-            threads,
-        )
-
-    @train_app.command("sparse")
-    def train_sparse_command(
-        out: Path = typer.Option(..., "--out", help="Bundle directory to write."),
-        data: Path | None = DataOpt,
-        profile: str = typer.Option(
-            "quick",
-            "--profile",
-            help="quick (256 atoms, minutes), full (1024 atoms on whole images) or patches (256 atoms "
-            "on 12x12 patches; not servable by the images routes).",
-        ),
-        seed: int = SeedOpt,
-        device: str = DeviceOpt,
-        no_progress: bool = NoProgressOpt,
-        download: bool = DownloadOpt,
-        threads: int = ThreadsOpt,
-    ) -> None:
-        """Train a PSD dictionary and encoder, then LISTA, on MNIST (the sparse image coder)."""
-        from training.sparse import PROFILES
-        from training.sparse_train import train_sparse
-
-        _train_and_report(
-            train_sparse,
-            PROFILES,
-            "validation",
-            out,
-            data,
-            profile,
-            seed,
-            device,
-            no_progress,
-            download,
-            threads,
-        )
+    add_train_command(
+        train_app,
+        "digits",
+        _digits_trainer,
+        "validation_error",
+        "Train the DBN digit recognisers (fine-tuned and generative) on MNIST.",
+        profile_help=MNIST_PROFILE_HELP,
+    )
+    add_train_command(
+        train_app,
+        "images",
+        _images_trainer,
+        "validation_mse",
+        "Train the 784-1000-500-250-30 image autoencoder on MNIST.",
+        profile_help=MNIST_PROFILE_HELP,
+    )
+    add_train_command(
+        train_app,
+        "sparse",
+        _sparse_trainer,
+        "validation",
+        "Train a PSD dictionary and encoder, then LISTA, on MNIST (the sparse image coder).",
+        profile_help="quick (256 atoms, minutes), full (1024 atoms on whole images) or patches (256 atoms "
+        "on 12x12 patches; not servable by the images routes).",
+    )
 
     @evaluate_app.command("sparse")
     def evaluate_sparse_command(
@@ -220,28 +239,17 @@ def register_vision_commands(train_app: typer.Typer, evaluate_app: typer.Typer) 
         )
         _report(results, json_out)
 
-    @evaluate_app.command("digits")
-    def evaluate_digits_command(
-        bundle: Path = typer.Option(..., "--bundle", help="Digits bundle directory."),
-        data: Path | None = DataOpt,
-        json_out: Path | None = JsonOpt,
-        plots: Path | None = PlotsOpt,
-        download: bool = DownloadOpt,
-    ) -> None:
-        """MNIST test error of both recognisers, confusion matrix, per-class errors, worst images."""
-        from training.vision_eval import evaluate_digits
-
-        _report(evaluate_digits(bundle, load_mnist(data, download=download), plots), json_out)
-
-    @evaluate_app.command("images")
-    def evaluate_images_command(
-        bundle: Path = typer.Option(..., "--bundle", help="Images bundle directory."),
-        data: Path | None = DataOpt,
-        json_out: Path | None = JsonOpt,
-        plots: Path | None = PlotsOpt,
-        download: bool = DownloadOpt,
-    ) -> None:
-        """Reconstruction error (autoencoder vs 30-D PCA), binary-code precision@100, plots."""
-        from training.vision_eval import evaluate_images
-
-        _report(evaluate_images(bundle, load_mnist(data, download=download), plots), json_out)
+    add_evaluate_command(
+        evaluate_app,
+        "digits",
+        _digits_evaluator,
+        "Digits bundle directory.",
+        "MNIST test error of both recognisers, confusion matrix, per-class errors, worst images.",
+    )
+    add_evaluate_command(
+        evaluate_app,
+        "images",
+        _images_evaluator,
+        "Images bundle directory.",
+        "Reconstruction error (autoencoder vs 30-D PCA), binary-code precision@100, plots.",
+    )

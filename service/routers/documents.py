@@ -8,17 +8,7 @@ from fastapi import APIRouter, Depends, Path, Response, status
 
 from bundles.text import EmptyDocumentError
 from service.codes import address_to_code
-from service.deps import (
-    BundleDep,
-    CollectionDep,
-    RegistryDep,
-    SessionDep,
-    SessionFactoryDep,
-    SettingsDep,
-    WritableCollectionDep,
-    require_read_key,
-    require_write_key,
-)
+from service.deps import CollectionDep, DocumentDeleteDep, DocumentUpsertDep, SessionDep, require_read_key
 from service.errors import InvalidInputError
 from service.schemas import DocumentPublic, DocumentsUpsert, UpsertResult
 from service.store import delete_document, find_document
@@ -32,27 +22,22 @@ DocumentId = Annotated[DocumentIdStr, Path(description="The document's id.")]
 
 # The writes take one thread-pool hop, the route's own: they open their session themselves (entering
 # and closing SessionDep's would cost a hop each) and serialise their answer (FastAPI would validate a
-# returned model again in another hop). Under load, every hop waits its turn for the GIL.
+# returned model again in another hop). Under load, every hop waits its turn for the GIL. What they
+# need comes from one dependency each (`service.deps.DocumentWrite`), which checks the API key.
 
 
-@router.post("", response_model=UpsertResult, dependencies=[Depends(require_write_key)])
-def upsert(
-    body: DocumentsUpsert,
-    collection: WritableCollectionDep,
-    session_factory: SessionFactoryDep,
-    bundle: BundleDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
-) -> Response:
+@router.post("", response_model=UpsertResult)
+def upsert(body: DocumentsUpsert, write: DocumentUpsertDep) -> Response:
     """Insert or replace a batch of documents by id; nothing is written if any of them is invalid."""
-    if len(body.documents) > settings.max_batch_documents:
+    if len(body.documents) > write.settings.max_batch_documents:
         raise InvalidInputError(
-            f"at most {settings.max_batch_documents} documents per request", [("body", "documents")]
+            f"at most {write.settings.max_batch_documents} documents per request", [("body", "documents")]
         )
+    assert write.bundle is not None  # document_upsert loads it
     documents = [IncomingDocument(item.id, item.text, item.metadata) for item in body.documents]
-    with session_factory() as session:  # closing it rolls back a failed batch: all or nothing
+    with write.session_factory() as session:  # closing it rolls back a failed batch: all or nothing
         try:
-            written = upsert_documents(session, collection, bundle, documents)
+            written = upsert_documents(session, write.collection, write.bundle, documents)
         except DuplicateIdsError as err:
             locations = [("body", "documents", index, "id") for index in err.indices]
             raise InvalidInputError("duplicate document id within the batch", locations) from err
@@ -60,7 +45,7 @@ def upsert(
             locations = [("body", "documents", index, "text") for index in err.indices]
             raise InvalidInputError.empty_text(locations) from err
         session.commit()
-    registry.apply_written(written)
+    write.registry.apply_written(written)
     return Response(UpsertResult(upserted=len(written)).model_dump_json(), media_type="application/json")
 
 
@@ -80,17 +65,10 @@ def get(document_id: DocumentId, collection: CollectionDep, session: SessionDep)
     )
 
 
-@router.delete(
-    "/{document_id:path}", status_code=status.HTTP_204_NO_CONTENT, dependencies=[Depends(require_write_key)]
-)
-def delete(
-    document_id: DocumentId,
-    collection: WritableCollectionDep,
-    session_factory: SessionFactoryDep,
-    registry: RegistryDep,
-) -> None:
+@router.delete("/{document_id:path}", status_code=status.HTTP_204_NO_CONTENT)
+def delete(document_id: DocumentId, write: DocumentDeleteDep) -> None:
     """Delete one document."""
-    with session_factory() as session:
-        written = delete_document(session, collection, document_id)
+    with write.session_factory() as session:
+        written = delete_document(session, write.collection, document_id)
         session.commit()
-    registry.apply_written(written)
+    write.registry.apply_written(written)

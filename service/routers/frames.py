@@ -120,8 +120,8 @@ async def _read_multipart(request: Request, max_pixels: int) -> tuple[list[np.nd
     try:
         options = PredictRequest(
             frames=[[[0.0]]] * MIN_FRAMES,  # placeholders: the uploads are checked below
-            k=form.get("k", 1),  # type: ignore[arg-type]
-            include_pixels=form.get("include_pixels", False),  # type: ignore[arg-type]
+            k=form.get("k", 1),
+            include_pixels=form.get("include_pixels", False),
         )
     except ValidationError as err:
         raise _validation_error(err) from err

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from service.deps import (
     BundleDep,
@@ -30,10 +30,12 @@ def search_collection(
     bundle: BundleDep,
     session_factory: SessionFactoryDep,
     settings: SettingsDep,
+    http: Request,
 ) -> Response:
     """Documents like a text, a stored document (`document_id`), a code or an address: candidates from
     the code index (the most likely addresses of a text query, a Hamming ball around the others') and,
     for `fused`/`bm25`, the documents holding the query's rarest words, reranked."""
+    http.app.state.write_priority.wait_for_writes()  # short writes first (service.write_priority)
     response = run_search(request, collection, bundle, session_factory, settings)
     # The hot path: validated once here and serialised directly, rather than re-validated by FastAPI
     # in a second thread-pool hop (the response_model above still documents it).

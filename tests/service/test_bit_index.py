@@ -56,6 +56,32 @@ def test_lookup_equals_brute_force_in_distance_order(
     assert np.all(np.diff(shortlist.distances.astype(int)) >= 0)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(1, 3000),
+    address_bits=st.sampled_from([3, 6, 9, 26]),
+    radius=st.integers(0, 3),
+    limit=st.integers(1, 400),
+)
+def test_a_limit_cuts_the_full_ball_in_its_order(
+    seed: int, n: int, address_bits: int, radius: int, limit: int
+) -> None:
+    """Runs of every length (many documents per address at 3-9 bits, hashed cells at 26), cut by the
+    limit anywhere: the shortlist is the first `limit` of the whole ball, positions and distances."""
+    rng = np.random.default_rng(seed)
+    index = random_index(rng, n, address_bits)
+    query = int(rng.integers(0, 1 << address_bits))
+    full = index.lookup(query, radius, limit=10_000)
+    cut = index.lookup(query, radius, limit)
+    assert cut.positions.tolist() == full.positions[:limit].tolist()
+    assert cut.distances.tolist() == full.distances[:limit].tolist()
+    probes = rng.integers(0, 1 << address_bits, 8)
+    whole, first = index.probe(probes, 10_000), index.probe(probes, limit)
+    assert first.positions.tolist() == whole.positions[:limit].tolist()
+    assert first.probe_indices.tolist() == whole.probe_indices[:limit].tolist()
+
+
 def test_dense_and_hashed_cells_agree() -> None:
     row_ids, ids, addresses, words = random_documents(np.random.default_rng(2), 3000, 16)
     small = BitIndex.build(16, row_ids, ids, addresses, words)

@@ -10,16 +10,19 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from processes import PATIENCE_SECONDS, all_ended, children, watching
 from sqlalchemy import event, select
 from typer.testing import CliRunner
 
 from bundles.text import TextBundle
 from semhash_cli import app as cli
-from service.bulk import index_records
+from service.bulk import Interrupted, index_records
 from service.db import Collection, Document, make_engine, make_session_factory
 from training.corpus import Corpus
 
@@ -107,7 +110,7 @@ def test_a_run_killed_mid_batch_leaves_whole_batches_and_the_rerun_finishes(
     assert sorted(documents) == sorted(topic_corpus.ids)
 
 
-def test_documents_indexed_by_another_process_are_searchable_within_two_seconds(
+def test_documents_indexed_by_another_process_become_searchable(
     client: TestClient, migrated_url: str, text_bundle: TextBundle, topic_corpus: Corpus
 ) -> None:
     assert client.post("/v1/collections", json={"name": "news"}).status_code == 201
@@ -121,7 +124,9 @@ def test_documents_indexed_by_another_process_are_searchable_within_two_seconds(
             batch_size=50,
             workers=2,  # the CLI's default on a 2-core machine: forked encoding workers
         )
-        written = time.monotonic()
+        # A hang detector, not a latency check (a loaded machine can starve the poller for seconds);
+        # benchmarks/scale.py measures how soon another process sees a write.
+        deadline = time.monotonic() + 60
         target = topic_corpus.ids[123]
         while True:
             response = client.post(
@@ -130,7 +135,7 @@ def test_documents_indexed_by_another_process_are_searchable_within_two_seconds(
             )
             if target in {hit["id"] for hit in response.json()["data"]}:
                 break
-            assert time.monotonic() - written < 2.0, "the server's index did not catch up within 2 s"
+            assert time.monotonic() < deadline, "the server's index did not catch up within 60 s"
             time.sleep(0.05)
     finally:
         job_engine.dispose()
@@ -224,27 +229,58 @@ def test_bad_input_stops_the_job_with_its_line_and_keeps_earlier_batches(
     assert sorted(live_documents(migrated_url, "news")) == sorted(first_four.ids)
 
 
-def test_ctrl_c_stops_the_job_and_its_workers_cleanly_and_a_rerun_finishes(
-    migrated_url: str, models_dir: Path, topic_corpus: Corpus, tmp_path: Path
+def test_a_stop_signal_during_a_batch_is_held_until_the_batch_has_committed(
+    migrated_url: str, text_bundle: TextBundle, topic_corpus: Corpus
 ) -> None:
-    # The job reads a named pipe: it gets 10 batches, and then waits for more input, which never comes, so
-    # it is still running when it is interrupted however fast or slow the machine (no timing involved).
-    copies = 15
-    lines = [
+    engine = make_engine(migrated_url)
+    inserts = 0
+
+    def stop_inside_the_third_batch(_conn, _cursor, statement: str, *_args: object) -> None:
+        nonlocal inserts
+        if statement.lstrip().upper().startswith("INSERT INTO DOCUMENTS"):
+            inserts += 1
+            if inserts == 3:
+                os.kill(os.getpid(), signal.SIGTERM)  # as `kill` would, between the INSERT and the COMMIT
+
+    event.listen(engine, "before_cursor_execute", stop_inside_the_third_batch)
+    try:
+        with pytest.raises(Interrupted) as stopped:
+            index_records(
+                make_session_factory(engine), "news", topic_corpus.records(), text_bundle, batch_size=32
+            )
+    finally:
+        event.remove(engine, "before_cursor_execute", stop_inside_the_third_batch)
+        engine.dispose()
+    assert stopped.value.signum == signal.SIGTERM and inserts == 3
+    assert sorted(live_documents(migrated_url, "news")) == sorted(topic_corpus.ids[:96])  # 3 whole batches
+
+
+def copies_of(corpus: Corpus, copies: int) -> list[str]:
+    """JSON lines of `copies` copies of the corpus (ids made distinct)."""
+    return [
         json.dumps({"id": f"{copy}-{external_id}", "text": text}) + "\n"
         for copy in range(copies)
-        for external_id, text in zip(topic_corpus.ids, topic_corpus.texts, strict=True)
+        for external_id, text in zip(corpus.ids, corpus.texts, strict=True)
     ]
+
+
+@contextmanager
+def indexing_from_a_pipe(
+    tmp_path: Path, models_dir: Path, url: str, lines: list[str]
+) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """`semhash index` with 2 encoding workers and batches of 20, reading a named pipe that gives it
+    `lines` and then waits for more, which never comes: the job is still running however fast or slow
+    the machine (no timing involved). Yields the job once it has committed a batch (give it more than 4
+    batches: the first is written when the workers have 4), with pidfds of its workers (`processes`)."""
     pipe = tmp_path / "many.jsonl"
     os.mkfifo(pipe)
     semhash = Path(sys.executable).with_name("semhash")
-    arguments = index_arguments(pipe, models_dir, migrated_url, batch_size=20, collection="many")
-    command = [str(semhash), *arguments, "--workers", "2"]
-    # Its own process group, as a terminal's foreground job: Ctrl-C reaches the job and its workers.
+    arguments = index_arguments(pipe, models_dir, url, batch_size=20, collection="many")
+    # Its own process group, as a terminal's foreground job: a Ctrl-C goes to every process in it.
     # SIGINT's default action restored in the child: a test run started in the background by a script
     # inherits SIGINT ignored, and an ignored SIGINT stays ignored across exec (a terminal's job never is).
     job = subprocess.Popen(
-        command,
+        [str(semhash), *arguments, "--workers", "2"],
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
@@ -252,7 +288,7 @@ def test_ctrl_c_stops_the_job_and_its_workers_cleanly_and_a_rerun_finishes(
     )
     writer = None
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + PATIENCE_SECONDS
         while writer is None:  # opening a pipe's writing end succeeds once the job has opened it to read
             try:
                 writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
@@ -260,26 +296,48 @@ def test_ctrl_c_stops_the_job_and_its_workers_cleanly_and_a_rerun_finishes(
                 assert job.poll() is None and time.monotonic() < deadline, "the job did not open its input"
                 time.sleep(0.05)
         os.set_blocking(writer, True)
-        os.write(writer, "".join(lines[:200]).encode())
-        while not live_documents(migrated_url, "many"):
+        os.write(writer, "".join(lines).encode())
+        while not live_documents(url, "many"):
             assert job.poll() is None and time.monotonic() < deadline, "the job did not start writing"
             time.sleep(0.05)
-        os.killpg(job.pid, signal.SIGINT)
-        _, errors = job.communicate(timeout=60)
+        with watching(children(job.pid)) as workers:  # forked before the job read its input
+            yield job, workers
     finally:
         if writer is not None:
             os.close(writer)
         if job.poll() is None:
             job.kill()
-    assert job.returncode == 130, errors
-    assert "Traceback" not in errors and "interrupted" in errors
+            job.wait()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_the_job_and_its_workers_cleanly_and_a_rerun_finishes(
+    migrated_url: str, models_dir: Path, topic_corpus: Corpus, tmp_path: Path, stop: signal.Signals
+) -> None:
+    lines = copies_of(topic_corpus, 15)
+    with indexing_from_a_pipe(tmp_path, models_dir, migrated_url, lines[:200]) as (job, workers):
+        assert len(workers) == 2
+        os.killpg(job.pid, stop)  # the whole group, as a terminal's Ctrl-C or `kill -TERM -PGID`
+        _, errors = job.communicate(timeout=PATIENCE_SECONDS)
+        assert all_ended(workers, within=PATIENCE_SECONDS), "an encoding worker outlived the job"
+    assert job.returncode == 128 + stop, errors  # 130 for SIGINT, 143 for SIGTERM
+    assert "Traceback" not in errors and f"interrupted ({stop.name})" in errors
     written = live_documents(migrated_url, "many")
     assert 0 < len(written) <= 200 and len(written) % 20 == 0  # whole batches of what it was given
     whole = tmp_path / "all.jsonl"
     whole.write_text("".join(lines), encoding="utf-8")
-    rerun = [
-        str(semhash),
-        *index_arguments(whole, models_dir, migrated_url, batch_size=20, collection="many"),
-    ]
-    assert subprocess.run([*rerun, "--workers", "2"], capture_output=True, text=True).returncode == 0
-    assert len(set(live_documents(migrated_url, "many"))) == copies * len(topic_corpus)
+    rerun = index_arguments(whole, models_dir, migrated_url, batch_size=20, collection="many")
+    semhash = Path(sys.executable).with_name("semhash")
+    assert subprocess.run([str(semhash), *rerun, "--workers", "2"], capture_output=True).returncode == 0
+    assert len(set(live_documents(migrated_url, "many"))) == len(lines)
+
+
+def test_encoding_workers_exit_when_the_job_is_killed(
+    migrated_url: str, models_dir: Path, topic_corpus: Corpus, tmp_path: Path
+) -> None:
+    lines = copies_of(topic_corpus, 1)[:200]
+    with indexing_from_a_pipe(tmp_path, models_dir, migrated_url, lines) as (job, workers):
+        assert len(workers) == 2
+        job.kill()  # as `kill -9` or the out-of-memory killer would: the job cannot stop them itself
+        job.wait()
+        assert all_ended(workers, within=PATIENCE_SECONDS), "an encoding worker outlived the killed job"

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
+from processes import PATIENCE_SECONDS, all_ended, watching
 
 from service.decode_pool import WORKER_NICENESS, DecodePool, DecoderStoppedError
 from service.errors import InvalidInputError
@@ -226,7 +227,7 @@ def hold_a_worker(pool: DecodePool, pipe: Path) -> tuple[Future[bytes], int]:
     open file descriptor) is closed. Returns once the worker is really reading (no timing involved)."""
     os.mkfifo(pipe)
     job = pool.submit(Path.read_bytes, pipe)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + PATIENCE_SECONDS
     while True:  # opening the write end succeeds once a reader has the pipe open
         try:
             writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
@@ -288,14 +289,6 @@ def test_a_worker_that_dies_fails_its_request_with_503_and_is_replaced(tmp_path:
         pool.shutdown()
 
 
-def _ended(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")  # a zombie: exited, not yet reaped by whoever inherited it
-
-
 def test_a_killed_server_leaves_no_decoding_worker_behind(tmp_path: Path) -> None:
     server = """
 import os, sys
@@ -314,18 +307,18 @@ sys.stdin.read()
     writer = None
     try:
         worker = int(process.stdout.readline())  # type: ignore[union-attr]
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + PATIENCE_SECONDS
         while writer is None:  # opening the write end succeeds once the worker reads the pipe: it is busy
             try:
                 writer = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
             except OSError:
                 assert process.poll() is None and time.monotonic() < deadline, "the worker did not start"
                 time.sleep(0.01)
-        process.kill()  # as `kill -9` or the out-of-memory killer would end a server
-        process.wait()
-        while not _ended(worker):  # the worker ends with its server, though its job never finishes
-            assert time.monotonic() < deadline + 60, "the decoding worker outlived its server"
-            time.sleep(0.05)
+        with watching([worker]) as watched:
+            process.kill()  # as `kill -9` or the out-of-memory killer would end a server
+            process.wait()
+            # The worker ends with its server, though its job never finishes.
+            assert all_ended(watched, within=PATIENCE_SECONDS), "the decoding worker outlived its server"
     finally:
         if writer is not None:
             os.close(writer)

@@ -66,6 +66,10 @@ def check(index: BitIndex, model: Model, address_bits: int, rng: np.random.Gener
             assert shortlist.distances.tolist() == [(model[row][1] ^ query).bit_count() for row in found]
             assert shortlist.distances.tolist() == sorted(shortlist.distances.tolist())
             assert shortlist.probed == len(xor_masks(address_bits, radius).masks)
+            for limit in (1, 2, 5):  # a limit cuts the ball in its order, through dead and delta entries
+                cut = index.lookup(query, radius, limit)
+                assert cut.positions.tolist() == shortlist.positions[:limit].tolist()
+                assert cut.distances.tolist() == shortlist.distances[:limit].tolist()
     probes = rng.integers(0, 1 << address_bits, 5)
     probed = index.probe(probes, 10_000)
     got = sorted(zip(probed.probe_indices.tolist(), index.row_ids_at(probed.positions).tolist(), strict=True))
