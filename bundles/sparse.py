@@ -2,7 +2,7 @@
 
 The math is models/sparse_coding.py's, without torch (the service must not need it):
 
-    LISTA:  B = Y W_e,  Z_1 = h(B),  Z_{k+1} = h(B + Z_k S)              (K = `lista_steps` steps)
+    LISTA:  B = Y W_e,  Z_1 = h_1(B),  Z_{k+1} = h_{k+1}(B + Z_k S_k)    (K = `lista_steps` steps)
     PSD:    Z = h(Y W_e')                                               (the PSD encoder, one step)
     FISTA:  Z <- h_{lam/L}(P - (P G - Y D) / L) with momentum, G = D^T D, from Z = 0
     h:      max(x - theta, 0) for nonnegative codes, sign(x) max(|x| - theta, 0) otherwise
@@ -15,8 +15,10 @@ Search codes: the signature is one bit per atom, set when the atom is active (np
 the text bundles' long codes); the address is `address_bits` bits of the rotated code,
 bits = (Z - address_mean) @ address_rotation > address_thresholds, bit 0 the most significant.
 
-Weights (float32): dictionary (n, m); lista.W_e (n, m), lista.S (m, m), lista.theta (m,);
-psd.W_e (n, m), psd.theta (m,); address_mean (m,), address_rotation (m, k), address_thresholds (k,).
+Weights (float32): dictionary (n, m); lista.W_e (n, m); lista.S (m, m) and lista.theta (m,) shared
+by every step (format 1, and format 2 with `lista_untied` false), or lista.S (K-1, m, m) and
+lista.theta (K, m), one per step (format 2, `lista_untied` true); psd.W_e (n, m), psd.theta (m,);
+address_mean (m,), address_rotation (m, k), address_thresholds (k,).
 """
 
 from __future__ import annotations
@@ -29,20 +31,23 @@ import numpy as np
 
 from bundles.io import BundleError, check_shapes, id_from_fingerprint, read_bundle, weights_fingerprint
 
-SPARSE_FORMAT_VERSION = 1
+SPARSE_FORMAT_VERSION = 2  # 2: LISTA may have one S and theta per step (`lista_untied`)
+READABLE_FORMAT_VERSIONS = (1, 2)
 Encoder = Literal["lista", "psd", "fista"]
 ENCODERS: tuple[Encoder, ...] = ("lista", "psd", "fista")
 MAX_FISTA_ITERATIONS = 1000
 
 
-def sparse_weight_shapes(n_inputs: int, n_atoms: int, address_bits: int) -> dict[str, tuple[int, ...]]:
+def sparse_weight_shapes(
+    n_inputs: int, n_atoms: int, address_bits: int, lista_steps: int = 1, lista_untied: bool = False
+) -> dict[str, tuple[int, ...]]:
     """The tensors a sparse bundle must hold."""
-    n, m = n_inputs, n_atoms
+    n, m, k = n_inputs, n_atoms, lista_steps
     return {
         "dictionary": (n, m),
         "lista.W_e": (n, m),
-        "lista.S": (m, m),
-        "lista.theta": (m,),
+        "lista.S": (k - 1, m, m) if lista_untied else (m, m),
+        "lista.theta": (k, m) if lista_untied else (m,),
         "psd.W_e": (n, m),
         "psd.theta": (m,),
         "address_mean": (m,),
@@ -103,7 +108,14 @@ class SparseBundle:
         self.lam = _positive_float(architecture, "lam", path)
         self.lipschitz = _positive_float(architecture, "lipschitz", path)
         self.nonnegative = bool(architecture.get("nonnegative", False))
-        check_shapes(path, weights, sparse_weight_shapes(self.n_inputs, self.n_atoms, self.address_bits))
+        self.lista_untied = bool(architecture.get("lista_untied", False)) and self.lista_steps > 1
+        check_shapes(
+            path,
+            weights,
+            sparse_weight_shapes(
+                self.n_inputs, self.n_atoms, self.address_bits, self.lista_steps, self.lista_untied
+            ),
+        )
         d = weights["dictionary"]
         self._dictionary_t = np.ascontiguousarray(d.T)  # (m, n): reconstructions read rows of active atoms
         self._gram = d.T @ d  # (m, m) for FISTA's gradient
@@ -115,7 +127,7 @@ class SparseBundle:
     @classmethod
     def load(cls, path: Path | str) -> SparseBundle:
         path = Path(path)
-        config, weights, metrics = read_bundle(path, kind=cls.kind, format_version=SPARSE_FORMAT_VERSION)
+        config, weights, metrics = read_bundle(path, kind=cls.kind, format_version=READABLE_FORMAT_VERSIONS)
         return cls(path, config, weights, metrics)
 
     # ----- codes ---------------------------------------------------------------------------------
@@ -141,10 +153,14 @@ class SparseBundle:
         y = self._check(inputs)
         w = self.weights
         if encoder == "lista":
+            s, theta = w["lista.S"], w["lista.theta"]
             b = _rows_times(y, w["lista.W_e"])
-            z = self._shrink(b, w["lista.theta"])
-            for _ in range(self.lista_steps - 1):
-                z = self._shrink(b + _rows_times(z, w["lista.S"]), w["lista.theta"])
+            z = self._shrink(b, theta[0] if self.lista_untied else theta)
+            for k in range(1, self.lista_steps):
+                if self.lista_untied:
+                    z = self._shrink(b + _rows_times(z, s[k - 1]), theta[k])
+                else:
+                    z = self._shrink(b + _rows_times(z, s), theta)
             return z.astype(np.float32)
         if encoder == "psd":
             return self._shrink(_rows_times(y, w["psd.W_e"]), w["psd.theta"]).astype(np.float32)

@@ -28,10 +28,13 @@ gradient step on D (renormalising its columns) and on the encoder (W_e, theta) w
 LISTA (Gregor & LeCun 2010) reads ISTA as a recurrent net, unrolls it for K steps and learns its
 matrices by backprop through time, so that K steps predict Z* better than K steps of ISTA/FISTA:
 
-    B = Y W_e,    Z_1 = h_theta(B),    Z_{k+1} = h_theta(B + Z_k S)   for k = 1 .. K-1
+    B = Y W_e,    Z_1 = h_{theta_1}(B),    Z_{k+1} = h_{theta_{k+1}}(B + Z_k S_k)   for k = 1 .. K-1
 
-initialised at ISTA itself (W_e = D / L, S = I - D^T D / L, theta = lam / L), so K counts shrinkage
-steps exactly as ISTA/FISTA iterations are counted from Z = 0. The PSD encoder is LISTA with K = 1.
+initialised at ISTA itself (W_e = D / L, S_k = I - D^T D / L, theta_k = lam / L), so K counts
+shrinkage steps exactly as ISTA/FISTA iterations are counted from Z = 0. With `untied=True` every
+step has its own S_k and thresholds theta_k (as in Gregor & LeCun's unfolded net, and what lets a
+short net bend each step toward Z*); tied, S_k = S and theta_k = theta. The PSD encoder is LISTA
+with K = 1.
 
 No I/O here; training loops live in training/sparse.py, numpy serving in bundles/sparse.py.
 """
@@ -121,19 +124,25 @@ def ista(y: Tensor, dictionary: Tensor, lam: float, n_iter: int, **options: obje
 
 
 class LISTA(nn.Module):
-    """K unrolled shrinkage steps with learned W_e (n, m), S (m, m) and per-atom thresholds theta (m,).
+    """K unrolled shrinkage steps with learned W_e (n, m), lateral inhibition S and thresholds theta.
 
-    `steps=1` has no S: that is the PSD encoder g_e(Y) = h_theta(Y W_e).
+    Tied: S (m, m) and theta (m,) shared by all steps. Untied: S (K-1, m, m), one matrix per step
+    after the first, and theta (K, m), one threshold vector per step. `steps=1` has no S: that is
+    the PSD encoder g_e(Y) = h_theta(Y W_e).
     """
 
-    def __init__(self, n_inputs: int, n_atoms: int, steps: int, *, nonnegative: bool = False):
+    def __init__(
+        self, n_inputs: int, n_atoms: int, steps: int, *, nonnegative: bool = False, untied: bool = False
+    ):
         super().__init__()
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.n_inputs, self.n_atoms, self.steps, self.nonnegative = n_inputs, n_atoms, steps, nonnegative
+        self.untied = untied and steps > 1
         self.W_e = nn.Parameter(torch.zeros(n_inputs, n_atoms))
-        self.S = nn.Parameter(torch.zeros(n_atoms, n_atoms)) if steps > 1 else None
-        self.theta = nn.Parameter(torch.zeros(n_atoms))
+        s_shape = (steps - 1, n_atoms, n_atoms) if self.untied else (n_atoms, n_atoms)
+        self.S = nn.Parameter(torch.zeros(s_shape)) if steps > 1 else None
+        self.theta = nn.Parameter(torch.zeros((steps, n_atoms) if self.untied else (n_atoms,)))
 
     @torch.no_grad()
     def init_from_dictionary(self, dictionary: Tensor, lam: float, lipschitz: float | None = None) -> LISTA:
@@ -142,18 +151,26 @@ class LISTA(nn.Module):
         self.W_e.copy_(dictionary / big_l)
         if self.S is not None:
             eye = torch.eye(self.n_atoms, dtype=dictionary.dtype, device=dictionary.device)
-            self.S.copy_(eye - dictionary.T @ dictionary / big_l)
+            self.S.copy_((eye - dictionary.T @ dictionary / big_l).expand_as(self.S))
         self.theta.fill_(lam / big_l)
         return self
+
+    def step_weights(self, k: int) -> tuple[Tensor | None, Tensor]:
+        """(S used to enter step k, theta_k) for k = 0 .. K-1 (step 0 has no S)."""
+        if not self.untied:
+            return (self.S if k > 0 else None), self.theta
+        assert self.S is not None
+        return (self.S[k - 1] if k > 0 else None), self.theta[k]
 
     def iterates(self, y: Tensor) -> list[Tensor]:
         """Z_1 .. Z_K.  y: (B, n) -> K tensors (B, m)."""
         b = y @ self.W_e  # (B, m)
-        z = shrink(b, self.theta, self.nonnegative)
+        z = shrink(b, self.step_weights(0)[1], self.nonnegative)
         out = [z]
-        for _ in range(self.steps - 1):
-            assert self.S is not None
-            z = shrink(b + z @ self.S, self.theta, self.nonnegative)
+        for k in range(1, self.steps):
+            s, theta = self.step_weights(k)
+            assert s is not None
+            z = shrink(b + z @ s, theta, self.nonnegative)
             out.append(z)
         return out
 

@@ -64,7 +64,7 @@ def tiny_sparse_config() -> SparseConfig:
         lam=0.5,
         n_validation=300,
         psd=PSDSchedule(epochs=2, inference_iterations=10),
-        lista=LISTASchedule(n_train=600, target_iterations=100, epochs=3),
+        lista=LISTASchedule(n_train=600, target_iterations=100, epochs=3, untied=True),
         fista_iterations=50,
         address_bits=8,
         device="cpu",

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 import training.sparse
 import training.sparse_train
-from bundles.io import BundleError
+from bundles.io import BundleError, write_bundle
 from bundles.sparse import SparseBundle
 from models.sparse_coding import LISTA, fista
 from semhash_cli import app
@@ -34,7 +34,8 @@ def test_numpy_encoders_match_the_torch_models(sparse_run: Run, mnist_splits: Mn
     assert bundle.bundle_id.startswith("sparse-") and (bundle.n_atoms, bundle.lista_steps) == (48, 3)
     x = mnist_splits.valid_x
     w = {k: torch.from_numpy(v) for k, v in bundle.weights.items()}
-    net = LISTA(784, 48, 3, nonnegative=True)
+    assert bundle.lista_untied and bundle.weights["lista.S"].shape == (2, 48, 48)
+    net = LISTA(784, 48, 3, nonnegative=True, untied=True)
     net.load_state_dict({"W_e": w["lista.W_e"], "S": w["lista.S"], "theta": w["lista.theta"]})
     with torch.no_grad():
         np.testing.assert_allclose(bundle.encode(x), net(torch.from_numpy(x)).numpy(), atol=1e-5)
@@ -57,6 +58,26 @@ def test_numpy_encoders_match_the_torch_models(sparse_run: Run, mnist_splits: Mn
         bundle.encode(x, "fista", 0)
     with pytest.raises(ValueError, match="shape"):
         bundle.encode(np.zeros((1, 783)))
+
+
+def test_format_1_bundles_with_a_tied_lista_still_load(sparse_run: Run, tmp_path: Path) -> None:
+    """A bundle written before untied LISTA (one S (m, m), one theta (m,)) encodes as the tied net."""
+    path = _copy(sparse_run[0], tmp_path)
+    config = json.loads((path / "config.json").read_text())
+    config["format_version"] = 1
+    del config["architecture"]["lista_untied"]
+    weights = dict(load_file(str(path / "weights.safetensors")))
+    weights["lista.S"], weights["lista.theta"] = weights["lista.S"][-1], weights["lista.theta"][-1]
+    write_bundle(path, config, weights, {})
+    bundle = SparseBundle.load(path)
+    assert not bundle.lista_untied
+    net = LISTA(784, 48, 3, nonnegative=True)
+    net.load_state_dict(
+        {k.removeprefix("lista."): torch.from_numpy(v) for k, v in weights.items() if k.startswith("lista.")}
+    )
+    x = np.random.default_rng(0).random((20, 784), dtype=np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(bundle.encode(x), net(torch.from_numpy(x)).numpy(), atol=1e-5)
 
 
 def test_training_metrics_agree_with_the_bundle(sparse_run: Run, mnist_splits: MnistSplits) -> None:

@@ -69,20 +69,40 @@ def test_fista_with_a_prior_minimises_the_psd_energy() -> None:
     assert (g[~active].abs() <= lam + 1e-6).all()
 
 
+@pytest.mark.parametrize("untied", [False, True])
 @pytest.mark.parametrize("steps", [1, 3])
-def test_lista_starts_as_exactly_k_ista_steps(steps: int) -> None:
+def test_lista_starts_as_exactly_k_ista_steps(steps: int, untied: bool) -> None:
     y, d = _problem(3)
-    net = LISTA(d.shape[0], d.shape[1], steps).double().init_from_dictionary(d, 0.1)
+    net = LISTA(d.shape[0], d.shape[1], steps, untied=untied).double().init_from_dictionary(d, 0.1)
     assert (net.S is None) == (steps == 1)
+    assert net.untied == (untied and steps > 1)
+    if net.untied:
+        assert net.S is not None and net.S.shape == (steps - 1, 40, 40) and net.theta.shape == (steps, 40)
     assert torch.allclose(net(y), ista(y, d, 0.1, steps), atol=1e-12)
     assert len(net.iterates(y)) == steps
 
 
-def test_lista_learns_to_predict_optimal_codes_better_than_ista() -> None:
+def test_untied_lista_steps_use_their_own_weights() -> None:
+    """Changing the last step's S and thresholds changes only the last iterate."""
+    y, d = _problem(6)
+    net = LISTA(d.shape[0], d.shape[1], 3, untied=True).double().init_from_dictionary(d, 0.1)
+    before = net.iterates(y)
+    with torch.no_grad():
+        assert net.S is not None
+        net.S[1].mul_(0.5)
+        net.theta[2].mul_(2.0)
+    after = net.iterates(y)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+    assert not torch.allclose(before[2], after[2])
+
+
+@pytest.mark.parametrize("untied", [False, True])
+def test_lista_learns_to_predict_optimal_codes_better_than_ista(untied: bool) -> None:
     y, d = _problem(4, batch=100)
     lam = 0.1
     target = fista(y, d, lam, 2000, nonnegative=True)
-    net = LISTA(d.shape[0], d.shape[1], 2, nonnegative=True).double().init_from_dictionary(d, lam)
+    net = LISTA(d.shape[0], d.shape[1], 2, nonnegative=True, untied=untied)
+    net = net.double().init_from_dictionary(d, lam)
     with torch.no_grad():
         before = float(((net(y) - target) ** 2).sum())
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)

@@ -100,9 +100,23 @@ def train_sparse(
     lipschitz = lipschitz_constant(dictionary)
 
     lista_x = x[: config.lista.n_train]
-    target_key = fingerprint({**settings, "stage": "targets"})
+    # The targets depend on the dictionary and on which inputs and iterations define them, not on how
+    # LISTA is then trained: a retuned LISTA schedule reuses them.
+    target_key = fingerprint(
+        {
+            **settings,
+            "lista": {k: settings["lista"][k] for k in ("n_train", "target_iterations")},
+            "stage": "targets",
+        }
+    )
     target, target_v = _targets(lista_x, xv, model, config, checkpoints / "targets.pt", target_key)
-    net = LISTA(n_inputs, config.n_atoms, config.lista.steps, nonnegative=config.nonnegative).to(device)
+    net = LISTA(
+        n_inputs,
+        config.n_atoms,
+        config.lista.steps,
+        nonnegative=config.nonnegative,
+        untied=config.lista.untied,
+    ).to(device)
     net.init_from_dictionary(dictionary, config.lam, lipschitz)
     lista_history = train_lista(
         net,
@@ -111,6 +125,8 @@ def train_sparse(
         xv,
         target_v,
         config.lista,
+        dictionary=dictionary,
+        lam=config.lam,
         checkpoint=checkpoints / "lista.pt",
         key=fingerprint({**settings, "stage": "lista"}),
         generator=generator,
@@ -148,6 +164,7 @@ def train_sparse(
             "nonnegative": config.nonnegative,
             "lipschitz": lipschitz,
             "lista_steps": config.lista.steps,
+            "lista_untied": net.untied,
             "fista_iterations": config.fista_iterations,
             "address_bits": config.address_bits,
             "signature": "one bit per atom, set when the atom is active in the LISTA code",

@@ -220,6 +220,9 @@ def register_vision_commands(train_app: typer.Typer, evaluate_app: typer.Typer) 
         optimal_iterations: int = typer.Option(
             1000, "--optimal-iterations", help="FISTA iterations that define the optimal codes."
         ),
+        pixels: bool = typer.Option(
+            True, "--pixels/--no-pixels", help="Fit the raw-pixel baseline (slow; independent of the bundle)."
+        ),
     ) -> None:
         """FISTA vs LISTA by iterations, linear classifier on codes vs pixels, retrieval, plots."""
         from training.sparse_eval import evaluate_sparse
@@ -232,6 +235,7 @@ def register_vision_commands(train_app: typer.Typer, evaluate_app: typer.Typer) 
             curve_images=curve_images,
             curve_iterations=curve_iterations,
             optimal_iterations=optimal_iterations,
+            pixels=pixels,
         )
         _report(results, json_out)
 
