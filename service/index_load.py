@@ -229,27 +229,41 @@ def _load_postgres(session: Session, collection_id: int, code_bytes: int, progre
                 raise IndexLoadError("COPY did not send the binary signature")
             start = len(_COPY_SIGNATURE) + 8 + int.from_bytes(data[15:19], "big")
             header_read = True
-        buffer = np.frombuffer(data, np.uint8)
-        capacity = len(data) // _MIN_TUPLE_BYTES + 1
-        row_ids = np.empty(capacity, np.int64)
-        addresses = np.empty(capacity, np.int64)
-        codes = np.empty((capacity, code_bytes), np.uint8)
-        id_data = np.empty(len(data), np.uint8)
-        id_offsets = np.empty(capacity + 1, np.int64)
-        position, rows, status = _parse_copy_block(
-            buffer, start, code_bytes, row_ids, addresses, codes, id_data, id_offsets
-        )
-        if status < 0:
+        position, status, parsed = parse_copy_data(data, start, code_bytes)
+        if parsed is None:
             problem = "a long code of another width" if status == -2 else "a row of another shape"
             raise IndexLoadError(f"collection {collection_id} holds {problem} than {code_bytes}-byte codes")
-        ids = IdStore(id_data[: id_offsets[rows]].copy(), id_offsets[: rows + 1].copy())
-        blocks.add(row_ids[:rows].copy(), addresses[:rows].copy(), codes[:rows].copy(), ids)
+        blocks.add(*parsed)
         progress.update(blocks.count)
         leftover = data[position:]
         finished = status == 1
     for _ in messages:  # nothing follows the trailer but the end of the command
         raise IndexLoadError("COPY sent data after its trailer")
     return blocks
+
+
+ParsedRows = tuple[np.ndarray, np.ndarray, np.ndarray, IdStore]
+
+
+def parse_copy_data(data: bytes, start: int, code_bytes: int) -> tuple[int, int, ParsedRows | None]:
+    """Parse the whole rows of binary COPY `data` from byte `start` (`_parse_copy_block`).
+
+    Returns (position after the last whole row, status: 0 more to come / 1 trailer read / < 0 a bad
+    row, (row ids, addresses, codes, external ids) or None when the status is < 0).
+    """
+    capacity = len(data) // _MIN_TUPLE_BYTES + 1
+    row_ids = np.empty(capacity, np.int64)
+    addresses = np.empty(capacity, np.int64)
+    codes = np.empty((capacity, code_bytes), np.uint8)
+    id_data = np.empty(len(data), np.uint8)
+    id_offsets = np.empty(capacity + 1, np.int64)
+    position, rows, status = _parse_copy_block(
+        np.frombuffer(data, np.uint8), start, code_bytes, row_ids, addresses, codes, id_data, id_offsets
+    )
+    if status < 0:
+        return position, status, None
+    ids = IdStore(id_data[: id_offsets[rows]].copy(), id_offsets[: rows + 1].copy())
+    return position, status, (row_ids[:rows].copy(), addresses[:rows].copy(), codes[:rows].copy(), ids)
 
 
 def _load_sqlite(session: Session, collection_id: int, code_bytes: int, progress: _Progress) -> _Blocks:

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from service.index_load import _COPY_SIGNATURE, _Blocks, _parse_copy_block
+from service.index_load import _COPY_SIGNATURE, _Blocks, parse_copy_data
 from service.index_segments import IdStore
 from service.index_writer import Changes, SegmentedIndex
 
@@ -47,17 +47,8 @@ def _copy_block(rows: list[tuple[int, str, int, bytes]]) -> bytes:
 def _parse_as_postgres_loads(code_bytes: int) -> None:
     """The PostgreSQL loader's parse of one block (`service.index_load._load_postgres`)."""
     data = _copy_block([(1, "warm-a", 3, bytes(code_bytes)), (2, "warm-b", 5, bytes(code_bytes))])
-    start = len(_COPY_SIGNATURE) + 8
-    buffer = np.frombuffer(data, np.uint8)
-    capacity = 3
-    row_ids = np.empty(capacity, np.int64)
-    addresses = np.empty(capacity, np.int64)
-    codes = np.empty((capacity, code_bytes), np.uint8)
-    id_data = np.empty(len(data), np.uint8)
-    id_offsets = np.empty(capacity + 1, np.int64)
-    _, rows, status = _parse_copy_block(
-        buffer, start, code_bytes, row_ids, addresses, codes, id_data, id_offsets
-    )
+    _, status, parsed = parse_copy_data(data, len(_COPY_SIGNATURE) + 8, code_bytes)
+    rows = -1 if parsed is None else len(parsed[0])
     if (rows, status) != (2, 1):
         raise RuntimeError(f"index warm-up: the COPY parser read {rows} rows, status {status}")
 
