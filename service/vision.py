@@ -194,11 +194,9 @@ def _normalise_json(body: bytes, max_batch: int, max_pixels: int, transform: Tra
 
 
 async def _read_each(request: Request, transform: Transform, *, cheap: bool = False) -> list[np.ndarray]:
-    """`transform` of each of the request's pictures, decoded and transformed in the decode pool.
-
-    `cheap`: the transform costs next to nothing (no preprocessing), so a JSON body of at most
-    `INLINE_JSON_BYTES` is parsed, checked and transformed right here, on the event loop.
-    """
+    """`transform` of each of the request's pictures, decoded and transformed in the decode pool, or,
+    when `cheap` (the transform costs next to nothing: no preprocessing) and the body is JSON of at most
+    `INLINE_JSON_BYTES`, parsed, checked and transformed right here, on the event loop."""
     max_batch, max_pixels = _limits(request)
     pool = decode_pool(request)
     pool.check_room()  # refuse before reading a body the pool has no room for
@@ -232,7 +230,7 @@ async def _read_each(request: Request, transform: Transform, *, cheap: bool = Fa
 
 
 async def _read_images(request: Request, preprocess: bool, allow_blank: bool) -> np.ndarray:
-    """The request's images as an (n, 784) float32 array, decoded and normalised in the decode pool."""
+    """The request's images as an (n, 784) float32 array (decoded and normalised as `_read_each` says)."""
     transform = partial(to_mnist, preprocess=preprocess, allow_blank=allow_blank)
     return np.stack(await _read_each(request, transform, cheap=not preprocess))
 
