@@ -48,6 +48,11 @@ READABLE_FORMAT_VERSIONS = (1, 2, 3)
 Encoder = Literal["lista", "psd", "fista"]
 ENCODERS: tuple[Encoder, ...] = ("lista", "psd", "fista")
 MAX_FISTA_ITERATIONS = 1000
+# Weight names, spelled once for the writer (training/sparse_train.py) and this reader.
+DICTIONARY = "dictionary"
+LISTA_ENCODER, LISTA_INHIBITION, LISTA_THRESHOLD = "lista.W_e", "lista.S", "lista.theta"
+PSD_ENCODER, PSD_THRESHOLD = "psd.W_e", "psd.theta"
+ADDRESS_MEAN, ADDRESS_ROTATION, ADDRESS_THRESHOLDS = "address_mean", "address_rotation", "address_thresholds"
 
 
 def sparse_weight_shapes(
@@ -56,15 +61,15 @@ def sparse_weight_shapes(
     """The tensors a sparse bundle must hold."""
     n, m, k = n_inputs, n_atoms, lista_steps
     return {
-        "dictionary": (n, m),
-        "lista.W_e": (n, m),
-        "lista.S": (k - 1, m, m) if lista_untied else (m, m),
-        "lista.theta": (k, m) if lista_untied else (m,),
-        "psd.W_e": (n, m),
-        "psd.theta": (m,),
-        "address_mean": (m,),
-        "address_rotation": (m, address_bits),
-        "address_thresholds": (address_bits,),
+        DICTIONARY: (n, m),
+        LISTA_ENCODER: (n, m),
+        LISTA_INHIBITION: (k - 1, m, m) if lista_untied else (m, m),
+        LISTA_THRESHOLD: (k, m) if lista_untied else (m,),
+        PSD_ENCODER: (n, m),
+        PSD_THRESHOLD: (m,),
+        ADDRESS_MEAN: (m,),
+        ADDRESS_ROTATION: (m, address_bits),
+        ADDRESS_THRESHOLDS: (address_bits,),
     }
 
 
@@ -166,7 +171,7 @@ class SparseBundle:
         )
         # float32 and C-contiguous, as the one-row kernel reads them
         self.weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
-        d = self.weights["dictionary"]
+        d = self.weights[DICTIONARY]
         self._dictionary_t = np.ascontiguousarray(d.T)  # (m, n): reconstructions read rows of active atoms
         self._gram = d.T @ d  # (m, m) for FISTA's gradient
         # What ties a collection's stored codes to this model: the weights that produce them and,
@@ -208,8 +213,8 @@ class SparseBundle:
         y = self._check(inputs)
         w = self.weights
         if encoder == "lista":
-            s, theta = w["lista.S"], w["lista.theta"]
-            b = _rows_times(y, w["lista.W_e"])
+            s, theta = w[LISTA_INHIBITION], w[LISTA_THRESHOLD]
+            b = _rows_times(y, w[LISTA_ENCODER])
             z = self._shrink(b, theta[0] if self.lista_untied else theta)
             for k in range(1, self.lista_steps):
                 if self.lista_untied:
@@ -218,7 +223,7 @@ class SparseBundle:
                     z = self._shrink(b + _rows_times(z, s), theta)
             return z.astype(np.float32)
         if encoder == "psd":
-            return self._shrink(_rows_times(y, w["psd.W_e"]), w["psd.theta"]).astype(np.float32)
+            return self._shrink(_rows_times(y, w[PSD_ENCODER]), w[PSD_THRESHOLD]).astype(np.float32)
         if encoder == "fista":
             n_iter = self.fista_iterations if iterations is None else iterations
             if not 1 <= n_iter <= MAX_FISTA_ITERATIONS:
@@ -234,7 +239,7 @@ class SparseBundle:
         `on_iterate` sees every iterate (for convergence curves).
         """
         step = 1.0 / self.lipschitz
-        yd = _rows_times(y, self.weights["dictionary"])  # (B, m)
+        yd = _rows_times(y, self.weights[DICTIONARY])  # (B, m)
         z = np.zeros_like(yd)
         p, t = z, 1.0
         for _ in range(n_iter):
@@ -261,9 +266,8 @@ class SparseBundle:
     def addresses(self, codes: np.ndarray) -> np.ndarray:
         """`address_bits`-bit addresses of codes, bit 0 most significant.  (B, m) -> (B,) int64."""
         w = self.weights
-        bits = (np.asarray(codes, np.float32) - w["address_mean"]) @ w["address_rotation"] > w[
-            "address_thresholds"
-        ]
+        rotated = (np.asarray(codes, np.float32) - w[ADDRESS_MEAN]) @ w[ADDRESS_ROTATION]
+        bits = rotated > w[ADDRESS_THRESHOLDS]
         powers = 1 << np.arange(self.address_bits - 1, -1, -1, dtype=np.int64)
         addresses: np.ndarray = bits.astype(np.int64) @ powers
         return addresses

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from bundles.sparse import SparseBundle, signature_bits  # noqa: E402
+from bundles.sparse import DICTIONARY, SparseBundle, signature_bits  # noqa: E402
 from bundles.vision import ImageBundle  # noqa: E402
 from training.mnist import MnistSplits  # noqa: E402
 from training.vision_eval import hamming_hits_at_k  # noqa: E402
@@ -197,7 +197,7 @@ def plot_dictionary(
     for ax in axes.ravel():
         ax.axis("off")
     for ax, atom in zip(axes.ravel(), order, strict=False):
-        image = bundle.weights["dictionary"][:, atom].reshape(h, w)
+        image = bundle.weights[DICTIONARY][:, atom].reshape(h, w)
         ax.imshow(image, cmap="gray_r", vmin=min(0.0, image.min()), vmax=image.max())
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()

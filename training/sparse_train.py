@@ -19,7 +19,18 @@ import torch
 from torch import Tensor
 
 from bundles.io import write_bundle
-from bundles.sparse import SPARSE_FORMAT_VERSION
+from bundles.sparse import (
+    ADDRESS_MEAN,
+    ADDRESS_ROTATION,
+    ADDRESS_THRESHOLDS,
+    DICTIONARY,
+    LISTA_ENCODER,
+    LISTA_INHIBITION,
+    LISTA_THRESHOLD,
+    PSD_ENCODER,
+    PSD_THRESHOLD,
+    SPARSE_FORMAT_VERSION,
+)
 from models.sparse_coding import LISTA, PSD, lipschitz_constant
 from training.images import fit_binary_code
 from training.mnist import MnistSplits
@@ -193,15 +204,15 @@ def train_sparse(
 
     assert net.S is not None or net.steps == 1
     weights = {
-        "dictionary": arr(dictionary),
-        "lista.W_e": arr(net.W_e),
-        "lista.S": arr(net.S) if net.S is not None else np.zeros((config.n_atoms,) * 2, np.float32),
-        "lista.theta": arr(net.theta),
-        "psd.W_e": arr(model.encoder.W_e),
-        "psd.theta": arr(model.encoder.theta),
-        "address_mean": address["code_mean"],
-        "address_rotation": address["code_rotation"],
-        "address_thresholds": address["code_thresholds"],
+        DICTIONARY: arr(dictionary),
+        LISTA_ENCODER: arr(net.W_e),
+        LISTA_INHIBITION: arr(net.S) if net.S is not None else np.zeros((config.n_atoms,) * 2, np.float32),
+        LISTA_THRESHOLD: arr(net.theta),
+        PSD_ENCODER: arr(model.encoder.W_e),
+        PSD_THRESHOLD: arr(model.encoder.theta),
+        ADDRESS_MEAN: address["code_mean"],
+        ADDRESS_ROTATION: address["code_rotation"],
+        ADDRESS_THRESHOLDS: address["code_thresholds"],
     }
     write_bundle(out, config_json, weights, metrics)
     log.info("sparse bundle written to %s in %.0f s (validation %s)", out, seconds, metrics["validation"])
