@@ -493,3 +493,30 @@ def test_a_pooled_connection_used_moments_ago_is_not_pinged(postgres_session_url
     assert failed.value.connection_invalidated
     assert _backend_pid(engine) != first
     engine.dispose()
+
+
+def test_a_delete_is_one_statement_on_postgresql_and_a_missing_document_leaves_the_counter(
+    engine: Engine,
+) -> None:
+    collection = add_collection(engine, 6)
+    write(engine, collection, ["a"], [3])
+    statements: list[str] = []
+
+    def record(_connection, _cursor, statement: str, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with make_session_factory(engine)() as session:
+            written = delete_document(session, collection, "a")
+            session.commit()
+        assert len(statements) == (1 if engine.dialect.name == "postgresql" else 2)
+        with make_session_factory(engine)() as session, pytest.raises(NotFoundError):
+            delete_document(session, collection, "a")  # already a tombstone
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert written.batch.newest_seq == 2
+    with make_session_factory(engine)() as session:
+        assert session.scalar(select(Collection.change_seq).where(Collection.id == collection.id)) == 2
+        deleted = session.scalar(select(Document.deleted).where(Document.external_id == "a"))
+        assert deleted is True
