@@ -46,12 +46,12 @@ def terms_of(text: str) -> Counter[str]:
 
 
 class _Postings(NamedTuple):
-    """One term's (slot, tf) entries; entries [0, count) are what a reader may look at. (A tuple: one is
+    """One term's (slot, tf) entries; entries [0, filled) are what a reader may look at. (A tuple: one is
     made per term of every document written, and a frozen dataclass costs several times as much.)"""
 
-    slots: np.ndarray  # (capacity,) int64, increasing over [0, count)
+    slots: np.ndarray  # (capacity,) int64, increasing over [0, filled)
     tfs: np.ndarray  # (capacity,) float32
-    count: int
+    filled: int  # (not `count`: a tuple has a method of that name)
 
 
 @dataclass(frozen=True)
@@ -156,14 +156,16 @@ class LexicalIndex:
     def _extend_postings(self, term_id: int, slots: np.ndarray, tfs: np.ndarray) -> None:
         """Append entries to a term's postings: written past what readers see, then published."""
         old = self._postings[term_id]
-        size = old.count + len(slots)
+        size = old.filled + len(slots)
         if size > len(old.slots):
-            old = _Postings(_grow(old.slots, size), _grow(old.tfs, size), old.count)
-        old.slots[old.count : size] = slots
-        old.tfs[old.count : size] = tfs
+            old = _Postings(_grow(old.slots, size), _grow(old.tfs, size), old.filled)
+        old.slots[old.filled : size] = slots
+        old.tfs[old.filled : size] = tfs
         self._postings[term_id] = _Postings(old.slots, old.tfs, size)
 
-    def _append_entries_one_by_one(self, start: int, per_document: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    def _append_entries_one_by_one(
+        self, start: int, per_document: list[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
         """The postings of a few documents (the API's single-document writes): one entry at a time, as
         `_extend_postings` does, without the sorting of `_append_entries_by_term`, whose fixed cost is
         several times a document's."""
@@ -171,11 +173,13 @@ class LexicalIndex:
         for slot, (term_ids, tfs) in enumerate(per_document, start):
             for term_id, tf in zip(term_ids.tolist(), tfs.tolist(), strict=True):
                 old = postings[term_id]
-                if old.count == len(old.slots):
-                    old = _Postings(_grow(old.slots, old.count + 1), _grow(old.tfs, old.count + 1), old.count)
-                old.slots[old.count] = slot
-                old.tfs[old.count] = tf
-                postings[term_id] = _Postings(old.slots, old.tfs, old.count + 1)
+                if old.filled == len(old.slots):
+                    old = _Postings(
+                        _grow(old.slots, old.filled + 1), _grow(old.tfs, old.filled + 1), old.filled
+                    )
+                old.slots[old.filled] = slot
+                old.tfs[old.filled] = tf
+                postings[term_id] = _Postings(old.slots, old.tfs, old.filled + 1)
             self._df[term_ids] += 1  # a document's term ids are distinct
 
     def _append_entries_by_term(
@@ -270,10 +274,10 @@ class LexicalIndex:
         read = 0
         for term_id in query.term_ids.tolist():
             entries = self._postings[term_id]
-            if read + entries.count > budget:
+            if read + entries.filled > budget:
                 break
-            chosen.append(entries.slots[: entries.count])
-            read += entries.count
+            chosen.append(entries.slots[: entries.filled])
+            read += entries.filled
         if not chosen:
             return np.zeros(0, np.int64), 0
         slots = np.unique(np.concatenate(chosen))
@@ -291,9 +295,9 @@ class LexicalIndex:
             query.term_ids.tolist(), query.weights.tolist(), self.idf(query.term_ids).tolist(), strict=True
         ):
             entries = self._postings[term_id]
-            found = np.searchsorted(entries.slots[: entries.count], slots)
-            found = np.minimum(found, max(entries.count - 1, 0))
-            hit = (entries.slots[found] == slots) & (entries.count > 0)
+            found = np.searchsorted(entries.slots[: entries.filled], slots)
+            found = np.minimum(found, max(entries.filled - 1, 0))
+            hit = (entries.slots[found] == slots) & (entries.filled > 0)
             tf = np.where(hit, entries.tfs[found], 0.0)
             scores += weight * idf * tf * (self.k1 + 1.0) / (tf + norm)
         return scores
@@ -301,7 +305,7 @@ class LexicalIndex:
     def exhaustive(self, query: QueryTerms) -> tuple[np.ndarray, np.ndarray]:
         """Every live document sharing a term with the query and its BM25: (slots, scores), the
         reference ranking over the whole collection."""
-        parts = [self._postings[t].slots[: self._postings[t].count] for t in query.term_ids.tolist()]
+        parts = [self._postings[t].slots[: self._postings[t].filled] for t in query.term_ids.tolist()]
         if not parts:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         slots = np.unique(np.concatenate(parts))

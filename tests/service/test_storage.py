@@ -473,7 +473,9 @@ def _terminate(url: str, pid: int) -> None:
 
 
 @pytest.mark.postgres
-def test_a_pooled_connection_idle_past_the_threshold_is_pinged_and_replaced(postgres_session_url: str) -> None:
+def test_a_pooled_connection_idle_past_the_threshold_is_pinged_and_replaced(
+    postgres_session_url: str,
+) -> None:
     engine = make_engine(postgres_session_url, ping_after_idle_seconds=0.0)
     first = _backend_pid(engine)
     _terminate(postgres_session_url, first)
