@@ -30,11 +30,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from bundles.io import write_bundle
-from bundles.motor import MOTOR_FORMAT_VERSION, LocalSearch, MotorBundle, fit_temperature
+from bundles.motor import MOTOR_FORMAT_VERSION
+from bundles.motor_search import LocalSearch
 from models.motor import MotorNets
 from models.motor_codes import N_EQ, NoiseConfig, code_from_program, perturb_codes, program_from_code
 from models.motor_renderer import PROGRAM_SIZE, RendererConfig, render
 from training.mnist import MnistSplits
+from training.motor_calibrate import recalibrate, search_grid
 from training.motor_prototypes import prototype_programs
 from training.seed import set_seed
 from training.stack import fingerprint, resolve_device
@@ -64,8 +66,11 @@ class MotorConfig:
     n_validation: int = 1000  # validation digits scored every eval_every steps
     eval_every: int = 500
     n_class_codes: int = 64  # codes of training digits kept per class in the bundle (to draw new digits)
-    local_search_iterations: int = 10
-    local_search_steps: tuple[float, ...] = (0.005, 0.02, 0.08)  # initial steps tried on validation digits
+    # local search settings tried on the validation digits (training/motor_calibrate.py): every combination
+    local_search_iterations: tuple[int, ...] = (10,)
+    local_search_steps: tuple[float, ...] = (0.005, 0.02, 0.08)  # initial steps
+    local_search_priors: tuple[float, ...] = (0.0,)  # lambda, weight of ||z - z0||^2
+    local_search_top_k: tuple[int, ...] = (10,)  # classes refined per image
     checkpoint_every: int = 250
     seed: int = 0
     device: str = "auto"
@@ -182,7 +187,14 @@ def train_step(
 
 
 def _checkpoint_key(config: MotorConfig) -> str:
-    settings = asdict(replace(config, device="", eval_every=0, checkpoint_every=0, n_validation=0))
+    """What the checkpoint depends on: not the evaluation, checkpointing, device or local search grid."""
+    settings = {
+        k: v
+        for k, v in asdict(
+            replace(config, device="", eval_every=0, checkpoint_every=0, n_validation=0)
+        ).items()
+        if not k.startswith("local_search_")
+    }
     return fingerprint(settings)
 
 
@@ -270,54 +282,28 @@ def train_motor(
     bar.close()
     class_codes = pools[:, : config.n_class_codes].cpu().numpy()
     metrics: dict[str, Any] = {"device": device.type, "history": history}
+    metrics["train_seconds"] = time.perf_counter() - started
     write_motor_bundle(out, nets, class_codes, config, metrics)
     metrics.update(
-        calibrate(out, data.valid_x[: config.n_validation], data.valid_y[: config.n_validation], config)
-    )
-    metrics["train_seconds"] = time.perf_counter() - started
-    write_motor_bundle(
-        out,
-        nets,
-        class_codes,
-        config,
-        metrics,
-        temperature=metrics["temperature"],
-        local_search=LocalSearch(config.local_search_iterations, metrics["local_search_step"]),
+        recalibrate(
+            out,
+            data.valid_x[: config.n_validation],
+            data.valid_y[: config.n_validation],
+            local_search_grid(config),
+        )
     )
     log.info("motor bundle written to %s in %.0f s", out, metrics["train_seconds"])
     return metrics
 
 
-def calibrate(out: Path, images: np.ndarray, labels: np.ndarray, config: MotorConfig) -> dict[str, Any]:
-    """Pick the local-search step (lowest validation error, then pixel error) and fit the temperature of
-    the class probabilities, on validation digits, with the numpy inference that serving runs."""
-    bundle = MotorBundle.load(out)
-    rows = np.arange(len(labels))
-    trials: dict[float, dict[str, Any]] = {}
-    for step in config.local_search_steps:
-        bundle.local_search = LocalSearch(config.local_search_iterations, step)
-        analysis = bundle.analyse(images)
-        trials[step] = {
-            "error": float((analysis.errors.argmin(1) != labels).mean()),
-            "pixel_error": float(analysis.errors[rows, labels].mean()),
-            "errors": analysis.errors,
-            "error_before": float((analysis.errors_before.argmin(1) != labels).mean()),
-            "pixel_error_before": float(analysis.errors_before[rows, labels].mean()),
-        }
-        log.info("local search step %g: %s", step, {k: v for k, v in trials[step].items() if k != "errors"})
-    best = min(trials, key=lambda s: (trials[s]["error"], trials[s]["pixel_error"]))
-    chosen = trials[best]
-    return {
-        "local_search_step": best,
-        "temperature": fit_temperature(chosen["errors"], labels),
-        "validation_error": chosen["error"],
-        "validation_error_before_local_search": chosen["error_before"],
-        "validation_pixel_error": chosen["pixel_error"],
-        "validation_pixel_error_before_local_search": chosen["pixel_error_before"],
-        "local_search_trials": {
-            str(s): {k: v for k, v in t.items() if k != "errors"} for s, t in trials.items()
-        },
-    }
+def local_search_grid(config: MotorConfig) -> list[LocalSearch]:
+    """The local search settings that calibration tries."""
+    return search_grid(
+        config.local_search_iterations,
+        config.local_search_steps,
+        config.local_search_priors,
+        config.local_search_top_k,
+    )
 
 
 def export_weights(nets: MotorNets) -> dict[str, np.ndarray]:
@@ -337,10 +323,8 @@ def write_motor_bundle(
     class_codes: np.ndarray,
     config: MotorConfig,
     metrics: dict[str, Any],
-    *,
-    temperature: float = 1.0,
-    local_search: LocalSearch = LocalSearch(),
 ) -> Path:
+    """Write the bundle with the default local search and temperature 1 (`recalibrate` sets both)."""
     config_json = {
         "format_version": MOTOR_FORMAT_VERSION,
         "kind": "motor",
@@ -351,8 +335,8 @@ def write_motor_bundle(
             "n_class_codes": int(class_codes.shape[1]),
         },
         "renderer": asdict(config.renderer),
-        "local_search": asdict(local_search),
-        "temperature": temperature,
+        "local_search": asdict(LocalSearch()),
+        "temperature": 1.0,
         "seed": config.seed,
         "training": asdict(config),
     }

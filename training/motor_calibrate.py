@@ -1,0 +1,102 @@
+"""Choosing a motor bundle's local search and fitting its temperature, on validation digits.
+
+Every setting of the grid (iterations x initial step x prior weight lambda x classes refined) is run
+with the numpy inference that serving runs (`MotorBundle.analyse`), and each run is scored both ways:
+by the final energy (pixel error + lambda ||z - z0||^2) and by the final pixel error (the same run:
+the searched classes' energies and pixel errors differ only by the prior term). The chosen setting has
+the lowest validation error, ties broken by the lower negative log-likelihood of
+softmax(-score / T) at its fitted temperature T. `recalibrate` writes the choice into a bundle's
+config.json (the weights, and so the bundle id, stay as they are).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import log_softmax
+
+from bundles.io import write_config, write_metrics
+from bundles.motor import MotorBundle, fit_temperature
+from bundles.motor_search import LocalSearch
+
+log = logging.getLogger(__name__)
+
+
+def search_grid(
+    iterations: Sequence[int], steps: Sequence[float], priors: Sequence[float], top_k: Sequence[int]
+) -> list[LocalSearch]:
+    """Every combination, scored by energy (`calibrate` also scores each run by pixel error)."""
+    return [
+        LocalSearch(iterations=i, step=s, prior=p, top_k=k, score="energy")
+        for i, s, p, k in itertools.product(iterations, steps, priors, top_k)
+    ]
+
+
+def _nll(scores: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    return float(-log_softmax(-scores / temperature, axis=1)[np.arange(len(labels)), labels].mean())
+
+
+def calibrate(
+    bundle: MotorBundle, images: np.ndarray, labels: np.ndarray, grid: Sequence[LocalSearch]
+) -> dict[str, Any]:
+    """Run every setting of `grid` on the validation digits; return the best one, its temperature and
+    validation numbers, and every trial."""
+    if not grid:
+        raise ValueError("the local search grid is empty")
+    calibration_started = time.perf_counter()
+    rows = np.arange(len(labels))
+    trials: list[dict[str, Any]] = []
+    for settings in grid:
+        started = time.perf_counter()
+        analysis = bundle.analyse(images, settings=settings)
+        ms = 1000 * (time.perf_counter() - started) / max(1, len(labels))
+        runs = {"energy": analysis.scores, "pixel": analysis.errors}
+        for score, scores in runs.items():
+            if score == "pixel" and settings.prior == 0:
+                continue  # without a prior the energy is the pixel error: the same trial
+            temperature = fit_temperature(scores, labels)
+            trial = {
+                "local_search": asdict(replace(settings, score=score)),
+                "error": float((scores.argmin(1) != labels).mean()),
+                "nll": _nll(scores, labels, temperature),
+                "temperature": temperature,
+                "pixel_error": float(analysis.errors[rows, labels].mean()),
+                "error_before": float((analysis.errors_before.argmin(1) != labels).mean()),
+                "pixel_error_before": float(analysis.errors_before[rows, labels].mean()),
+                "ms_per_image": ms,
+            }
+            trials.append(trial)
+            log.info("local search %s", trial)
+    best = min(trials, key=lambda t: (t["error"], t["nll"]))
+    return {
+        "local_search": best["local_search"],
+        "temperature": best["temperature"],
+        "validation_error": best["error"],
+        "validation_nll": best["nll"],
+        "validation_error_before_local_search": best["error_before"],
+        "validation_pixel_error": best["pixel_error"],
+        "validation_pixel_error_before_local_search": best["pixel_error_before"],
+        "local_search_trials": trials,
+        "calibration_seconds": time.perf_counter() - calibration_started,
+    }
+
+
+def recalibrate(
+    path: Path, images: np.ndarray, labels: np.ndarray, grid: Sequence[LocalSearch]
+) -> dict[str, Any]:
+    """Calibrate the bundle at `path` and write the chosen local search and temperature into its
+    config.json, and the validation numbers into its metrics.json."""
+    bundle = MotorBundle.load(path)
+    result = calibrate(bundle, images, labels, grid)
+    write_config(
+        path, {**bundle.config, "local_search": result["local_search"], "temperature": result["temperature"]}
+    )
+    write_metrics(path, {**bundle.metrics, **result})
+    return result
