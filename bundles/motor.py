@@ -54,7 +54,8 @@ class Analysis:
     codes: np.ndarray  # (N, C, 70) after local search
     errors: np.ndarray  # (N, C) squared pixel error of each class's reconstruction, after local search
     errors_before: np.ndarray  # (N, C) the same straight from the recognition nets
-    scores: np.ndarray  # (N, C) what ranks the classes (lowest wins); errors_before without local search
+    scores: np.ndarray  # (N, C) what ranks the classes (lowest wins)
+    scores_before: np.ndarray  # (N, C) the same at the recognition nets' codes
     reconstructions: np.ndarray  # (N, C, 784)
 
 
@@ -110,6 +111,9 @@ class MotorBundle:
         ]
         self.prototypes, self.scale = weights["prototypes"], weights["scale"]
         self.class_codes = weights["class_codes"]
+        # the class codes in the nets' units, for the class-manifold term of local search
+        self.class_z = ((self.class_codes - self.prototypes[:, None, :]) / self.scale).astype(np.float32)
+        self.class_z_norms = (self.class_z**2).sum(-1)
         self.bundle_id = bundle_id(path, self.kind)
 
     @classmethod
@@ -159,6 +163,21 @@ class MotorBundle:
             out[rows] = delta
         return out
 
+    def manifold(self, codes: np.ndarray, classes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """m_c(z), the mean squared distance (z units) from each code to the k nearest class codes of its
+        class, and the mean of those k codes:  codes (M, 70), classes (M,) -> (M,), (M, 70)."""
+        distance = np.empty(len(codes), dtype=np.float32)
+        centre = np.empty(codes.shape, dtype=np.float32)
+        k = min(k, self.class_z.shape[1])
+        for c in np.unique(classes):
+            rows = classes == c
+            z = (codes[rows] - self.prototypes[c]) / self.scale
+            d2 = (z**2).sum(-1)[:, None] + self.class_z_norms[c] - 2.0 * z @ self.class_z[c].T
+            nearest = self.class_z[c][np.argpartition(d2, k - 1, axis=1)[:, :k]]  # (m, k, 70)
+            distance[rows] = ((z[:, None, :] - nearest) ** 2).sum(-1).mean(-1)
+            centre[rows] = self.prototypes[c] + self.scale * nearest.mean(1)
+        return distance, centre
+
     def analyse(
         self, images: np.ndarray, *, local_search: bool = True, settings: LocalSearch | None = None
     ) -> Analysis:
@@ -174,10 +193,22 @@ class MotorBundle:
         if not local_search:
             search = replace(search, iterations=0)
         out = refine(
-            x, codes, recon, search, self.scale, lambda c: draw(c, self.renderer), self.code_gradient
+            x,
+            codes,
+            recon,
+            search,
+            self.scale,
+            lambda c: draw(c, self.renderer),
+            self.code_gradient,
+            lambda c, k: self.manifold(c, k, search.neighbours),
         )
         return Analysis(
-            out.codes.swapaxes(0, 1), out.errors.T, before.T, out.scores.T, out.reconstructions.swapaxes(0, 1)
+            out.codes.swapaxes(0, 1),
+            out.errors.T,
+            before.T,
+            out.scores.T,
+            out.scores_before.T,
+            out.reconstructions.swapaxes(0, 1),
         )
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:

@@ -105,7 +105,8 @@ def tiny_motor_config() -> MotorConfig:
         local_search_iterations=(3,),
         local_search_steps=(0.02,),
         local_search_priors=(0.0, 1.0),
-        local_search_top_k=(10, 2),
+        local_search_top_k=(2,),
+        local_search_manifolds=(0.0, 0.5),
         device="cpu",
     )
 

@@ -109,9 +109,9 @@ def test_tiny_training_writes_a_calibrated_bundle(motor_run: Run, mnist_splits: 
     bundle = MotorBundle.load(out)
     assert bundle.kind == "motor" and bundle.bundle_id.startswith("motor-")
     assert [h["step"] for h in metrics["history"]] == [8, 16]
-    # calibration tried every setting, scored by energy and (with a prior) by pixel error, and kept the best
+    # calibration tried every setting, scored by energy and (with a prior term) by pixel error, kept the best
     tried = [t["local_search"] for t in metrics["local_search_trials"]]
-    assert len(tried) == 2 * 2 + 2 and asdict(bundle.local_search) in tried
+    assert len(tried) == 1 + 3 * 2 and asdict(bundle.local_search) in tried
     assert asdict(bundle.local_search) == metrics["local_search"] and bundle.temperature > 0
     best = min(metrics["local_search_trials"], key=lambda t: (t["error"], t["nll"]))
     assert best["local_search"] == metrics["local_search"] and best["error"] == metrics["validation_error"]
@@ -229,3 +229,37 @@ def test_a_bundle_saved_before_the_prior_searches_without_one(tmp_path: Path, mo
     search = MotorBundle.load(tmp_path).local_search
     assert (search.iterations, search.step) == (4, 0.02)
     assert (search.prior, search.top_k, search.score) == (0.0, 10, "pixel")  # unconstrained, every class
+
+
+def test_manifold_term_is_the_mean_distance_to_the_nearest_class_codes(motor_run: Run) -> None:
+    bundle = MotorBundle.load(motor_run[0])
+    rng = np.random.default_rng(3)
+    classes = rng.integers(0, 10, 12)
+    codes = (bundle.class_codes[classes, 0] + rng.normal(0, 0.05, (12, PROGRAM_SIZE))).astype(np.float32)
+    distance, centre = bundle.manifold(codes, classes, 2)
+    for m, c in enumerate(classes):
+        z = (codes[m] - bundle.prototypes[c]) / bundle.scale
+        reference = (bundle.class_codes[c] - bundle.prototypes[c]) / bundle.scale
+        d2 = ((reference - z) ** 2).sum(-1)
+        nearest = np.argsort(d2)[:2]
+        assert distance[m] == pytest.approx(d2[nearest].mean(), rel=1e-3)
+        np.testing.assert_allclose(centre[m], bundle.class_codes[c][nearest].mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_class_codes_are_the_recognition_codes_of_the_first_training_digits(
+    tmp_path: Path, motor_run: Run, mnist_splits: MnistSplits
+) -> None:
+    from training.motor_calibrate import refresh_class_codes
+
+    for name in ("config.json", WEIGHTS, "metrics.json"):
+        (tmp_path / name).write_bytes((motor_run[0] / name).read_bytes())
+    before = MotorBundle.load(tmp_path)
+    bundle = refresh_class_codes(tmp_path, mnist_splits.train_x, mnist_splits.train_y, 6)
+    assert bundle.class_codes.shape == (10, 6, PROGRAM_SIZE) and bundle.bundle_id != before.bundle_id
+    sevens = mnist_splits.train_x[mnist_splits.train_y == 7][:6]
+    np.testing.assert_allclose(bundle.class_codes[7], before.recognize_codes(sevens)[7], rtol=1e-5, atol=1e-6)
+    for name, array in before.weights.items():
+        if name != "class_codes":
+            np.testing.assert_array_equal(bundle.weights[name], array)
+    with pytest.raises(ValueError, match="training digits of class"):
+        refresh_class_codes(tmp_path, mnist_splits.train_x, mnist_splits.train_y, 10**6)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bundles.motor_search import LocalSearch, Refined, refine, squared_error
+from bundles.motor_search import LocalSearch, Manifold, Refined, refine, squared_error
 
 C, N, D, P = 4, 5, 12, 3  # classes, images, pixels, code size
 SCALE = np.array([0.5, 1.0, 2.0], dtype=np.float32)
@@ -20,13 +20,31 @@ def _problem(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return a, x, codes
 
 
+def _manifold(reference: np.ndarray) -> Manifold:
+    """m_c with one reference code per class (C, P): ||(v - r_c) / s||^2, its "nearest neighbour" r_c."""
+
+    def manifold(flat: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (((flat - reference[classes]) / SCALE) ** 2).sum(-1), reference[classes]
+
+    return manifold
+
+
 def _search(
-    a: np.ndarray, x: np.ndarray, codes: np.ndarray, settings: LocalSearch
+    a: np.ndarray,
+    x: np.ndarray,
+    codes: np.ndarray,
+    settings: LocalSearch,
+    reference: np.ndarray | None = None,
 ) -> tuple[Refined, np.ndarray]:
     """refine() with the linear renderer and its exact gradient; also returns the initial renderings."""
     recon = np.einsum("cnp,cpd->cnd", codes, a).astype(np.float32)
-    # the pairs refine() searches: the top_k classes of each image, rank-major
-    searched = np.argsort(squared_error(recon, x), axis=0, kind="stable")[: settings.top_k].ravel()
+    manifold = None if reference is None else _manifold(reference)
+    energy = squared_error(recon, x)
+    if manifold is not None:
+        m, _ = manifold(codes.reshape(-1, P), np.repeat(np.arange(C), N))
+        energy = energy + settings.manifold * m.reshape(C, N)
+    # the pairs refine() searches: the top_k classes of each image by energy at z0, rank-major
+    searched = np.argsort(energy, axis=0, kind="stable")[: settings.top_k].ravel()
 
     def render(flat: np.ndarray) -> np.ndarray:
         images: np.ndarray = np.einsum("mp,mpd->md", flat, a[searched]).astype(np.float32)
@@ -38,28 +56,37 @@ def _search(
         grad: np.ndarray = (SCALE * np.einsum("mpd,md->mp", a[classes], residual)).astype(np.float32)
         return grad
 
-    return refine(x, codes, recon, settings, SCALE, render, gradient), recon
+    return refine(x, codes, recon, settings, SCALE, render, gradient, manifold), recon
 
 
 def _energy(code: np.ndarray, code0: np.ndarray, a: np.ndarray, x: np.ndarray, prior: float) -> float:
     return float(((x - code @ a) ** 2).sum() + prior * (((code - code0) / SCALE) ** 2).sum())
 
 
-@pytest.mark.parametrize("prior", [0.0, 0.5, 5.0])
-def test_search_reaches_the_minimum_of_the_energy(prior: float) -> None:
+@pytest.mark.parametrize(("prior", "gamma"), [(0.0, 0.0), (0.5, 0.0), (5.0, 0.0), (0.0, 2.0), (1.0, 3.0)])
+def test_search_reaches_the_minimum_of_the_energy(prior: float, gamma: float) -> None:
     a, x, codes = _problem()
-    out, _ = _search(a, x, codes, LocalSearch(iterations=400, step=0.01, prior=prior))
+    reference = np.random.default_rng(9).normal(0, 1, (C, P)).astype(np.float32)
+    settings = LocalSearch(iterations=400, step=0.01, prior=prior, manifold=gamma)
+    out, _ = _search(a, x, codes, settings, reference)
+    inv_s2 = np.diag(1.0 / SCALE.astype(np.float64) ** 2)
     for c in range(C):
         for i in range(N):
-            # argmin ||x - A^T v||^2 + prior ||(v - v0) / s||^2: (A A^T + prior S^-2) v = A x + prior S^-2 v0
-            s2 = np.diag(prior / SCALE.astype(np.float64) ** 2)
-            best = np.linalg.solve(a[c] @ a[c].T + s2, a[c] @ x[i] + s2 @ codes[c, i])
-            assert _energy(out.codes[c, i], codes[c, i], a[c], x[i], prior) == pytest.approx(
-                _energy(best, codes[c, i], a[c], x[i], prior), rel=1e-3, abs=1e-4
+            # argmin ||x - A^T v||^2 + prior ||(v - v0) / s||^2 + gamma ||(v - r_c) / s||^2:
+            # (A A^T + (prior + gamma) S^-2) v = A x + S^-2 (prior v0 + gamma r_c)
+            best = np.linalg.solve(
+                a[c] @ a[c].T + (prior + gamma) * inv_s2,
+                a[c] @ x[i] + inv_s2 @ (prior * codes[c, i] + gamma * reference[c]),
             )
-            assert out.scores[c, i] == pytest.approx(
-                _energy(out.codes[c, i], codes[c, i], a[c], x[i], prior), rel=1e-4
-            )
+
+            def energy(v: np.ndarray, c: int = c, i: int = i) -> float:
+                return _energy(v, codes[c, i], a[c], x[i], prior) + gamma * float(
+                    (((v - reference[c]) / SCALE) ** 2).sum()
+                )
+
+            assert energy(out.codes[c, i]) == pytest.approx(energy(best), rel=1e-3, abs=1e-4)
+            assert out.scores[c, i] == pytest.approx(energy(out.codes[c, i]), rel=1e-4)
+            assert out.scores_before[c, i] == pytest.approx(energy(codes[c, i]), rel=1e-4)
 
 
 def test_the_prior_keeps_codes_nearer_the_recognition_nets() -> None:
@@ -108,10 +135,31 @@ def test_no_iterations_change_nothing() -> None:
     out, recon = _search(a, x, codes, LocalSearch(iterations=0, prior=1.0))
     np.testing.assert_array_equal(out.codes, codes)
     np.testing.assert_array_equal(out.scores, squared_error(recon, x))
+    np.testing.assert_array_equal(out.scores_before, out.scores)
+
+
+def test_the_manifold_term_ranks_even_without_search() -> None:
+    a, x, codes = _problem(6)
+    reference = codes[:, 0]  # image 0's codes are on their class manifolds: m_c = 0 there
+    out, recon = _search(a, x, codes, LocalSearch(iterations=0, manifold=2.0), reference)
+    m = (((codes - reference[:, None]) / SCALE) ** 2).sum(-1)
+    np.testing.assert_allclose(out.scores, squared_error(recon, x) + 2.0 * m, rtol=1e-5)
+    np.testing.assert_array_equal(out.errors, squared_error(recon, x))
+    with pytest.raises(ValueError, match="class manifolds"):
+        refine(x, codes, recon, LocalSearch(manifold=1.0), SCALE, lambda c: c, lambda c, r, k: c)
 
 
 @pytest.mark.parametrize(
-    "bad", [{"score": "likelihood"}, {"top_k": 0}, {"iterations": -1}, {"step": 0.0}, {"prior": -1.0}]
+    "bad",
+    [
+        {"score": "likelihood"},
+        {"top_k": 0},
+        {"iterations": -1},
+        {"step": 0.0},
+        {"prior": -1.0},
+        {"manifold": -0.1},
+        {"neighbours": 0},
+    ],
 )
 def test_invalid_settings_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):

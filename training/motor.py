@@ -36,7 +36,7 @@ from models.motor import MotorNets
 from models.motor_codes import N_EQ, NoiseConfig, code_from_program, perturb_codes, program_from_code
 from models.motor_renderer import PROGRAM_SIZE, RendererConfig, render
 from training.mnist import MnistSplits
-from training.motor_calibrate import recalibrate, search_grid
+from training.motor_calibrate import recalibrate, refresh_class_codes, search_grid
 from training.motor_prototypes import prototype_programs
 from training.seed import set_seed
 from training.stack import fingerprint, resolve_device
@@ -65,12 +65,15 @@ class MotorConfig:
     n_train_per_class: int | None = None  # first n training digits of each class (None: all)
     n_validation: int = 1000  # validation digits scored every eval_every steps
     eval_every: int = 500
-    n_class_codes: int = 64  # codes of training digits kept per class in the bundle (to draw new digits)
+    # codes of the first training digits of each class kept in the bundle: the class-manifold term's
+    # reference and the programs `sample_code` draws new digits from
+    n_class_codes: int = 4000
     # local search settings tried on the validation digits (training/motor_calibrate.py): every combination
     local_search_iterations: tuple[int, ...] = (10,)
-    local_search_steps: tuple[float, ...] = (0.005, 0.02, 0.08)  # initial steps
-    local_search_priors: tuple[float, ...] = (0.0,)  # lambda, weight of ||z - z0||^2
-    local_search_top_k: tuple[int, ...] = (10,)  # classes refined per image
+    local_search_steps: tuple[float, ...] = (0.005, 0.01, 0.02)  # initial steps
+    local_search_priors: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0)  # lambda, weight of ||z - z0||^2
+    local_search_top_k: tuple[int, ...] = (3,)  # classes refined per image
+    local_search_manifolds: tuple[float, ...] = (0.0,)  # gamma, weight of the class-manifold term
     checkpoint_every: int = 250
     seed: int = 0
     device: str = "auto"
@@ -85,7 +88,8 @@ PROFILES: dict[str, MotorConfig] = {
         eval_every=200,
         n_train_per_class=1000,
         n_validation=500,
-        local_search_steps=(0.02,),
+        local_search_steps=(0.01,),
+        local_search_priors=(0.0, 4.0),
     ),
     "full": MotorConfig(),
 }
@@ -280,10 +284,10 @@ def train_motor(
         if done % config.checkpoint_every == 0 or done == config.steps:
             save(done)
     bar.close()
-    class_codes = pools[:, : config.n_class_codes].cpu().numpy()
     metrics: dict[str, Any] = {"device": device.type, "history": history}
     metrics["train_seconds"] = time.perf_counter() - started
-    write_motor_bundle(out, nets, class_codes, config, metrics)
+    write_motor_bundle(out, nets, pools.cpu().numpy(), config, metrics)
+    refresh_class_codes(out, data.train_x, data.train_y, _class_code_count(config, data.train_y))
     metrics.update(
         recalibrate(
             out,
@@ -303,7 +307,15 @@ def local_search_grid(config: MotorConfig) -> list[LocalSearch]:
         config.local_search_steps,
         config.local_search_priors,
         config.local_search_top_k,
+        config.local_search_manifolds,
     )
+
+
+def _class_code_count(config: MotorConfig, labels: np.ndarray) -> int:
+    """n_class_codes, or fewer when a class (within n_train_per_class) has fewer training digits."""
+    counts = np.bincount(labels, minlength=config.n_classes)
+    limit = config.n_train_per_class or int(counts.max())
+    return int(min(config.n_class_codes, limit, counts.min()))
 
 
 def export_weights(nets: MotorNets) -> dict[str, np.ndarray]:

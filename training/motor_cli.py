@@ -56,6 +56,14 @@ def register_motor_commands(train_app: typer.Typer, evaluate_app: typer.Typer) -
         steps: str | None = typer.Option(None, "--steps", help="Initial steps, e.g. 0.005,0.02."),
         priors: str | None = typer.Option(None, "--priors", help="Prior weights lambda, e.g. 0,1,3."),
         top_k: str | None = typer.Option(None, "--top-k", help="Classes refined per image, e.g. 3,10."),
+        manifolds: str | None = typer.Option(
+            None, "--manifolds", help="Class-manifold weights gamma, e.g. 0,0.1,0.2."
+        ),
+        class_codes: int | None = typer.Option(
+            None,
+            "--class-codes",
+            help="First replace the class codes by those of the first N training digits of each class.",
+        ),
         download: bool = DownloadOpt,
         threads: int = ThreadsOpt,
     ) -> None:
@@ -63,7 +71,7 @@ def register_motor_commands(train_app: typer.Typer, evaluate_app: typer.Typer) -
         combination of the comma-separated settings (each omitted one: the full profile's), each run
         scored by energy and by pixel error."""
         from training.motor import PROFILES
-        from training.motor_calibrate import recalibrate, search_grid
+        from training.motor_calibrate import recalibrate, refresh_class_codes, search_grid
 
         full = PROFILES["full"]
         _set_threads(threads)
@@ -72,9 +80,12 @@ def register_motor_commands(train_app: typer.Typer, evaluate_app: typer.Typer) -
             _numbers(steps, float) if steps else full.local_search_steps,
             _numbers(priors, float) if priors else full.local_search_priors,
             _numbers(top_k, int) if top_k else full.local_search_top_k,
+            _numbers(manifolds, float) if manifolds else full.local_search_manifolds,
         )
         n = validation or full.n_validation
         splits = load_mnist(data, download=download)
+        if class_codes:
+            refresh_class_codes(bundle, splits.train_x, splits.train_y, class_codes)
         result = recalibrate(bundle, splits.valid_x[:n], splits.valid_y[:n], grid)
         _report({k: v for k, v in result.items() if k != "local_search_trials"}, None)
 
