@@ -25,7 +25,7 @@ import numpy as np
 from scipy.special import log_softmax
 
 from bundles.io import write_bundle, write_config, write_metrics
-from bundles.motor import MotorBundle, fit_temperature
+from bundles.motor import CLASS_CODES, MotorBundle, fit_temperature
 from bundles.motor_search import LocalSearch
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def refresh_class_codes(path: Path, images: np.ndarray, labels: np.ndarray, per_
             np.concatenate([bundle.recognize_codes(own[s : s + 1000])[c] for s in range(0, per_class, 1000)])
         )
     config = {**bundle.config, "architecture": {**bundle.config["architecture"], "n_class_codes": per_class}}
-    write_bundle(path, config, {**bundle.weights, "class_codes": np.stack(codes)}, bundle.metrics)
+    write_bundle(path, config, {**bundle.weights, CLASS_CODES: np.stack(codes)}, bundle.metrics)
     return MotorBundle.load(path)
 
 
