@@ -41,12 +41,13 @@ SCORES = ("energy", "pixel")
 class LocalSearch:
     """Local search settings (saved in a bundle's config.json; training picks them on validation digits).
 
-    The defaults are the setting measured best on the full bundle's validation digits."""
+    The defaults are the setting measured best on the full bundle's first 2,000 validation digits
+    (validation error 1.50%; no search 1.55%; unconstrained search 2.2%)."""
 
     iterations: int = 10
-    step: float = 0.02  # initial step in z units per unit of J^T r
-    prior: float = 0.0  # lambda, the weight of ||z - z0||^2 in the energy
-    top_k: int = 10  # classes refined per image (lowest initial energy first)
+    step: float = 0.01  # initial step in z units per unit of J^T r
+    prior: float = 8.0  # lambda, the weight of ||z - z0||^2 in the energy
+    top_k: int = 3  # classes refined per image (lowest initial energy first)
     score: str = "energy"  # what ranks the classes: "energy" or "pixel"
     manifold: float = 0.0  # gamma, the weight of the class-manifold term m_c(z)
     neighbours: int = 5  # k of m_c: the mean squared distance to the k nearest codes of the class

@@ -209,7 +209,9 @@ def test_calibrate_command_rechooses_the_local_search_of_a_bundle(
         "--steps",
         "0.02",
     ]
-    result = CliRunner().invoke(app, ["train", "motor-calibrate", *args, "--priors", "0,3", "--top-k", "3"])
+    result = CliRunner().invoke(
+        app, ["train", "motor-calibrate", *args, "--priors", "0,3", "--top-k", "3", "--manifolds", "0"]
+    )
     assert result.exit_code == 0, result.output
     bundle, original = MotorBundle.load(bundle_dir), MotorBundle.load(motor_run[0])
     assert bundle.bundle_id == original.bundle_id  # same weights, new settings

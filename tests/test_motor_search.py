@@ -67,7 +67,7 @@ def _energy(code: np.ndarray, code0: np.ndarray, a: np.ndarray, x: np.ndarray, p
 def test_search_reaches_the_minimum_of_the_energy(prior: float, gamma: float) -> None:
     a, x, codes = _problem()
     reference = np.random.default_rng(9).normal(0, 1, (C, P)).astype(np.float32)
-    settings = LocalSearch(iterations=400, step=0.01, prior=prior, manifold=gamma)
+    settings = LocalSearch(iterations=400, step=0.01, prior=prior, top_k=C, manifold=gamma)
     out, _ = _search(a, x, codes, settings, reference)
     inv_s2 = np.diag(1.0 / SCALE.astype(np.float64) ** 2)
     for c in range(C):
@@ -93,14 +93,14 @@ def test_the_prior_keeps_codes_nearer_the_recognition_nets() -> None:
     a, x, codes = _problem(1)
     shift = []
     for prior in (0.0, 1.0, 10.0):
-        out, _ = _search(a, x, codes, LocalSearch(iterations=60, step=0.01, prior=prior))
+        out, _ = _search(a, x, codes, LocalSearch(iterations=60, step=0.01, prior=prior, top_k=C))
         shift.append(float((((out.codes - codes) / SCALE) ** 2).sum()))
     assert shift[0] > shift[1] > shift[2] > 0
 
 
 def test_energy_and_pixel_error_never_rise() -> None:
     a, x, codes = _problem(2)
-    out, recon = _search(a, x, codes, LocalSearch(iterations=5, step=0.5, prior=1.0))
+    out, recon = _search(a, x, codes, LocalSearch(iterations=5, step=0.5, prior=1.0, top_k=C))
     before = squared_error(recon, x)
     assert (out.scores <= before + 1e-5).all()
     assert (out.errors <= out.scores + 1e-5).all()  # the prior term is >= 0

@@ -78,10 +78,10 @@ class MotorConfig:
     n_class_codes: int = 4000
     # local search settings tried on the validation digits (training/motor_calibrate.py): every combination
     local_search_iterations: tuple[int, ...] = (10,)
-    local_search_steps: tuple[float, ...] = (0.005, 0.01, 0.02)  # initial steps
-    local_search_priors: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0)  # lambda, weight of ||z - z0||^2
+    local_search_steps: tuple[float, ...] = (0.01, 0.02)  # initial steps
+    local_search_priors: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0)  # lambda, weight of ||z - z0||^2
     local_search_top_k: tuple[int, ...] = (3,)  # classes refined per image
-    local_search_manifolds: tuple[float, ...] = (0.0,)  # gamma, weight of the class-manifold term
+    local_search_manifolds: tuple[float, ...] = (0.0, 0.1)  # gamma, weight of the class-manifold term
     checkpoint_every: int = 250
     seed: int = 0
     device: str = "auto"
@@ -97,7 +97,7 @@ PROFILES: dict[str, MotorConfig] = {
         n_train_per_class=1000,
         n_validation=500,
         local_search_steps=(0.01,),
-        local_search_priors=(0.0, 4.0),
+        local_search_priors=(0.0, 8.0),
     ),
     "full": MotorConfig(),
 }
