@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from bundles.convnet_pieces import isolate, read_pieces, scan_log_probs
 from bundles.digit_preprocess import BOX
-from bundles.digit_strips import prepare_strip
+from bundles.digit_strips import PreparedStrip, prepare_strip
 from bundles.io import BundleError, bundle_id, check_shapes, read_bundle
 from models.convnet_layout import CENTRE, N_DIGITS, NONE, SIDE, STRIDE, ConvNetArchitecture, weight_shapes
 
@@ -105,6 +106,11 @@ class ReaderConfig:
         2  # px: a found digit's class averages the windows shifted by 0, +-refine (0: the scan's rows)
     )
     fine: bool = False  # scan every 2 px across instead of 4 (twice the work)
+    segment: bool = False  # read by cutting the strip into pieces instead (bundles/convnet_pieces.py)
+    split_width: float = 12.0  # px: segments wider than this get cut hypotheses inside
+    piece_bias: float = 0.0  # count prior: added to each piece's log-probability
+    context_weight: float = 0.0  # weight of the scan's log-probabilities at a piece's centre (0: no scan)
+    alone_weight: float = 0.0  # scan reading: weight of each found digit's class cut out alone (0: none)
 
 
 @dataclass
@@ -224,6 +230,57 @@ class ConvNetBundle:
         votes: np.ndarray = near[:N_DIGITS].sum(axis=1)
         return votes / max(float(votes.sum()), 1e-12)
 
+    def _log_probs(self, windows: np.ndarray) -> np.ndarray:
+        """log p over the 11 outputs of (n, 28, 28) windows."""
+        logits = forward(self.weights, windows)[:, 0, 0, :]
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        out: np.ndarray = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return out
+
+    def _read_pieces(self, gray: np.ndarray, prepared: PreparedStrip, cfg: ReaderConfig) -> Reading:
+        """The reading by recognition-driven segmentation (bundles/convnet_pieces.py)."""
+        context = None
+        if cfg.context_weight:
+            probs = self.scan(prepared.image, cfg.fine)
+            step = STRIDE // 2 if cfg.fine else STRIDE
+
+            def context(centres: np.ndarray) -> np.ndarray:
+                return scan_log_probs(probs, step, centres)
+
+        pieces = read_pieces(
+            prepared.image, self._log_probs, cfg.split_width, cfg.piece_bias, context, cfg.context_weight
+        )
+        h, w = np.asarray(gray).shape
+        found = []
+        for piece in pieces:
+            p = np.exp(piece.log_probs)
+            top, left, bottom, right = ((v - prepared.pad) / prepared.factor for v in piece.box)
+            box = (
+                int(np.clip(np.floor(top), 0, h - 1)),
+                int(np.clip(np.floor(left), 0, w - 1)),
+                int(np.clip(np.ceil(bottom), 1, h)),
+                int(np.clip(np.ceil(right), 1, w)),
+            )
+            box = (box[0], box[1], max(box[2], box[0] + 1), max(box[3], box[1] + 1))
+            digit_p = p[piece.digit] / max(float(p[:N_DIGITS].sum()), 1e-12)
+            found.append(FoundDigit(piece.digit, float(digit_p), float(1.0 - p[NONE]), box))
+        return Reading("".join(str(d.digit) for d in found), found, prepared.digit_height)
+
+    def _with_alone(
+        self, ink: np.ndarray, columns: list[float], classes: list[np.ndarray], cfg: ReaderConfig
+    ) -> list[np.ndarray]:
+        """p(digit | a digit) of the scan times that of the digit cut out alone (bundles/convnet_pieces
+        .isolate: the ink between the thinnest cuts to its neighbours) to the power `alone_weight`,
+        renormalised:  p(k) ~ p_scan(k) p_alone(k)^w."""
+        cutouts = isolate(ink, columns)
+        alone = self._log_probs(np.stack([c.window for c in cutouts]))[:, :N_DIGITS]
+        out = []
+        for p, lp in zip(classes, alone, strict=True):
+            z = np.log(np.maximum(p, 1e-12)) + cfg.alone_weight * lp
+            q = np.exp(z - z.max())
+            out.append(q / q.sum())
+        return out
+
     def read(self, gray: np.ndarray, reader: ReaderConfig | None = None) -> Reading:
         """Every digit in a grayscale picture (H, W) in [0, 1], either polarity, read left to right.
 
@@ -237,6 +294,8 @@ class ConvNetBundle:
                 f"the digits are too small for the picture ({prepared.digit_height:.1f} px tall in a "
                 f"{gray.shape[0]}x{gray.shape[1]} picture): crop the picture to the digits"
             )
+        if cfg.segment:
+            return self._read_pieces(gray, prepared, cfg)
         probs = self.scan(prepared.image, cfg.fine)
         step = STRIDE // 2 if cfg.fine else STRIDE  # px between output columns
         presence = 1.0 - probs[NONE]  # (R, C)
@@ -258,6 +317,8 @@ class ConvNetBundle:
             classes = self._classify(prepared.image, corners, cfg.refine)
         else:
             classes = [self._vote(probs, int(rows[c]), c) for c in kept]
+        if cfg.alone_weight and kept:
+            classes = self._with_alone(prepared.image, [c * step + CENTRE for c in kept], classes, cfg)
         found = []
         h, w = np.asarray(gray).shape
         for c, p in zip(kept, classes, strict=True):
