@@ -110,6 +110,7 @@ class ReaderConfig:
     split_width: float = 12.0  # px: segments wider than this get cut hypotheses inside
     piece_bias: float = 0.0  # count prior: added to each piece's log-probability
     context_weight: float = 0.0  # weight of the scan's log-probabilities at a piece's centre (0: no scan)
+    guide_threshold: float = 1.0  # pieces: also cut between scan peaks at least this strong (1: none)
     alone_weight: float = 0.0  # scan reading: weight of each found digit's class cut out alone (0: none)
 
 
@@ -237,18 +238,36 @@ class ConvNetBundle:
         out: np.ndarray = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         return out
 
+    @staticmethod
+    def _peaks(strength: np.ndarray, threshold: float) -> list[int]:
+        """Columns where the presence is a local maximum and at least `threshold`."""
+        padded = np.concatenate([[-1.0], strength, [-1.0]])
+        return [
+            c
+            for c in range(len(strength))
+            if strength[c] >= threshold and strength[c] >= padded[c] and strength[c] >= padded[c + 2]
+        ]
+
     def _read_pieces(self, gray: np.ndarray, prepared: PreparedStrip, cfg: ReaderConfig) -> Reading:
         """The reading by recognition-driven segmentation (bundles/convnet_pieces.py)."""
-        context = None
-        if cfg.context_weight:
+        context, guides = None, None
+        if cfg.context_weight or cfg.guide_threshold < 1:
             probs = self.scan(prepared.image, cfg.fine)
             step = STRIDE // 2 if cfg.fine else STRIDE
+            strength = (1.0 - probs[NONE]).max(axis=0)
+            guides = [c * step + CENTRE for c in self._peaks(strength, cfg.guide_threshold)]
 
             def context(centres: np.ndarray) -> np.ndarray:
                 return scan_log_probs(probs, step, centres)
 
         pieces = read_pieces(
-            prepared.image, self._log_probs, cfg.split_width, cfg.piece_bias, context, cfg.context_weight
+            prepared.image,
+            self._log_probs,
+            cfg.split_width,
+            cfg.piece_bias,
+            context,
+            cfg.context_weight,
+            guides,
         )
         h, w = np.asarray(gray).shape
         found = []
@@ -301,12 +320,7 @@ class ConvNetBundle:
         presence = 1.0 - probs[NONE]  # (R, C)
         rows = presence.argmax(axis=0)
         strength = presence.max(axis=0)
-        padded = np.concatenate([[-1.0], strength, [-1.0]])
-        peaks = [
-            c
-            for c in range(len(strength))
-            if strength[c] >= cfg.threshold and strength[c] >= padded[c] and strength[c] >= padded[c + 2]
-        ]
+        peaks = self._peaks(strength, cfg.threshold)
         kept: list[int] = []
         for c in sorted(peaks, key=lambda c: -strength[c]):
             if all(abs(c - k) * step >= cfg.min_distance for k in kept):

@@ -19,7 +19,8 @@ pieces, and the convnet judges each piece *alone* (the ink outside the piece era
    boxes overlap without touching costs nothing.
 3. **Pieces**: between cuts i < j, the pixels right of path i and left of path j. A piece with less ink
    than `MIN_MASS` (px of full ink) is nothing (a speck, an empty gap) and costs nothing; one whose ink
-   is wider than a window (28 px) cannot be a digit; any other piece is cut out, placed in a 28x28
+   does not fit in a window (28 px) cannot be a digit (unless nothing else can be cut: between two
+   neighbouring cuts); any other piece is cut out, placed in a 28x28
    window with its centre of mass at (14, 14) (MNIST's convention) and scored by the net:
 
        s(i, j) = max_k log p(k | piece) + beta          k in 0..9, p: softmax over the 11 outputs
@@ -66,14 +67,14 @@ def segments(ink: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[0::2], edges[1::2], strict=True)]
 
 
-def thinnest_paths(ink: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The thinnest top-to-bottom path near each column (step 2 of the module doc).
+def thinnest_paths(ink: np.ndarray, columns: np.ndarray, reach: int = REACH) -> tuple[np.ndarray, np.ndarray]:
+    """The thinnest top-to-bottom path within +-reach px of each column (step 2 of the module doc).
 
     ink (H, W), columns (n,) -> paths (n, H) (the path's column in every row), costs (n,).
     """
     h, w = ink.shape
     n = len(columns)
-    offsets = np.arange(-REACH, REACH + 1)
+    offsets = np.arange(-reach, reach + 1)
     xs = np.clip(columns[:, None] + offsets[None], 0, w - 1)  # (n, 2R+1)
     lateral = LATERAL * np.array([1.0, 0.0, 1.0])
     cost = ink[0][xs].astype(np.float64)
@@ -96,8 +97,10 @@ def thinnest_paths(ink: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np
     return paths, costs
 
 
-def cut_hypotheses(ink: np.ndarray, split_width: float) -> np.ndarray:
-    """All cuts of a prepared strip, left to right: (m, H) columns, one path per cut (steps 1-2)."""
+def cut_hypotheses(ink: np.ndarray, split_width: float, guides: list[float] | None = None) -> np.ndarray:
+    """All cuts of a prepared strip, left to right: (m, H) columns, one path per cut (steps 1-2), and
+    the thinnest cut between every two neighbouring `guides` (columns where the scan saw a digit)
+    that lie in the same segment (`cut_between`)."""
     h, w = ink.shape
     runs = segments(ink)
     straight = [0] + [(b + a2) // 2 for (_, b), (a2, _) in zip(runs, runs[1:], strict=False)] + [w - 1]
@@ -115,7 +118,12 @@ def cut_hypotheses(ink: np.ndarray, split_width: float) -> np.ndarray:
             if all(abs(int(columns[i]) - int(columns[k])) >= CUT_SPACING for k in kept):
                 kept.append(i)
         cuts += [paths[i] for i in kept]
-    return np.stack(sorted(cuts, key=lambda p: float(p.mean())))
+    guides = sorted(guides or [])
+    for a, b in zip(guides, guides[1:], strict=False):
+        if any(lo <= a and b < hi for lo, hi in runs):
+            cuts.append(cut_between(ink, a, b))
+    unique = np.unique(np.stack(cuts), axis=0)
+    return unique[np.argsort(unique.mean(axis=1), kind="stable")]
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,7 @@ class Cutout:
     mass: float  # its ink, px of full ink
     box: tuple[int, int, int, int]  # its ink's (top, left, bottom, right) in the picture; 0s if none
     centre: tuple[float, float]  # its centre of mass (row, column) in the picture
+    fits: bool  # all its ink is inside the window
 
 
 def piece_window(ink: np.ndarray, left: np.ndarray, right: np.ndarray) -> Cutout:
@@ -137,7 +146,7 @@ def piece_window(ink: np.ndarray, left: np.ndarray, right: np.ndarray) -> Cutout
     window = np.zeros((SIDE, SIDE), dtype=np.float32)
     marked = part > INK
     if mass <= 0 or not marked.any():
-        return Cutout(window, mass, (0, 0, 0, 0), (0.0, 0.0))
+        return Cutout(window, mass, (0, 0, 0, 0), (0.0, 0.0), True)
     rows_any, cols_any = np.flatnonzero(marked.any(1)), np.flatnonzero(marked.any(0))
     box = (int(rows_any[0]), lo + int(cols_any[0]), int(rows_any[-1]) + 1, lo + int(cols_any[-1]) + 1)
     cy = float((part.sum(1) * np.arange(h)).sum() / mass)
@@ -148,18 +157,22 @@ def piece_window(ink: np.ndarray, left: np.ndarray, right: np.ndarray) -> Cutout
     c0, c1 = max(left_edge, lo), min(left_edge + SIDE, hi)
     if r0 < r1 and c0 < c1:
         window[r0 - top : r1 - top, c0 - left_edge : c1 - left_edge] = part[r0:r1, c0 - lo : c1 - lo]
-    return Cutout(window, mass, box, (cy, cx))
+    fits = top <= box[0] and box[2] <= top + SIDE and left_edge <= box[1] and box[3] <= left_edge + SIDE
+    return Cutout(window, mass, box, (cy, cx), fits)
 
 
 def cut_between(ink: np.ndarray, a: float, b: float) -> np.ndarray:
     """The thinnest cut between two digits centred at columns a < b: of the thinnest paths near the
-    columns between them (step 2), the one cutting least ink, ties (within `LATERAL` per px) going to
-    the one nearest the middle.  -> (H,) the path's column in every row."""
-    lo, hi = int(np.ceil(a)) + MIN_SIDE, int(np.floor(b)) - MIN_SIDE
+    columns of the middle third between them, straying at most a quarter of the distance from their
+    column (step 2; so a cut never reaches a digit's centre, where it would split a loop), the one
+    cutting least ink, ties (within `LATERAL` per px) going to the one nearest the middle.
+    -> (H,) the path's column in every row."""
+    third = (b - a) / 3
+    lo, hi = int(np.ceil(a + third)), int(np.floor(b - third))
     if hi < lo:
         lo = hi = int(round((a + b) / 2))
     columns = np.arange(lo, hi + 1)
-    paths, costs = thinnest_paths(ink, columns)
+    paths, costs = thinnest_paths(ink, columns, reach=max(1, int((b - a) / 4)))
     best = int(np.argmin(costs + LATERAL * np.abs(columns - (a + b) / 2)))
     path: np.ndarray = paths[best]
     return path
@@ -203,9 +216,10 @@ def read_pieces(
     piece_bias: float,
     context: Callable[[np.ndarray], np.ndarray] | None = None,
     context_weight: float = 0.0,
+    guides: list[float] | None = None,
 ) -> list[Piece]:
     """Steps 1-4: the best segmentation of a prepared strip into digits, left to right."""
-    cuts = cut_hypotheses(ink, split_width)
+    cuts = cut_hypotheses(ink, split_width, guides)
     m = len(cuts)
     extent = [(int(c.min()), int(c.max())) for c in cuts]
     inked = (ink > INK).any(axis=0)
@@ -222,7 +236,7 @@ def read_pieces(
             cut = piece_window(ink, cuts[i], cuts[j])
             if cut.mass < MIN_MASS:
                 specks.add((i, j))
-            elif cut.box[3] - cut.box[1] <= SIDE or j == i + 1:  # too wide: only between neighbouring cuts
+            elif cut.fits or j == i + 1:  # ink outside the window: only between neighbouring cuts
                 pairs.append((i, j))
                 windows.append(cut.window)
                 boxes.append(cut.box)
