@@ -15,15 +15,21 @@ MNIST-sized, pad), run the net over all of it at once (one output per 4 px, mode
 Columns where s is a local maximum and at least `threshold` are candidates; greedily, the strongest
 candidate is kept and those closer than `min_distance` px (in the scaled picture) are dropped. Each
 kept column is a digit. Its class comes from the scan itself when `refine` is 0: the windows of rows
-r* - 1 .. r* + 1 in its column vote with their presence,
+r* - 1 .. r* + 1 in its column (and `vote_columns` columns on either side) vote with their presence,
 
-    p(digit = k) = sum_r p(k | window r, c) / sum_r presence[r, c]
+    p(digit = k) = sum_{r, c'} p(k | window r, c') / sum_{r, c'} presence[r, c']
 
 (the net was trained to give each window's digit probabilities in proportion to how well a digit is
 centred in it, training/convnet_windows.py). With `refine` > 0 it is instead the softmax over the
 10 digit outputs at (r*, c), averaged over the 3 x 3 windows shifted by 0 and +-`refine` px (9 more
 windows through the net per digit). The box is the 20x20 MNIST box around the window's centre,
 mapped back to the picture's pixels. The string reads the digits from left to right.
+
+With `alone_weight` w > 0 each digit found is also cut out alone (bundles/convnet_pieces.isolate: the
+ink between the thinnest cuts to its neighbours) and its class is p(k) ~ p_scan(k) p_alone(k)^w.
+With `segment` the scan's peaks are not the digits: the strip is cut into pieces and the best
+segmentation is chosen by Viterbi over the cuts (bundles/convnet_pieces.py), each piece scored by the
+net alone and, with `context_weight`, by the scan at its centre.
 """
 
 from __future__ import annotations
@@ -106,6 +112,7 @@ class ReaderConfig:
         2  # px: a found digit's class averages the windows shifted by 0, +-refine (0: the scan's rows)
     )
     fine: bool = False  # scan every 2 px across instead of 4 (twice the work)
+    vote_columns: int = 0  # the class vote also takes this many scan columns on either side
     segment: bool = False  # read by cutting the strip into pieces instead (bundles/convnet_pieces.py)
     split_width: float = 12.0  # px: segments wider than this get cut hypotheses inside
     piece_bias: float = 0.0  # count prior: added to each piece's log-probability
@@ -225,10 +232,11 @@ class ConvNetBundle:
         return out
 
     @staticmethod
-    def _vote(probs: np.ndarray, row: int, col: int) -> np.ndarray:
-        """p(digit | a digit) at column `col` from rows row-1 .. row+1 of the scan, by presence."""
-        near = probs[:, max(row - 1, 0) : row + 2, col]  # (11, <= 3)
-        votes: np.ndarray = near[:N_DIGITS].sum(axis=1)
+    def _vote(probs: np.ndarray, row: int, col: int, columns: int = 0) -> np.ndarray:
+        """p(digit | a digit) at column `col` from rows row-1 .. row+1 and columns col-`columns` ..
+        col+`columns` of the scan, by presence."""
+        near = probs[:, max(row - 1, 0) : row + 2, max(col - columns, 0) : col + columns + 1]
+        votes: np.ndarray = near[:N_DIGITS].sum(axis=(1, 2))
         return votes / max(float(votes.sum()), 1e-12)
 
     def _log_probs(self, windows: np.ndarray) -> np.ndarray:
@@ -255,7 +263,7 @@ class ConvNetBundle:
             probs = self.scan(prepared.image, cfg.fine)
             step = STRIDE // 2 if cfg.fine else STRIDE
             strength = (1.0 - probs[NONE]).max(axis=0)
-            guides = [c * step + CENTRE for c in self._peaks(strength, cfg.guide_threshold)]
+            guides = [float(c * step + CENTRE) for c in self._peaks(strength, cfg.guide_threshold)]
 
             def context(centres: np.ndarray) -> np.ndarray:
                 return scan_log_probs(probs, step, centres)
@@ -330,7 +338,7 @@ class ConvNetBundle:
             corners = [(int(rows[c]) * STRIDE, c * step) for c in kept]
             classes = self._classify(prepared.image, corners, cfg.refine)
         else:
-            classes = [self._vote(probs, int(rows[c]), c) for c in kept]
+            classes = [self._vote(probs, int(rows[c]), c, cfg.vote_columns) for c in kept]
         if cfg.alone_weight and kept:
             classes = self._with_alone(prepared.image, [c * step + CENTRE for c in kept], classes, cfg)
         found = []

@@ -110,18 +110,16 @@ def cut_hypotheses(ink: np.ndarray, split_width: float, guides: list[float] | No
             continue
         columns = np.arange(a + MIN_SIDE, b - MIN_SIDE)
         paths, costs = thinnest_paths(ink, columns)
-        minima = [
-            i for i in range(len(columns)) if costs[i] <= costs[max(i - 2, 0) : i + 3].min() + 1e-9
-        ]
+        minima = [i for i in range(len(columns)) if costs[i] <= costs[max(i - 2, 0) : i + 3].min() + 1e-9]
         kept: list[int] = []
         for i in sorted(minima, key=lambda i: costs[i]):
             if all(abs(int(columns[i]) - int(columns[k])) >= CUT_SPACING for k in kept):
                 kept.append(i)
         cuts += [paths[i] for i in kept]
-    guides = sorted(guides or [])
-    for a, b in zip(guides, guides[1:], strict=False):
-        if any(lo <= a and b < hi for lo, hi in runs):
-            cuts.append(cut_between(ink, a, b))
+    peaks = sorted(guides or [])
+    for left, right in zip(peaks, peaks[1:], strict=False):
+        if any(lo <= left and right < hi for lo, hi in runs):
+            cuts.append(cut_between(ink, left, right))
     unique = np.unique(np.stack(cuts), axis=0)
     return unique[np.argsort(unique.mean(axis=1), kind="stable")]
 
@@ -222,10 +220,11 @@ def read_pieces(
     cuts = cut_hypotheses(ink, split_width, guides)
     m = len(cuts)
     extent = [(int(c.min()), int(c.max())) for c in cuts]
-    inked = (ink > INK).any(axis=0)
-    columns = np.arange(len(inked))
+    inked = np.asarray(ink > INK).any(axis=0)
+    width = ink.shape[1]
+    columns = np.arange(width)
     # first inked column at or after x, last inked column at or before x
-    first = np.minimum.accumulate(np.where(inked, columns, len(inked))[::-1])[::-1]
+    first = np.minimum.accumulate(np.where(inked, columns, width)[::-1])[::-1]
     last = np.maximum.accumulate(np.where(inked, columns, -1))
     # the candidate pieces: (i, j) whose ink is no wider than a window
     pairs, windows, boxes, centres, specks = [], [], [], [], set()

@@ -33,7 +33,7 @@ def _digit(i: int) -> np.ndarray:
 
 
 def _touching(a: np.ndarray, b: np.ndarray, overlap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Two digits side by side on a padded picture, b's box `overlap` px over a's: (picture, a alone, b alone)."""
+    """Two digits side by side, b's box `overlap` px over a's: (picture, a alone, b alone)."""
     h = max(a.shape[0], b.shape[0])
     width = 14 + a.shape[1] + b.shape[1] - overlap + 14
     first, second = np.zeros((h + 28, width), np.float32), np.zeros((h + 28, width), np.float32)
@@ -142,7 +142,8 @@ def test_cut_windows_lose_the_columns_beyond_the_cut_and_halved_ones_have_no_dig
     x, y = torch.from_numpy(data.train_x[:300]), torch.from_numpy(data.train_y[:300])
     plain = WindowConfig(context=1.0, noisy=0.0, empty=0.0)
     w0, _ = make_windows(x, y, plain, torch.Generator().manual_seed(0))
-    w1, _ = make_windows(x, y, WindowConfig(context=1.0, noisy=0.0, empty=0.0, cut=1.0), torch.Generator().manual_seed(0))
+    cut = WindowConfig(context=1.0, noisy=0.0, empty=0.0, cut=1.0)
+    w1, _ = make_windows(x, y, cut, torch.Generator().manual_seed(0))
     assert float(w1.sum()) < float(w0.sum())  # the neighbours' ink beyond the cuts is gone
     assert bool((w1 <= w0 + 1e-6).all())  # cutting only erases
     halved_cfg = WindowConfig(centred=1.0, context=0.0, noisy=0.0, empty=0.0, halved=1.0, halved_width=0.0)

@@ -15,8 +15,9 @@ where the presence 1 - p(NONE) peaks, so the net is trained on what those window
 * a `cut` fraction is cut as the segmenting reader cuts a strip (bundles/convnet_pieces.py): the
   columns beyond a vertical line halfway across the ink gap to each neighbour (+-`cut_jitter` px) are
   erased, so where the digits overlap part of the digit goes and part of the neighbour stays; a
-  `halved` fraction of the centred windows (digits at least `halved_width` px wide) is cut through the digit itself (at 35-65% of its ink
-  width, one side erased) and has no digit: target NONE (a half digit is not a digit);
+  `halved` fraction of the centred windows (digits at least `halved_width` px wide) is cut through
+  the digit itself (at 35-65% of its ink width, one side erased) and has no digit: target NONE (a
+  half digit is not a digit);
 * a `resampled` fraction is shrunk and grown back (the blur of a small picture grown to MNIST's size),
   and a `noisy` fraction gets Gaussian pixel noise.
 
