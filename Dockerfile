@@ -59,11 +59,13 @@ COPY training/ training/
 COPY service/ service/
 COPY migrations/ migrations/
 RUN pip install --no-cache-dir --no-compile $PIP_INSTALL_OPTIONS --no-deps .
-# Compile every index kernel (load, write, lookup, merge) now, into a cache the runtime user can read:
-# the server's start-up warm-up then reads them in milliseconds instead of compiling for seconds.
+# Compile every index kernel (load, write, lookup, merge) and the sparse coder's one-row product now, into
+# a cache the runtime user can read: the server's start-up warm-up and the sparse bundle's load then read
+# them in milliseconds instead of compiling for seconds.
 # From /, so that Python imports the installed package (numba keys its cache by the source file's path),
 # not the copy in /src.
-RUN cd / && python -c "from service.index_warmup import warm_up; warm_up()"
+RUN cd / && python -c "from service.index_warmup import warm_up; warm_up()" \
+    && python -c "from bundles.sparse import compile_kernels; compile_kernels()"
 
 # ---------------------------------------------------------------------------------------------------------
 # serving-venv: the build's venv stripped, without pip, setuptools and the libraries' test suites, with bytecode

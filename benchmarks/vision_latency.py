@@ -1,6 +1,6 @@
 """Latency of the vision models (issues #13-#15), in process and through the API; run it alone.
 
-    /work/bin/heavy --exclusive .venv/bin/python benchmarks/vision_latency.py \
+    /work/bin/exclusive .venv/bin/python benchmarks/vision_latency.py \
         [--convnet DIR] [--motor DIR] [--sparse DIR] [--requests 200]
 
 Short (a couple of minutes) so that it can hold both CPU slots of a shared machine. Each number is the
@@ -60,7 +60,7 @@ def main() -> None:
     setup = {
         "load_average_before": os.getloadavg()[0],
         "threads": "OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=1",
-        "command": "heavy --exclusive python benchmarks/vision_latency.py",
+        "command": "exclusive python benchmarks/vision_latency.py (other jobs paused)",
     }
     results: dict[str, dict[str, Any]] = {}
     if args.convnet is not None:

@@ -67,21 +67,31 @@ class Analysis:
     reconstructions: np.ndarray  # (N, C, 784)
 
 
-def net_shapes(n_classes: int, sizes: list[int], prefix: str) -> dict[str, tuple[int, ...]]:
+# Weight names, spelled once for the writer (training/motor.py) and this reader.
+RECOGNITION, GENERATIVE = "recognition", "generative"
+PROTOTYPES, SCALE, CLASS_CODES = "prototypes", "scale", "class_codes"
+
+
+def layer_names(net: str, layer: int) -> tuple[str, str]:
+    """Names of the weight matrix and bias of `layer` of the per-class stack `net`."""
+    return f"{net}.W{layer}", f"{net}.b{layer}"
+
+
+def net_shapes(n_classes: int, sizes: list[int], net: str) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for layer, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        shapes[f"{prefix}.W{layer}"] = (n_classes, a, b)
-        shapes[f"{prefix}.b{layer}"] = (n_classes, 1, b)
+        weight, bias = layer_names(net, layer)
+        shapes[weight], shapes[bias] = (n_classes, a, b), (n_classes, 1, b)
     return shapes
 
 
 def motor_weight_shapes(n_classes: int, hidden: list[int], n_class_codes: int) -> dict[str, tuple[int, ...]]:
     return {
-        "class_codes": (n_classes, n_class_codes, PROGRAM_SIZE),
-        **net_shapes(n_classes, [N_PIXELS, *hidden, PROGRAM_SIZE], "recognition"),
-        **net_shapes(n_classes, [PROGRAM_SIZE, *hidden, N_PIXELS], "generative"),
-        "prototypes": (n_classes, PROGRAM_SIZE),
-        "scale": (PROGRAM_SIZE,),
+        CLASS_CODES: (n_classes, n_class_codes, PROGRAM_SIZE),
+        **net_shapes(n_classes, [N_PIXELS, *hidden, PROGRAM_SIZE], RECOGNITION),
+        **net_shapes(n_classes, [PROGRAM_SIZE, *hidden, N_PIXELS], GENERATIVE),
+        PROTOTYPES: (n_classes, PROGRAM_SIZE),
+        SCALE: (PROGRAM_SIZE,),
     }
 
 
@@ -111,14 +121,11 @@ class MotorBundle:
         self.temperature = float(config.get("temperature", 1.0))
         self.noise = NoiseConfig(**config["training"]["noise"])
         n_layers = len(self.hidden) + 1
-        self.recognition = [
-            (weights[f"recognition.W{i}"], weights[f"recognition.b{i}"]) for i in range(n_layers)
-        ]
-        self.generative = [
-            (weights[f"generative.W{i}"], weights[f"generative.b{i}"]) for i in range(n_layers)
-        ]
-        self.prototypes, self.scale = weights["prototypes"], weights["scale"]
-        self.class_codes = weights["class_codes"]
+        names = {net: [layer_names(net, i) for i in range(n_layers)] for net in (RECOGNITION, GENERATIVE)}
+        self.recognition = [(weights[w], weights[b]) for w, b in names[RECOGNITION]]
+        self.generative = [(weights[w], weights[b]) for w, b in names[GENERATIVE]]
+        self.prototypes, self.scale = weights[PROTOTYPES], weights[SCALE]
+        self.class_codes = weights[CLASS_CODES]
         self.bundle_id = bundle_id(path, self.kind)
 
     @classmethod

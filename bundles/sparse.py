@@ -8,34 +8,51 @@ The math is models/sparse_coding.py's, without torch (the service must not need 
     h:      max(x - theta, 0) for nonnegative codes, sign(x) max(|x| - theta, 0) otherwise
 
 One image is the common request, and both its pixels (MNIST: ~20% ink) and its codes (a few dozen
-active atoms of ~1000) are sparse: products with a single row then read only the weight rows of its
-non-zeros instead of the whole matrix (for 1024 atoms, LISTA-3 reads ~0.5 MB instead of 11 MB).
+to a few hundred active atoms of ~1000) are sparse: a product with a single row then reads only the
+weight rows of its non-zeros, out = sum_{j: x_j != 0} x_j W[j, :], in place by a compiled kernel
+(`_sparse_row_times`; numpy's W[active] would first copy those rows). For 1024 atoms, LISTA-3 reads
+~2.5 MB instead of 11 MB. Batches use BLAS.
 
-Search codes: the signature is one bit per atom, set when the atom is active (np.packbits order, like
-the text bundles' long codes); the address is `address_bits` bits of the rotated code,
-bits = (Z - address_mean) @ address_rotation > address_thresholds, bit 0 the most significant.
+Search codes: the signature is one bit per atom (np.packbits order, like the text bundles' long
+codes), set for the `signature_atoms` active atoms of largest magnitude (all active atoms when the
+bundle does not say: formats 1 and 2). A fixed number of bits makes the Hamming distance of two
+signatures 2 (k - shared atoms), a count of shared parts: with every active atom set, an image with
+few active atoms was near every image, and atoms with tiny coefficients were noise. The address is
+`address_bits` bits of the rotated code, bits = (Z - address_mean) @ address_rotation >
+address_thresholds, bit 0 the most significant.
 
 Weights (float32): dictionary (n, m); lista.W_e (n, m); lista.S (m, m) and lista.theta (m,) shared
 by every step (format 1, and format 2 with `lista_untied` false), or lista.S (K-1, m, m) and
 lista.theta (K, m), one per step (format 2, `lista_untied` true); psd.W_e (n, m), psd.theta (m,);
-address_mean (m,), address_rotation (m, k), address_thresholds (k,).
+address_mean (m,), address_rotation (m, k), address_thresholds (k,). Format 3 adds
+architecture.signature_atoms (a positive integer, or null: every active atom); its fingerprint covers
+that choice along with the weights, since the stored signatures depend on both.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import numba
 import numpy as np
 
 from bundles.io import BundleError, check_shapes, id_from_fingerprint, read_bundle, weights_fingerprint
 
-SPARSE_FORMAT_VERSION = 2  # 2: LISTA may have one S and theta per step (`lista_untied`)
-READABLE_FORMAT_VERSIONS = (1, 2)
+# 2: LISTA may have one S and theta per step (`lista_untied`); 3: `signature_atoms`
+SPARSE_FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 Encoder = Literal["lista", "psd", "fista"]
 ENCODERS: tuple[Encoder, ...] = ("lista", "psd", "fista")
 MAX_FISTA_ITERATIONS = 1000
+# Weight names, spelled once for the writer (training/sparse_train.py) and this reader.
+DICTIONARY = "dictionary"
+LISTA_ENCODER, LISTA_INHIBITION, LISTA_THRESHOLD = "lista.W_e", "lista.S", "lista.theta"
+PSD_ENCODER, PSD_THRESHOLD = "psd.W_e", "psd.theta"
+ADDRESS_MEAN, ADDRESS_ROTATION, ADDRESS_THRESHOLDS = "address_mean", "address_rotation", "address_thresholds"
 
 
 def sparse_weight_shapes(
@@ -44,15 +61,15 @@ def sparse_weight_shapes(
     """The tensors a sparse bundle must hold."""
     n, m, k = n_inputs, n_atoms, lista_steps
     return {
-        "dictionary": (n, m),
-        "lista.W_e": (n, m),
-        "lista.S": (k - 1, m, m) if lista_untied else (m, m),
-        "lista.theta": (k, m) if lista_untied else (m,),
-        "psd.W_e": (n, m),
-        "psd.theta": (m,),
-        "address_mean": (m,),
-        "address_rotation": (m, address_bits),
-        "address_thresholds": (address_bits,),
+        DICTIONARY: (n, m),
+        LISTA_ENCODER: (n, m),
+        LISTA_INHIBITION: (k - 1, m, m) if lista_untied else (m, m),
+        LISTA_THRESHOLD: (k, m) if lista_untied else (m,),
+        PSD_ENCODER: (n, m),
+        PSD_THRESHOLD: (m,),
+        ADDRESS_MEAN: (m,),
+        ADDRESS_ROTATION: (m, address_bits),
+        ADDRESS_THRESHOLDS: (address_bits,),
     }
 
 
@@ -71,14 +88,47 @@ def _positive_float(architecture: dict[str, Any], key: str, path: Path) -> float
     return float(value)
 
 
+@numba.njit(cache=True, nogil=True)
+def _sparse_row_times(x: np.ndarray, weights: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """out += x @ weights for one row x (a,), weights (a, b), out (b,): reads only the rows where x != 0."""
+    for j in range(x.shape[0]):
+        value = x[j]
+        if value != 0.0:
+            row = weights[j]
+            for c in range(out.shape[0]):
+                out[c] += value * row[c]
+
+
 def _rows_times(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """x @ weights for x (B, a) and weights (a, b); for one row, only the rows of x's non-zeros are read."""
+    """x @ weights for x (B, a) and float32 C-contiguous weights (a, b); for one row, only the rows of
+    x's non-zeros are read (`_sparse_row_times`)."""
     if x.shape[0] == 1:
-        active = np.flatnonzero(x[0])
-        codes: np.ndarray = (x[0, active] @ weights[active])[None, :]
-        return codes
-    codes = x @ weights
-    return codes
+        out = np.zeros((1, weights.shape[1]), np.float32)
+        _sparse_row_times(np.ascontiguousarray(x[0], dtype=np.float32), weights, out[0])
+        return out
+    product: np.ndarray = x @ weights
+    return product
+
+
+def compile_kernels() -> None:
+    """Compile `_sparse_row_times` for float32 (or read it from numba's cache): before a first request."""
+    _rows_times(np.ones((1, 2), np.float32), np.ones((2, 3), np.float32))
+
+
+def signature_bits(codes: np.ndarray, atoms: int | None) -> np.ndarray:
+    """The signature as booleans: (B, m) codes -> (B, m), True at the `atoms` active atoms of largest
+    |z| (ties: the lower index), or at every active atom when `atoms` is None. A code with fewer
+    active atoms sets fewer bits."""
+    z = np.abs(np.asarray(codes))
+    active: np.ndarray = z != 0
+    if atoms is None or atoms >= z.shape[1]:
+        return active
+    # rank by |z| descending, ties by index: a stable argsort of -|z|
+    top = np.argsort(-z, axis=1, kind="stable")[:, :atoms]
+    bits = np.zeros_like(active)
+    np.put_along_axis(bits, top, True, axis=1)
+    out: np.ndarray = bits & active
+    return out
 
 
 class SparseBundle:
@@ -109,6 +159,9 @@ class SparseBundle:
         self.lipschitz = _positive_float(architecture, "lipschitz", path)
         self.nonnegative = bool(architecture.get("nonnegative", False))
         self.lista_untied = bool(architecture.get("lista_untied", False)) and self.lista_steps > 1
+        self.signature_atoms: int | None = None  # formats 1 and 2: every active atom
+        if architecture.get("signature_atoms") is not None:
+            self.signature_atoms = _positive_int(architecture, "signature_atoms", path, self.n_atoms)
         check_shapes(
             path,
             weights,
@@ -116,13 +169,20 @@ class SparseBundle:
                 self.n_inputs, self.n_atoms, self.address_bits, self.lista_steps, self.lista_untied
             ),
         )
-        d = weights["dictionary"]
+        # float32 and C-contiguous, as the one-row kernel reads them
+        self.weights = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+        d = self.weights[DICTIONARY]
         self._dictionary_t = np.ascontiguousarray(d.T)  # (m, n): reconstructions read rows of active atoms
         self._gram = d.T @ d  # (m, m) for FISTA's gradient
-        # What ties a collection's stored codes to this model: the weights that produce them.
+        # What ties a collection's stored codes to this model: the weights that produce them and,
+        # when the bundle chose one, how many atoms a signature keeps.
         fingerprint = weights_fingerprint(path)
+        if self.signature_atoms is not None:
+            rule = json.dumps({"weights": fingerprint, "signature_atoms": self.signature_atoms})
+            fingerprint = hashlib.sha256(rule.encode()).hexdigest()
         self.bundle_id = id_from_fingerprint(self.kind, fingerprint)
         self.fingerprint = fingerprint[:16]
+        compile_kernels()
 
     @classmethod
     def load(cls, path: Path | str) -> SparseBundle:
@@ -153,8 +213,8 @@ class SparseBundle:
         y = self._check(inputs)
         w = self.weights
         if encoder == "lista":
-            s, theta = w["lista.S"], w["lista.theta"]
-            b = _rows_times(y, w["lista.W_e"])
+            s, theta = w[LISTA_INHIBITION], w[LISTA_THRESHOLD]
+            b = _rows_times(y, w[LISTA_ENCODER])
             z = self._shrink(b, theta[0] if self.lista_untied else theta)
             for k in range(1, self.lista_steps):
                 if self.lista_untied:
@@ -163,7 +223,7 @@ class SparseBundle:
                     z = self._shrink(b + _rows_times(z, s), theta)
             return z.astype(np.float32)
         if encoder == "psd":
-            return self._shrink(_rows_times(y, w["psd.W_e"]), w["psd.theta"]).astype(np.float32)
+            return self._shrink(_rows_times(y, w[PSD_ENCODER]), w[PSD_THRESHOLD]).astype(np.float32)
         if encoder == "fista":
             n_iter = self.fista_iterations if iterations is None else iterations
             if not 1 <= n_iter <= MAX_FISTA_ITERATIONS:
@@ -179,7 +239,7 @@ class SparseBundle:
         `on_iterate` sees every iterate (for convergence curves).
         """
         step = 1.0 / self.lipschitz
-        yd = _rows_times(y, self.weights["dictionary"])  # (B, m)
+        yd = _rows_times(y, self.weights[DICTIONARY])  # (B, m)
         z = np.zeros_like(yd)
         p, t = z, 1.0
         for _ in range(n_iter):
@@ -200,15 +260,14 @@ class SparseBundle:
 
     # ----- search codes --------------------------------------------------------------------------
     def signatures(self, codes: np.ndarray) -> np.ndarray:
-        """Active atoms as packed bits: (B, m) -> (B, ceil(m / 8)) uint8 (np.packbits order)."""
-        return np.packbits(np.asarray(codes) != 0, axis=1)
+        """The signature (`signature_bits`) packed: (B, m) -> (B, ceil(m / 8)) uint8 (np.packbits order)."""
+        return np.packbits(signature_bits(codes, self.signature_atoms), axis=1)
 
     def addresses(self, codes: np.ndarray) -> np.ndarray:
         """`address_bits`-bit addresses of codes, bit 0 most significant.  (B, m) -> (B,) int64."""
         w = self.weights
-        bits = (np.asarray(codes, np.float32) - w["address_mean"]) @ w["address_rotation"] > w[
-            "address_thresholds"
-        ]
+        rotated = (np.asarray(codes, np.float32) - w[ADDRESS_MEAN]) @ w[ADDRESS_ROTATION]
+        bits = rotated > w[ADDRESS_THRESHOLDS]
         powers = 1 << np.arange(self.address_bits - 1, -1, -1, dtype=np.int64)
         addresses: np.ndarray = bits.astype(np.int64) @ powers
         return addresses

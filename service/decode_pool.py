@@ -1,6 +1,7 @@
 """A bounded pool of worker processes for decoding and normalising images, off the event loop.
 
-Image requests (uploads and JSON pixels) decode in a few dedicated worker processes, not threads: a
+Image requests (uploads and JSON pixels; service/vision.py keeps only small JSON bodies that need no
+preprocessing on the event loop) decode in a few dedicated worker processes, not threads: a
 decoding thread would share the server's GIL (Pillow's and NumPy's Python-level work holds it), and
 every `/healthz` answered meanwhile would wait for it. The workers run at a lower CPU priority
 (`WORKER_NICENESS`), so on a busy machine the event loop gets a core as soon as it has work; by default

@@ -2,8 +2,9 @@
 
 An image collection is an ordinary collection (same table, same in-memory bit index) whose codes come
 from the sparse bundle instead of the text bundle: a document is an image, its long code is the
-image's signature (one bit per dictionary atom, set when the atom is active) and its address is the
-bundle's `address_bits`-bit hash of the code. A search encodes the query image the same way, probes
+image's signature (one bit per dictionary atom, set for the code's `signature_atoms` largest active
+atoms: bundles/sparse.py `signature_bits`) and its address is the bundle's `address_bits`-bit hash of
+the code. A search encodes the query image the same way, probes
 the Hamming ball around its address and reranks the shortlist by signature Hamming distance, so the
 nearest images are those built from the most nearly the same parts.
 """
@@ -35,7 +36,10 @@ class SparseImageCode(BaseModel):
     values: list[float] = Field(description="Their coefficients (the code is zero everywhere else).")
     active: int = Field(description="How many atoms are active.")
     address: int = Field(description="The code's address in an image collection (bit 0 most significant).")
-    signature: str = Field(description="Active atoms as bits, hex (np.packbits order): the long code.")
+    signature: str = Field(
+        description="The signature's atoms (the largest active ones) as bits, hex (np.packbits order): "
+        "the long code."
+    )
     reconstruction_png: str | None = Field(
         None, description="The reconstruction (code times dictionary) as a base64 28x28 PNG, ink white."
     )

@@ -17,14 +17,15 @@ from typer.testing import CliRunner
 
 import training.sparse
 import training.sparse_train
-from bundles.io import BundleError, write_bundle
-from bundles.sparse import SparseBundle
+from bundles.io import BundleError, weights_fingerprint, write_bundle
+from bundles.sparse import SparseBundle, signature_bits
 from models.sparse_coding import LISTA, fista
 from semhash_cli import app
 from service.loaded_models import load_sparse_bundle
 from training.mnist import MnistSplits
 from training.sparse import random_patches
 from training.sparse_eval import first_reaching
+from training.sparse_signature import SIGNATURE_ATOMS_GRID
 
 Run = tuple[Path, dict[str, Any]]
 
@@ -97,14 +98,49 @@ def test_training_metrics_agree_with_the_bundle(sparse_run: Run, mnist_splits: M
 
 
 def test_search_codes(sparse_run: Run, mnist_splits: MnistSplits) -> None:
-    bundle = SparseBundle.load(sparse_run[0])
+    path, metrics = sparse_run
+    bundle = SparseBundle.load(path)
+    # the signature's size was chosen on validation, the best of the candidates tried
+    scores = metrics["signature"]["validation_precision_at_100"]
+    assert set(scores) == {str(k) if k else "all" for k in SIGNATURE_ATOMS_GRID}
+    chosen = bundle.signature_atoms
+    assert chosen == metrics["signature"]["signature_atoms"]
+    assert scores[str(chosen) if chosen else "all"] == max(scores.values())
     codes = bundle.encode(mnist_splits.train_x)
     signatures = bundle.signatures(codes)
     assert signatures.shape == (1200, 6) and signatures.dtype == np.uint8
-    np.testing.assert_array_equal(np.unpackbits(signatures, axis=1), codes != 0)
+    bits = np.unpackbits(signatures, axis=1).astype(bool)
+    np.testing.assert_array_equal(bits, signature_bits(codes, chosen))
+    assert not (bits & (codes == 0)).any()  # only active atoms
+    if chosen is not None:
+        assert (bits.sum(1) == np.minimum((codes != 0).sum(1), chosen)).all()
     addresses = bundle.addresses(codes)
     assert addresses.min() >= 0 and addresses.max() < 2**8
     assert len(np.unique(addresses)) > 8  # the address spreads the images over the table
+
+
+def test_the_fingerprint_covers_the_signature_size_and_older_formats_keep_every_active_atom(
+    sparse_run: Run, tmp_path: Path, mnist_splits: MnistSplits
+) -> None:
+    codes = SparseBundle.load(sparse_run[0]).encode(mnist_splits.valid_x)
+    ids = set()
+    for atoms in (3, 5):
+        path = _copy(sparse_run[0], tmp_path / str(atoms))
+        _edit(path, signature_atoms=atoms)
+        bundle = SparseBundle.load(path)
+        assert bundle.signature_atoms == atoms
+        assert (np.unpackbits(bundle.signatures(codes), axis=1).sum(1) <= atoms).all()
+        ids.add(bundle.bundle_id)
+    path = _copy(sparse_run[0], tmp_path / "format2")
+    config = json.loads((path / "config.json").read_text())
+    config["format_version"] = 2
+    del config["architecture"]["signature_atoms"]
+    (path / "config.json").write_text(json.dumps(config))
+    old = SparseBundle.load(path)
+    assert old.signature_atoms is None and old.bundle_id == f"sparse-{weights_fingerprint(path)[:12]}"
+    np.testing.assert_array_equal(np.unpackbits(old.signatures(codes), axis=1).astype(bool), codes != 0)
+    ids.add(old.bundle_id)
+    assert len(ids) == 3  # collections coded with one signature size refuse the others
 
 
 def test_an_interrupted_run_resumes_to_the_same_bundle(
@@ -150,6 +186,8 @@ def _edit(path: Path, **architecture: Any) -> None:
         (lambda p: _edit(p, lam=-1), "lam"),
         (lambda p: _edit(p, input_shape=[28]), "input_shape"),
         (lambda p: _edit(p, fista_iterations=0), "fista_iterations"),
+        (lambda p: _edit(p, signature_atoms=0), "signature_atoms"),
+        (lambda p: _edit(p, signature_atoms=49), "signature_atoms"),
         (
             lambda p: (p / "config.json").write_text(json.dumps({"kind": "sparse", "format_version": 9})),
             "format_version 9",
@@ -215,7 +253,8 @@ def test_cli_trains_and_evaluates(
     results = json.loads(results_file.read_text())
     assert set(results["linear_test_error"]) == {"psd", "pixels", "autoencoder"}
     assert 0 <= results["linear_test_error"]["psd"] < 0.5  # the tiny autoencoder's 8-D codes may be worse
-    assert set(results["retrieval_precision_at_100"]) == {"sparse_signature", "autoencoder_binary_code"}
+    assert {"sparse_signature", "autoencoder_binary_code"} <= set(results["retrieval_precision_at_100"])
+    assert results["signature_choice"]["signature_atoms"] == results["signature_atoms"]
     curve = results["iterations"]["fista"]["reconstruction_error"]
     assert curve[-1] < curve[0]
     assert "fista_iterations_to_match_lista_k3" in results

@@ -30,7 +30,18 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from bundles.io import write_bundle
-from bundles.motor import MOTOR_FORMAT_VERSION, LocalSearch, MotorBundle, fit_temperature
+from bundles.motor import (
+    CLASS_CODES,
+    GENERATIVE,
+    MOTOR_FORMAT_VERSION,
+    PROTOTYPES,
+    RECOGNITION,
+    SCALE,
+    LocalSearch,
+    MotorBundle,
+    fit_temperature,
+    layer_names,
+)
 from models.motor import MotorNets
 from models.motor_codes import N_EQ, NoiseConfig, code_from_program, perturb_codes, program_from_code
 from models.motor_renderer import PROGRAM_SIZE, RendererConfig, render
@@ -322,12 +333,12 @@ def calibrate(out: Path, images: np.ndarray, labels: np.ndarray, config: MotorCo
 
 def export_weights(nets: MotorNets) -> dict[str, np.ndarray]:
     weights: dict[str, np.ndarray] = {}
-    for name, stack in (("recognition", nets.recognition), ("generative", nets.generative)):
+    for net, stack in ((RECOGNITION, nets.recognition), (GENERATIVE, nets.generative)):
         for layer, (w, b) in enumerate(stack.layers()):
-            weights[f"{name}.W{layer}"] = w.detach().cpu().numpy()
-            weights[f"{name}.b{layer}"] = b.detach().cpu().numpy()
-    weights["prototypes"] = nets.prototypes.cpu().numpy()
-    weights["scale"] = nets.scale.cpu().numpy()
+            weight, bias = layer_names(net, layer)
+            weights[weight], weights[bias] = w.detach().cpu().numpy(), b.detach().cpu().numpy()
+    weights[PROTOTYPES] = nets.prototypes.cpu().numpy()
+    weights[SCALE] = nets.scale.cpu().numpy()
     return weights
 
 
@@ -356,4 +367,4 @@ def write_motor_bundle(
         "seed": config.seed,
         "training": asdict(config),
     }
-    return write_bundle(out, config_json, {**export_weights(nets), "class_codes": class_codes}, metrics)
+    return write_bundle(out, config_json, {**export_weights(nets), CLASS_CODES: class_codes}, metrics)

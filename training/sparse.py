@@ -10,9 +10,10 @@ Pipeline (`train_sparse`):
    LISTA, started at K ISTA steps, is trained by backprop through time on 1/2 ||Z_K - Z*||^2 (plus
    `energy_weight` times the energy E(Y, Z_K) of its code) and the validation prediction error picks
    the epoch.
-3. Search: the active atoms of a LISTA code are its binary signature (one bit per atom); the address
-   is `address_bits` balanced bits of the LISTA code (PCA + ITQ, median thresholds, as for the image
-   autoencoder's codes), so a Hamming ball around it finds images built from similar parts.
+3. Search: the largest active atoms of a LISTA code are its binary signature (one bit per atom; how
+   many, on validation: training/sparse_signature.py); the address is `address_bits` balanced bits
+   of the LISTA code (PCA + ITQ, median thresholds, as for the image autoencoder's codes), so a
+   Hamming ball around it finds images built from similar parts.
 
 Inputs are whole 28x28 images, or random 12x12 patches (`patch_size`) with at least some ink.
 Each stage checkpoints after every epoch under `<out>/checkpoints` with a fingerprint of its settings,

@@ -7,7 +7,8 @@
   autoencoder bundle is given, on its 30-D codes; the L2 weight C is chosen on the validation split,
   then the classifier is refitted on all 60,000 training images and tested once.
 * Retrieval: precision@100 of test images against the 60,000 training images by signature Hamming
-  distance (and the autoencoder's binary codes by theirs, the same way).
+  distance (the bundle's signature, and for reference the one of every active atom), and the
+  autoencoder's binary codes by theirs, the same way.
 * Plots: the dictionary's most used atoms, reconstruction error against iterations.
 """
 
@@ -27,7 +28,7 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from bundles.sparse import SparseBundle  # noqa: E402
+from bundles.sparse import DICTIONARY, SparseBundle, signature_bits  # noqa: E402
 from bundles.vision import ImageBundle  # noqa: E402
 from training.mnist import MnistSplits  # noqa: E402
 from training.vision_eval import hamming_hits_at_k  # noqa: E402
@@ -152,11 +153,15 @@ def signature_precision_at_100(bits: Callable[[np.ndarray], np.ndarray], data: M
     }
 
 
-def sparse_bits(bundle: SparseBundle) -> Callable[[np.ndarray], np.ndarray]:
-    """Unpacked signatures (n, m) of LISTA codes, encoded in chunks."""
+def sparse_bits(bundle: SparseBundle, every_active: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """Unpacked signatures (n, m) of LISTA codes, encoded in chunks: the bundle's (its
+    `signature_atoms` largest atoms) or, with `every_active`, every active atom (formats 1-2)."""
+    atoms = None if every_active else bundle.signature_atoms
 
     def bits(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([bundle.encode(x[s : s + 5000]) != 0 for s in range(0, len(x), 5000)])
+        return np.concatenate(
+            [signature_bits(bundle.encode(x[s : s + 5000]), atoms) for s in range(0, len(x), 5000)]
+        )
 
     return bits
 
@@ -192,7 +197,7 @@ def plot_dictionary(
     for ax in axes.ravel():
         ax.axis("off")
     for ax, atom in zip(axes.ravel(), order, strict=False):
-        image = bundle.weights["dictionary"][:, atom].reshape(h, w)
+        image = bundle.weights[DICTIONARY][:, atom].reshape(h, w)
         ax.imshow(image, cmap="gray_r", vmin=min(0.0, image.min()), vmax=image.max())
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -266,6 +271,10 @@ def evaluate_sparse(
     if pixels:
         linear["pixels"] = linear_test_error(lambda x: x, data)
     retrieval = {"sparse_signature": signature_precision_at_100(sparse_bits(bundle), data)}
+    if bundle.signature_atoms is not None:  # what the signature of every active atom gives, for reference
+        retrieval["sparse_signature_every_active_atom"] = signature_precision_at_100(
+            sparse_bits(bundle, every_active=True), data
+        )
     if autoencoder is not None:
         images = ImageBundle.load(autoencoder)
         linear["autoencoder"] = linear_test_error(images.encode, data)
@@ -283,6 +292,8 @@ def evaluate_sparse(
         "linear_classifier": linear,
         "retrieval_precision_at_100": {name: r["precision_at_100"] for name, r in retrieval.items()},
         "retrieval": retrieval,
+        "signature_atoms": bundle.signature_atoms,
+        "signature_choice": bundle.metrics.get("signature"),
         "encode_ms_p50": encode_latency(bundle, data.test_x),
         "encode_timing": "in-process SparseBundle.encode of one test image, p50 of 200; fista with the "
         f"bundle's default {bundle.fista_iterations} iterations",

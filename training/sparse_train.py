@@ -1,4 +1,5 @@
-"""`train_sparse`: PSD, then LISTA, then the search codes, written as a `sparse` bundle.
+"""`train_sparse`: PSD, then LISTA, then the search codes (address; signature size chosen on validation,
+training/sparse_signature.py), written as a `sparse` bundle.
 
 The stages and their checkpoints are in training/sparse.py; the bundle layout and its numpy
 inference in bundles/sparse.py.
@@ -18,7 +19,18 @@ import torch
 from torch import Tensor
 
 from bundles.io import write_bundle
-from bundles.sparse import SPARSE_FORMAT_VERSION
+from bundles.sparse import (
+    ADDRESS_MEAN,
+    ADDRESS_ROTATION,
+    ADDRESS_THRESHOLDS,
+    DICTIONARY,
+    LISTA_ENCODER,
+    LISTA_INHIBITION,
+    LISTA_THRESHOLD,
+    PSD_ENCODER,
+    PSD_THRESHOLD,
+    SPARSE_FORMAT_VERSION,
+)
 from models.sparse_coding import LISTA, PSD, lipschitz_constant
 from training.images import fit_binary_code
 from training.mnist import MnistSplits
@@ -33,6 +45,7 @@ from training.sparse import (
     train_psd,
     training_inputs,
 )
+from training.sparse_signature import choose_signature_atoms
 from training.stack import fingerprint, resolve_device
 
 log = logging.getLogger(__name__)
@@ -135,12 +148,20 @@ def train_sparse(
 
     with torch.no_grad():
         codes = batched(net, x).cpu().numpy()
-    address = fit_binary_code(codes, n_bits=config.address_bits, seed=config.seed)
-    seconds = time.perf_counter() - started
-    with torch.no_grad():
         lista_v = batched(net, xv)
         recon_v = float(((xv - lista_v @ dictionary.T) ** 2).sum(1).mean())
         optimal_recon_v = float(((xv - target_v @ dictionary.T) ** 2).sum(1).mean())
+    address = fit_binary_code(codes, n_bits=config.address_bits, seed=config.seed)
+    # Whole images have labels: the signature's size is chosen on the validation images. Patches
+    # (not servable by the images routes) keep every active atom.
+    signature = (
+        choose_signature_atoms(
+            codes, data.train_y[: len(codes)], lista_v.cpu().numpy(), data.valid_y[: len(xv)]
+        )
+        if config.patch_size is None
+        else {"signature_atoms": None}
+    )
+    seconds = time.perf_counter() - started
     metrics = {
         "validation": {
             "lista_code_error": min(r["validation_code_error"] for r in lista_history),
@@ -149,6 +170,7 @@ def train_sparse(
             "optimal_reconstruction_error": optimal_recon_v,
             "optimal_active_atoms": float((target_v != 0).sum(1).float().mean()),
         },
+        "signature": signature,
         "train_seconds": seconds,
         "device": device.type,
         "history": {"psd": psd_history, "lista": lista_history},
@@ -167,7 +189,9 @@ def train_sparse(
             "lista_untied": net.untied,
             "fista_iterations": config.fista_iterations,
             "address_bits": config.address_bits,
-            "signature": "one bit per atom, set when the atom is active in the LISTA code",
+            "signature_atoms": signature["signature_atoms"],
+            "signature": "one bit per atom, set for the signature_atoms active atoms of largest magnitude "
+            "in the LISTA code (null: every active atom)",
             "address": "PCA + ITQ rotation of the LISTA code, median thresholds",
         },
         "seed": config.seed,
@@ -180,15 +204,15 @@ def train_sparse(
 
     assert net.S is not None or net.steps == 1
     weights = {
-        "dictionary": arr(dictionary),
-        "lista.W_e": arr(net.W_e),
-        "lista.S": arr(net.S) if net.S is not None else np.zeros((config.n_atoms,) * 2, np.float32),
-        "lista.theta": arr(net.theta),
-        "psd.W_e": arr(model.encoder.W_e),
-        "psd.theta": arr(model.encoder.theta),
-        "address_mean": address["code_mean"],
-        "address_rotation": address["code_rotation"],
-        "address_thresholds": address["code_thresholds"],
+        DICTIONARY: arr(dictionary),
+        LISTA_ENCODER: arr(net.W_e),
+        LISTA_INHIBITION: arr(net.S) if net.S is not None else np.zeros((config.n_atoms,) * 2, np.float32),
+        LISTA_THRESHOLD: arr(net.theta),
+        PSD_ENCODER: arr(model.encoder.W_e),
+        PSD_THRESHOLD: arr(model.encoder.theta),
+        ADDRESS_MEAN: address["code_mean"],
+        ADDRESS_ROTATION: address["code_rotation"],
+        ADDRESS_THRESHOLDS: address["code_thresholds"],
     }
     write_bundle(out, config_json, weights, metrics)
     log.info("sparse bundle written to %s in %.0f s (validation %s)", out, seconds, metrics["validation"])

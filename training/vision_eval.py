@@ -122,12 +122,16 @@ def evaluate_images(bundle_path: Path, data: MnistSplits, plots: Path | None = N
 def hamming_hits_at_k(
     query: np.ndarray, query_y: np.ndarray, db: np.ndarray, db_y: np.ndarray, k: int = 100, chunk: int = 500
 ) -> np.ndarray:
-    """Per query, the fraction of its k nearest database codes (Hamming distance) with the same label."""
+    """Per query, the fraction of its k nearest database codes (Hamming distance) with the same label.
+
+    For bits q, d in {0, 1}: Hamming(q, d) = |q| + |d| - 2 q.d, one product per chunk (exact in float32).
+    """
     q, d = query.astype(np.float32), db.astype(np.float32)
+    d_ones = d.sum(1)
     hits = np.empty(len(q))
     for s in range(0, len(q), chunk):
         qs = q[s : s + chunk]
-        dist = qs @ (1 - d).T + (1 - qs) @ d.T  # (chunk, n_db) Hamming distances
+        dist = qs.sum(1)[:, None] + d_ones[None, :] - 2 * (qs @ d.T)  # (chunk, n_db) Hamming distances
         hits[s : s + chunk] = _hits(dist, query_y[s : s + chunk], db_y, k)
     return hits
 

@@ -6,11 +6,11 @@ import base64
 from typing import Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from bundles.sparse import MAX_FISTA_ITERATIONS, Encoder
+from bundles.sparse import MAX_FISTA_ITERATIONS, Encoder, SparseBundle
 from bundles.vision import ImageBundle
 from service.deps import require_read_key
 from service.errors import InvalidInputError
@@ -41,6 +41,13 @@ class ImageCodes(BaseModel):
     count: int
 
 
+def _json(codes: BaseModel) -> Response:
+    """The codes, validated when they were built, serialised once here (in the worker thread that built
+    them) rather than validated again by FastAPI and serialised on the event loop; the route's
+    response_model still documents them."""
+    return Response(codes.model_dump_json(), media_type="application/json")
+
+
 def _encode(bundle: ImageBundle, images: np.ndarray, reconstruct: bool) -> list[ImageCode]:
     codes = bundle.encode(images)
     bits = bundle.binary_codes(images)
@@ -55,6 +62,17 @@ def _encode(bundle: ImageBundle, images: np.ndarray, reconstruct: bool) -> list[
             item.reconstruction_error = float(((recon[i] - images[i]) ** 2).sum())
         out.append(item)
     return out
+
+
+def _autoencoder_response(bundle: ImageBundle, images: np.ndarray, reconstruct: bool) -> Response:
+    data = _encode(bundle, images, reconstruct)
+    return _json(ImageCodes(data=data, count=len(data)))
+
+
+def _sparse_response(
+    bundle: SparseBundle, images: np.ndarray, encoder: Encoder, iterations: int | None, reconstruct: bool
+) -> Response:
+    return _json(encode_sparse(bundle, images, encoder, iterations, reconstruct))
 
 
 @router.post("/encode", openapi_extra=OPENAPI_BODY, response_model=ImageCodes | SparseImageCodes)
@@ -80,17 +98,16 @@ async def encode(
     reconstruct: bool = Query(
         False, description="Also return the reconstruction (base64 PNG) and its error."
     ),
-) -> ImageCodes | SparseImageCodes:
+) -> Response:
     """Encode one image or a batch: a PNG/JPEG upload (`file`/`files`) or JSON (`pixels`/`images`)."""
     if model == "autoencoder":
         for name, value in (("encoder", encoder), ("iterations", iterations)):
             if value is not None:
                 raise InvalidInputError(f"`{name}` applies to model=sparse only", [("query", name)])
         bundle = get_image_bundle(models)
-        data = await run_in_threadpool(_encode, bundle, images, reconstruct)
-        return ImageCodes(data=data, count=len(data))
+        return await run_in_threadpool(_autoencoder_response, bundle, images, reconstruct)
     chosen: Encoder = encoder or "lista"
     if iterations is not None and chosen != "fista":
         raise InvalidInputError("`iterations` applies to encoder=fista only", [("query", "iterations")])
     sparse = get_sparse_bundle(models)
-    return await run_in_threadpool(encode_sparse, sparse, images, chosen, iterations, reconstruct)
+    return await run_in_threadpool(_sparse_response, sparse, images, chosen, iterations, reconstruct)

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from bundles.digit_preprocess import normalise_digit
-from bundles.sparse import SparseBundle
+from bundles.sparse import SparseBundle, signature_bits
 from training.mnist import MnistSplits
 
 Run = tuple[Path, dict[str, Any]]
@@ -58,7 +58,10 @@ def test_encode_returns_sparse_codes(
     for item, code in zip(body["data"], codes, strict=True):
         assert item["indices"] == np.flatnonzero(code).tolist() and item["active"] == len(item["indices"])
         np.testing.assert_allclose(item["values"], code[code != 0], rtol=1e-6)
-        assert item["signature"] == np.packbits(code != 0).tobytes().hex()
+        assert (
+            item["signature"]
+            == np.packbits(signature_bits(code[None], bundle.signature_atoms)).tobytes().hex()
+        )
         assert item["address"] == int(bundle.addresses(code[None])[0])
         assert item["reconstruction_png"] is None
 
@@ -110,6 +113,35 @@ def test_bad_parameters_are_422_naming_them(client: TestClient, query: str, fiel
     response = client.post(f"/v1/images/encode?{query}", json={"pixels": [0.0] * 784})
     assert response.status_code == 422, response.text
     assert any(error["loc"][-1] == field for error in response.json()["detail"])
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_small_json_bodies_without_preprocessing_skip_the_decode_pool_with_the_same_checks(
+    client: TestClient, bundle: SparseBundle, mnist_splits: MnistSplits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool = client.app.state.decode_pool
+    handed: list[str] = []
+    run = pool.run
+
+    async def counted(fn: Callable[..., Any], *args: Any) -> Any:
+        handed.append(fn.__name__)
+        return await run(fn, *args)
+
+    monkeypatch.setattr(pool, "run", counted)
+    route = "/v1/images/encode?model=sparse&preprocess=false"
+    x = mnist_splits.test_x[:40]
+    one = client.post(route, json={"pixels": x[0].tolist()})
+    assert one.status_code == 200 and handed == []  # parsed and checked on the event loop
+    assert one.json()["data"][0]["indices"] == np.flatnonzero(bundle.encode(x[:1])[0]).tolist()
+    for body, field in (({"pixels": [2.0] * 784}, "pixels"), ({"pixels": [0.5] * 10}, "pixels")):
+        refused = client.post(route, json=body)
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", field]
+    assert client.post(route, json={"pixels": x[0].tolist(), "extra": 1}).status_code == 422
+    assert handed == []
+    many = client.post(route, json={"images": x.tolist()})  # over INLINE_JSON_BYTES: the pool parses it
+    assert many.status_code == 200 and many.json()["count"] == 40 and handed == ["_normalise_json"]
+    preprocessed = client.post("/v1/images/encode?model=sparse", json={"pixels": x[0].tolist()})
+    assert preprocessed.status_code == 200 and handed == ["_normalise_json"] * 2
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
