@@ -22,7 +22,7 @@ import numpy as np
 
 from bundles.convnet import ConvNetBundle, ReaderConfig
 from bundles.digit_strips import Strip, make_strips
-from training.convnet_eval import TUNE_SEED, align
+from training.convnet_eval import TUNE_SEED, align, parse_reader
 from training.mnist import load_mnist
 
 
@@ -78,13 +78,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--strips", type=int, default=300)
     parser.add_argument(
-        "--reader", default=None, help="threshold/min_distance/refine/fine (default: the bundle's)"
+        "--reader",
+        default=None,
+        help="name=value/... of bundles.convnet.ReaderConfig, e.g. segment=True/piece_bias=1.0 (default: "
+        "the bundle's)",
     )
     args = parser.parse_args()
     reader = None
     if args.reader:
-        threshold, distance, refine, fine = args.reader.split("/")
-        reader = ReaderConfig(float(threshold), float(distance), int(refine), bool(int(fine)))
+        base = ConvNetBundle.load(args.convnet).reader
+        reader = parse_reader(args.reader, base)
     data = load_mnist(args.data)
     strips = make_strips(data.valid_x, data.valid_y, args.strips, TUNE_SEED)
     print(json.dumps(analyse(ConvNetBundle.load(args.convnet), strips, reader), indent=1, default=dict))

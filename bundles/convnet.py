@@ -15,15 +15,21 @@ MNIST-sized, pad), run the net over all of it at once (one output per 4 px, mode
 Columns where s is a local maximum and at least `threshold` are candidates; greedily, the strongest
 candidate is kept and those closer than `min_distance` px (in the scaled picture) are dropped. Each
 kept column is a digit. Its class comes from the scan itself when `refine` is 0: the windows of rows
-r* - 1 .. r* + 1 in its column vote with their presence,
+r* - 1 .. r* + 1 in its column (and `vote_columns` columns on either side) vote with their presence,
 
-    p(digit = k) = sum_r p(k | window r, c) / sum_r presence[r, c]
+    p(digit = k) = sum_{r, c'} p(k | window r, c') / sum_{r, c'} presence[r, c']
 
 (the net was trained to give each window's digit probabilities in proportion to how well a digit is
 centred in it, training/convnet_windows.py). With `refine` > 0 it is instead the softmax over the
 10 digit outputs at (r*, c), averaged over the 3 x 3 windows shifted by 0 and +-`refine` px (9 more
 windows through the net per digit). The box is the 20x20 MNIST box around the window's centre,
 mapped back to the picture's pixels. The string reads the digits from left to right.
+
+With `alone_weight` w > 0 each digit found is also cut out alone (bundles/convnet_pieces.isolate: the
+ink between the thinnest cuts to its neighbours) and its class is p(k) ~ p_scan(k) p_alone(k)^w.
+With `segment` the scan's peaks are not the digits: the strip is cut into pieces and the best
+segmentation is chosen by Viterbi over the cuts (bundles/convnet_pieces.py), each piece scored by the
+net alone and, with `context_weight`, by the scan at its centre.
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from bundles.convnet_pieces import isolate, read_pieces, scan_log_probs
 from bundles.digit_preprocess import BOX
-from bundles.digit_strips import prepare_strip
+from bundles.digit_strips import PreparedStrip, prepare_strip
 from bundles.io import BundleError, bundle_id, check_shapes, read_bundle
 from models.convnet_layout import CENTRE, N_DIGITS, NONE, SIDE, STRIDE, ConvNetArchitecture, weight_shapes
 
@@ -105,6 +112,13 @@ class ReaderConfig:
         2  # px: a found digit's class averages the windows shifted by 0, +-refine (0: the scan's rows)
     )
     fine: bool = False  # scan every 2 px across instead of 4 (twice the work)
+    vote_columns: int = 0  # the class vote also takes this many scan columns on either side
+    segment: bool = False  # read by cutting the strip into pieces instead (bundles/convnet_pieces.py)
+    split_width: float = 12.0  # px: segments wider than this get cut hypotheses inside
+    piece_bias: float = 0.0  # count prior: added to each piece's log-probability
+    context_weight: float = 0.0  # weight of the scan's log-probabilities at a piece's centre (0: no scan)
+    guide_threshold: float = 1.0  # pieces: also cut between scan peaks at least this strong (1: none)
+    alone_weight: float = 0.0  # scan reading: weight of each found digit's class cut out alone (0: none)
 
 
 @dataclass
@@ -218,11 +232,81 @@ class ConvNetBundle:
         return out
 
     @staticmethod
-    def _vote(probs: np.ndarray, row: int, col: int) -> np.ndarray:
-        """p(digit | a digit) at column `col` from rows row-1 .. row+1 of the scan, by presence."""
-        near = probs[:, max(row - 1, 0) : row + 2, col]  # (11, <= 3)
-        votes: np.ndarray = near[:N_DIGITS].sum(axis=1)
+    def _vote(probs: np.ndarray, row: int, col: int, columns: int = 0) -> np.ndarray:
+        """p(digit | a digit) at column `col` from rows row-1 .. row+1 and columns col-`columns` ..
+        col+`columns` of the scan, by presence."""
+        near = probs[:, max(row - 1, 0) : row + 2, max(col - columns, 0) : col + columns + 1]
+        votes: np.ndarray = near[:N_DIGITS].sum(axis=(1, 2))
         return votes / max(float(votes.sum()), 1e-12)
+
+    def _log_probs(self, windows: np.ndarray) -> np.ndarray:
+        """log p over the 11 outputs of (n, 28, 28) windows."""
+        logits = forward(self.weights, windows)[:, 0, 0, :]
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        out: np.ndarray = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return out
+
+    @staticmethod
+    def _peaks(strength: np.ndarray, threshold: float) -> list[int]:
+        """Columns where the presence is a local maximum and at least `threshold`."""
+        padded = np.concatenate([[-1.0], strength, [-1.0]])
+        return [
+            c
+            for c in range(len(strength))
+            if strength[c] >= threshold and strength[c] >= padded[c] and strength[c] >= padded[c + 2]
+        ]
+
+    def _read_pieces(self, gray: np.ndarray, prepared: PreparedStrip, cfg: ReaderConfig) -> Reading:
+        """The reading by recognition-driven segmentation (bundles/convnet_pieces.py)."""
+        context, guides = None, None
+        if cfg.context_weight or cfg.guide_threshold < 1:
+            probs = self.scan(prepared.image, cfg.fine)
+            step = STRIDE // 2 if cfg.fine else STRIDE
+            strength = (1.0 - probs[NONE]).max(axis=0)
+            guides = [float(c * step + CENTRE) for c in self._peaks(strength, cfg.guide_threshold)]
+
+            def context(centres: np.ndarray) -> np.ndarray:
+                return scan_log_probs(probs, step, centres)
+
+        pieces = read_pieces(
+            prepared.image,
+            self._log_probs,
+            cfg.split_width,
+            cfg.piece_bias,
+            context,
+            cfg.context_weight,
+            guides,
+        )
+        h, w = np.asarray(gray).shape
+        found = []
+        for piece in pieces:
+            p = np.exp(piece.log_probs)
+            top, left, bottom, right = ((v - prepared.pad) / prepared.factor for v in piece.box)
+            box = (
+                int(np.clip(np.floor(top), 0, h - 1)),
+                int(np.clip(np.floor(left), 0, w - 1)),
+                int(np.clip(np.ceil(bottom), 1, h)),
+                int(np.clip(np.ceil(right), 1, w)),
+            )
+            box = (box[0], box[1], max(box[2], box[0] + 1), max(box[3], box[1] + 1))
+            digit_p = p[piece.digit] / max(float(p[:N_DIGITS].sum()), 1e-12)
+            found.append(FoundDigit(piece.digit, float(digit_p), float(1.0 - p[NONE]), box))
+        return Reading("".join(str(d.digit) for d in found), found, prepared.digit_height)
+
+    def _with_alone(
+        self, ink: np.ndarray, columns: list[float], classes: list[np.ndarray], cfg: ReaderConfig
+    ) -> list[np.ndarray]:
+        """p(digit | a digit) of the scan times that of the digit cut out alone (bundles/convnet_pieces
+        .isolate: the ink between the thinnest cuts to its neighbours) to the power `alone_weight`,
+        renormalised:  p(k) ~ p_scan(k) p_alone(k)^w."""
+        cutouts = isolate(ink, columns)
+        alone = self._log_probs(np.stack([c.window for c in cutouts]))[:, :N_DIGITS]
+        out = []
+        for p, lp in zip(classes, alone, strict=True):
+            z = np.log(np.maximum(p, 1e-12)) + cfg.alone_weight * lp
+            q = np.exp(z - z.max())
+            out.append(q / q.sum())
+        return out
 
     def read(self, gray: np.ndarray, reader: ReaderConfig | None = None) -> Reading:
         """Every digit in a grayscale picture (H, W) in [0, 1], either polarity, read left to right.
@@ -237,17 +321,14 @@ class ConvNetBundle:
                 f"the digits are too small for the picture ({prepared.digit_height:.1f} px tall in a "
                 f"{gray.shape[0]}x{gray.shape[1]} picture): crop the picture to the digits"
             )
+        if cfg.segment:
+            return self._read_pieces(gray, prepared, cfg)
         probs = self.scan(prepared.image, cfg.fine)
         step = STRIDE // 2 if cfg.fine else STRIDE  # px between output columns
         presence = 1.0 - probs[NONE]  # (R, C)
         rows = presence.argmax(axis=0)
         strength = presence.max(axis=0)
-        padded = np.concatenate([[-1.0], strength, [-1.0]])
-        peaks = [
-            c
-            for c in range(len(strength))
-            if strength[c] >= cfg.threshold and strength[c] >= padded[c] and strength[c] >= padded[c + 2]
-        ]
+        peaks = self._peaks(strength, cfg.threshold)
         kept: list[int] = []
         for c in sorted(peaks, key=lambda c: -strength[c]):
             if all(abs(c - k) * step >= cfg.min_distance for k in kept):
@@ -257,7 +338,9 @@ class ConvNetBundle:
             corners = [(int(rows[c]) * STRIDE, c * step) for c in kept]
             classes = self._classify(prepared.image, corners, cfg.refine)
         else:
-            classes = [self._vote(probs, int(rows[c]), c) for c in kept]
+            classes = [self._vote(probs, int(rows[c]), c, cfg.vote_columns) for c in kept]
+        if cfg.alone_weight and kept:
+            classes = self._with_alone(prepared.image, [c * step + CENTRE for c in kept], classes, cfg)
         found = []
         h, w = np.asarray(gray).shape
         for c, p in zip(kept, classes, strict=True):

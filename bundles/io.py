@@ -34,9 +34,14 @@ def write_bundle(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}, str(path / WEIGHTS))
-    (path / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_config(path, config)
     write_metrics(path, metrics)
     return path
+
+
+def write_config(path: Path | str, config: Mapping[str, Any]) -> None:
+    """(Re)write config.json, e.g. after settings are re-chosen for the same weights."""
+    (Path(path) / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def write_metrics(path: Path | str, metrics: Mapping[str, Any]) -> None:

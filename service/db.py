@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -42,6 +43,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 NAMING_CONVENTION = {
@@ -117,18 +119,53 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(database_url: str, **kwargs: Any) -> Engine:
-    """An engine for `database_url`; SQLite connections get WAL and foreign keys switched on."""
+# A pooled server connection idle for longer than this is pinged before it is handed out (see
+# `ping_idle_connections`).
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def ping_idle_connections(engine: Engine, idle_seconds: float = PING_AFTER_IDLE_SECONDS) -> None:
+    """Ping a pooled connection at checkout only when it has been idle for more than `idle_seconds`,
+    and replace it if the ping fails.
+
+    SQLAlchemy's `pool_pre_ping` pings at every checkout: a round trip to the database before every
+    request's first statement, a third of a single-document write's. A connection in use moments ago
+    is known good; one idle for a while may have been cut (a database restart, a proxy's timeout), and
+    that is what the ping is for. A connection that dies between two uses less than `idle_seconds`
+    apart fails its statement instead (an unreachable database: 503 with Retry-After), and SQLAlchemy
+    then drops every pooled connection older than the failure, so the next requests reconnect.
+    """
+
+    def checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("checked_in", float("-inf")) <= idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)  # what pool_pre_ping runs (outside a transaction)
+        except Exception as err:  # the pool replaces the connection and retries the checkout
+            raise DisconnectionError(f"pooled connection failed its ping: {err}") from err
+
+    event.listen(engine, "checkin", checked_in)
+    event.listen(engine, "checkout", checkout)
+
+
+def make_engine(
+    database_url: str, ping_after_idle_seconds: float = PING_AFTER_IDLE_SECONDS, **kwargs: Any
+) -> Engine:
+    """An engine for `database_url`; SQLite connections get WAL and foreign keys switched on, server
+    connections are pinged when they come out of the pool after being idle (`ping_idle_connections`)."""
     if database_url.startswith("postgresql://"):
         # The plain scheme would pick psycopg2, which is not installed; psycopg 3 is.
         database_url = "postgresql+psycopg://" + database_url.removeprefix("postgresql://")
     if database_url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"check_same_thread": False})
-    else:
-        kwargs.setdefault("pool_pre_ping", True)
     engine = create_engine(database_url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _set_sqlite_pragmas)
+    elif not kwargs.get("pool_pre_ping"):
+        ping_idle_connections(engine, ping_after_idle_seconds)
     return engine
 
 

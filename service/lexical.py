@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.feature_extraction._stop_words import ENGLISH_STOP_WORDS
@@ -35,6 +36,8 @@ from bundles.text_features import tokenize
 
 BM25_K1, BM25_B = 1.2, 0.75
 STOP_WORDS = frozenset(ENGLISH_STOP_WORDS)
+# Batches of at most this many documents append their postings entry by entry (`_append`).
+_SMALL_BATCH = 4
 
 
 def terms_of(text: str) -> Counter[str]:
@@ -42,13 +45,13 @@ def terms_of(text: str) -> Counter[str]:
     return Counter(token for token in tokenize(text) if token not in STOP_WORDS)
 
 
-@dataclass(frozen=True)
-class _Postings:
-    """One term's (slot, tf) entries; entries [0, count) are what a reader may look at."""
+class _Postings(NamedTuple):
+    """One term's (slot, tf) entries; entries [0, filled) are what a reader may look at. (A tuple: one is
+    made per term of every document written, and a frozen dataclass costs several times as much.)"""
 
-    slots: np.ndarray  # (capacity,) int64, increasing over [0, count)
+    slots: np.ndarray  # (capacity,) int64, increasing over [0, filled)
     tfs: np.ndarray  # (capacity,) float32
-    count: int
+    filled: int  # (not `count`: a tuple has a method of that name)
 
 
 @dataclass(frozen=True)
@@ -138,24 +141,10 @@ class LexicalIndex:
             tfs = np.fromiter(document.values(), np.float32, len(document))
             per_document.append((term_ids, tfs))
         self._df = _grow(self._df, len(self._postings))
-        # Postings: gather every (term, slot, tf) of the batch, grouped by term in slot order.
-        slots = np.repeat(np.arange(start, stop), [len(t) for t, _ in per_document])
-        terms = np.concatenate([t for t, _ in per_document] + [np.zeros(0, np.int64)])
-        tfs = np.concatenate([f for _, f in per_document] + [np.zeros(0, np.float32)])
-        order = np.argsort(terms, kind="stable")
-        terms, slots, tfs = terms[order], slots[order], tfs[order]
-        bounds = np.flatnonzero(np.diff(terms)) + 1
-        for begin, end in zip(np.r_[0, bounds], np.r_[bounds, len(terms)], strict=True):
-            if begin == end:
-                continue
-            term_id = int(terms[begin])
-            old = self._postings[term_id]
-            size = old.count + (end - begin)
-            entries = _Postings(_grow(old.slots, size), _grow(old.tfs, size), size)
-            entries.slots[old.count : size] = slots[begin:end]
-            entries.tfs[old.count : size] = tfs[begin:end]
-            self._postings[term_id] = entries
-        np.add.at(self._df, terms, 1)
+        if len(row_ids) <= _SMALL_BATCH:
+            self._append_entries_one_by_one(start, per_document)
+        else:
+            self._append_entries_by_term(start, stop, per_document)
         lengths = np.array([float(f.sum()) for _, f in per_document], np.float32)
         arrays[0][start:stop], arrays[1][start:stop], arrays[2][start:stop] = row_ids, lengths, True
         self._slot_terms.extend(per_document)
@@ -163,6 +152,50 @@ class LexicalIndex:
         n, total = self._totals
         self._totals = (n + len(row_ids), total + float(lengths.sum()))
         self._slots = _Slots(arrays[0], arrays[1], arrays[2], stop)
+
+    def _extend_postings(self, term_id: int, slots: np.ndarray, tfs: np.ndarray) -> None:
+        """Append entries to a term's postings: written past what readers see, then published."""
+        old = self._postings[term_id]
+        size = old.filled + len(slots)
+        if size > len(old.slots):
+            old = _Postings(_grow(old.slots, size), _grow(old.tfs, size), old.filled)
+        old.slots[old.filled : size] = slots
+        old.tfs[old.filled : size] = tfs
+        self._postings[term_id] = _Postings(old.slots, old.tfs, size)
+
+    def _append_entries_one_by_one(
+        self, start: int, per_document: list[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
+        """The postings of a few documents (the API's single-document writes): one entry at a time, as
+        `_extend_postings` does, without the sorting of `_append_entries_by_term`, whose fixed cost is
+        several times a document's."""
+        postings = self._postings
+        for slot, (term_ids, tfs) in enumerate(per_document, start):
+            for term_id, tf in zip(term_ids.tolist(), tfs.tolist(), strict=True):
+                old = postings[term_id]
+                if old.filled == len(old.slots):
+                    old = _Postings(
+                        _grow(old.slots, old.filled + 1), _grow(old.tfs, old.filled + 1), old.filled
+                    )
+                old.slots[old.filled] = slot
+                old.tfs[old.filled] = tf
+                postings[term_id] = _Postings(old.slots, old.tfs, old.filled + 1)
+            self._df[term_ids] += 1  # a document's term ids are distinct
+
+    def _append_entries_by_term(
+        self, start: int, stop: int, per_document: list[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
+        """The postings of a batch: every (term, slot, tf) gathered, grouped by term in slot order."""
+        slots = np.repeat(np.arange(start, stop), [len(t) for t, _ in per_document])
+        terms = np.concatenate([t for t, _ in per_document] + [np.zeros(0, np.int64)])
+        tfs = np.concatenate([f for _, f in per_document] + [np.zeros(0, np.float32)])
+        order = np.argsort(terms, kind="stable")
+        terms, slots, tfs = terms[order], slots[order], tfs[order]
+        bounds = np.flatnonzero(np.diff(terms)) + 1
+        for begin, end in zip(np.r_[0, bounds], np.r_[bounds, len(terms)], strict=True):
+            if begin != end:
+                self._extend_postings(int(terms[begin]), slots[begin:end], tfs[begin:end])
+        np.add.at(self._df, terms, 1)
 
     def needs_compaction(self) -> bool:
         """Whether dead slots outnumber live ones (and are many)."""
@@ -241,10 +274,10 @@ class LexicalIndex:
         read = 0
         for term_id in query.term_ids.tolist():
             entries = self._postings[term_id]
-            if read + entries.count > budget:
+            if read + entries.filled > budget:
                 break
-            chosen.append(entries.slots[: entries.count])
-            read += entries.count
+            chosen.append(entries.slots[: entries.filled])
+            read += entries.filled
         if not chosen:
             return np.zeros(0, np.int64), 0
         slots = np.unique(np.concatenate(chosen))
@@ -262,9 +295,9 @@ class LexicalIndex:
             query.term_ids.tolist(), query.weights.tolist(), self.idf(query.term_ids).tolist(), strict=True
         ):
             entries = self._postings[term_id]
-            found = np.searchsorted(entries.slots[: entries.count], slots)
-            found = np.minimum(found, max(entries.count - 1, 0))
-            hit = (entries.slots[found] == slots) & (entries.count > 0)
+            found = np.searchsorted(entries.slots[: entries.filled], slots)
+            found = np.minimum(found, max(entries.filled - 1, 0))
+            hit = (entries.slots[found] == slots) & (entries.filled > 0)
             tf = np.where(hit, entries.tfs[found], 0.0)
             scores += weight * idf * tf * (self.k1 + 1.0) / (tf + norm)
         return scores
@@ -272,7 +305,7 @@ class LexicalIndex:
     def exhaustive(self, query: QueryTerms) -> tuple[np.ndarray, np.ndarray]:
         """Every live document sharing a term with the query and its BM25: (slots, scores), the
         reference ranking over the whole collection."""
-        parts = [self._postings[t].slots[: self._postings[t].count] for t in query.term_ids.tolist()]
+        parts = [self._postings[t].slots[: self._postings[t].filled] for t in query.term_ids.tolist()]
         if not parts:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         slots = np.unique(np.concatenate(parts))

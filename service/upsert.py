@@ -32,6 +32,7 @@ from service.store import (
     CollectionRef,
     HashedCollection,
     Written,
+    autocommit_if_not_begun,
     collection_deleted_meanwhile,
     next_change_seq,
 )
@@ -208,16 +209,11 @@ def _counted_upsert_postgres() -> Any:
 def _write_one_postgres(
     session: Session, collection_id: int, document: IncomingDocument, address: int, code: bytes
 ) -> tuple[int, dict[str, int]]:
-    """(change_seq, {external id: row id}) of one document written by `_counted_upsert_postgres`.
-
-    In a session that has not begun a transaction (the API's), the statement runs in autocommit mode:
-    it is the whole transaction, atomic and durable as one with BEGIN and COMMIT around it (the commit
-    still waits for its WAL flush), without their two round trips; the caller's commit is then a no-op.
-    """
+    """(change_seq, {external id: row id}) of one document written by `_counted_upsert_postgres`,
+    autocommitted in a session that has not begun a transaction (the API's: `autocommit_if_not_begun`)."""
     values = (document.external_id, document.text, document.metadata, address, code)
     parameters = {f"one_{name}": value for name, value in zip(_STAGED, values, strict=True)}
-    if not session.in_transaction():
-        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    autocommit_if_not_begun(session)
     returned = session.execute(_counted_upsert_postgres(), {"one_collection": collection_id, **parameters})
     row = returned.first()
     if row is None:

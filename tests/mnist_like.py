@@ -102,8 +102,11 @@ def tiny_motor_config() -> MotorConfig:
         eval_every=8,
         checkpoint_every=5,
         n_validation=60,
-        local_search_iterations=3,
-        local_search_steps=(0.02, 0.08),
+        local_search_iterations=(3,),
+        local_search_steps=(0.02,),
+        local_search_priors=(0.0, 1.0),
+        local_search_top_k=(2,),
+        local_search_manifolds=(0.0, 0.5),
         device="cpu",
     )
 

@@ -50,6 +50,8 @@ class ConvNetConfig:
 PROFILES: dict[str, ConvNetConfig] = {
     "quick": ConvNetConfig(epochs=2, n_train=20000),
     "full": ConvNetConfig(),
+    # full, with windows cut as the segmenting reader cuts strips (training/convnet_windows.py)
+    "pieces": ConvNetConfig(windows=WindowConfig(cut=0.3, halved=0.1)),
 }
 
 

@@ -65,28 +65,58 @@ def read_strips(
     }
 
 
+def reader_key(cfg: ReaderConfig) -> str:
+    """A reader's settings that differ from the defaults, as `name=value` joined by `/`."""
+    default = asdict(ReaderConfig())
+    return "/".join(f"{k}={v}" for k, v in asdict(cfg).items() if v != default[k]) or "default"
+
+
+def parse_reader(text: str, base: ReaderConfig | None = None) -> ReaderConfig:
+    """`threshold=0.35/fine=True/...` -> ReaderConfig: `base` (default: the defaults, so the inverse of
+    `reader_key`) with these settings changed."""
+    cfg = base or ReaderConfig()
+    for item in filter(None, text.split("/")):
+        if item == "default":
+            continue
+        name, value = item.split("=")
+        kind = type(getattr(cfg, name))
+        cfg = replace(cfg, **{name: value == "True" if kind is bool else kind(value)})
+    return cfg
+
+
 def tune_reader(bundle: ConvNetBundle, data: MnistSplits, n: int = 300) -> dict[str, Any]:
-    """String accuracy on strips of *validation* digits for a small grid of decoding settings:
-    detection (scan step, threshold, min distance) with the class voted by the scan's rows, then the
-    class averaged over shifted windows instead, at the best detection settings."""
+    """String accuracy on strips of *validation* digits for a small grid of decoding settings, in
+    stages, each starting from the best so far: (1) the scan's detection (scan step, threshold, min
+    distance) with the class voted by the scan's rows; (2) the vote over neighbouring columns too, or
+    the class averaged over shifted windows; (3) the class of each found digit cut out alone
+    (`alone_weight`); (4) recognition-driven segmentation (bundles/convnet_pieces.py) with the count
+    prior `piece_bias` and the scan's weight `context_weight`, cutting also between scan peaks."""
     strips = make_strips(data.valid_x, data.valid_y, n, TUNE_SEED)
     grid: dict[str, float] = {}
+    configs: dict[str, ReaderConfig] = {}
 
     def score(cfg: ReaderConfig) -> None:
-        key = f"{cfg.threshold}/{cfg.min_distance}/{cfg.refine}/{int(cfg.fine)}"
+        key = reader_key(cfg)
+        configs[key] = cfg
         grid[key] = read_strips(bundle, strips, cfg)["string_accuracy"]
 
     def best() -> ReaderConfig:
-        threshold, min_distance, refine, fine = max(grid, key=lambda k: grid[k]).split("/")
-        return ReaderConfig(float(threshold), float(min_distance), int(refine), bool(int(fine)))
+        return configs[max(grid, key=lambda k: grid[k])]  # the first of equals: the simpler one
 
     for fine in (False, True):
         for threshold in (0.2, 0.35, 0.5):
             for min_distance in (4.0, 6.0, 8.0, 10.0):
                 score(ReaderConfig(threshold, min_distance, refine=0, fine=fine))
-    for refine in (1, 2):
-        score(replace(best(), refine=refine))
-    return {"grid": grid, "keys": "threshold/min_distance/refine/fine", "best": asdict(best()), "strips": n}
+    scan = best()
+    for changed in (replace(scan, vote_columns=1), replace(scan, refine=1), replace(scan, refine=2)):
+        score(changed)
+    scan = best()
+    for weight in (0.5, 1.0):
+        score(replace(scan, alone_weight=weight))
+    for bias in (0.0, 1.0, 2.0):
+        for weight in (0.5, 1.0):
+            score(replace(scan, segment=True, piece_bias=bias, context_weight=weight, guide_threshold=0.1))
+    return {"grid": grid, "best": asdict(best()), "best_key": reader_key(best()), "strips": n}
 
 
 def evaluate_convnet(bundle: ConvNetBundle, data: MnistSplits, n_strips: int = 1000) -> dict[str, Any]:

@@ -12,6 +12,12 @@ where the presence 1 - p(NONE) peaks, so the net is trained on what those window
 * each neighbour (left, right, each with probability `context`) is another digit placed as in a
   strip (bundles/digit_strips.py): the ink gap between neighbours drawn from `gap` (negative:
   touching or overlapping ink), the vertical offset within +-`neighbour_dy` px of the first;
+* a `cut` fraction is cut as the segmenting reader cuts a strip (bundles/convnet_pieces.py): the
+  columns beyond a vertical line halfway across the ink gap to each neighbour (+-`cut_jitter` px) are
+  erased, so where the digits overlap part of the digit goes and part of the neighbour stays; a
+  `halved` fraction of the centred windows (digits at least `halved_width` px wide) is cut through
+  the digit itself (at 35-65% of its ink width, one side erased) and has no digit: target NONE (a
+  half digit is not a digit);
 * a `resampled` fraction is shrunk and grown back (the blur of a small picture grown to MNIST's size),
   and a `noisy` fraction gets Gaussian pixel noise.
 
@@ -55,6 +61,10 @@ class WindowConfig:
     band: float = 2.0  # px up and down over which presence stays full
     resampled: float = 0.0  # fraction shrunk by a factor in [0.5, 0.8] and grown back (small strips)
     noisy: float = 0.15
+    cut: float = 0.0  # fraction of windows cut halfway across the gaps to the neighbours
+    cut_jitter: float = 1.5  # px
+    halved: float = 0.0  # fraction of the centred windows cut through their digit (target NONE)
+    halved_width: float = 12.0  # px: only digits at least this wide (half a "1" is still a "1")
     noise_std: float = 0.12  # noise std drawn uniformly in [0, noise_std]
 
 
@@ -117,10 +127,14 @@ def make_windows(
     main = _affine(digits, cfg, g, torch.stack([dx, dy], dim=1))
     width = _ink_width(digits)  # before the affine map (+-scale): close enough for spacing
     offsets, labels, layers = [(dx, dy)], [y], [main]
+    columns = torch.arange(SIDE, device=dev, dtype=torch.float32)[None] + 0.5  # (1, 28) pixel centres
+    keep = torch.ones(b, SIDE, device=dev)  # columns left after the cuts
+    cut = coin(cfg.cut)
     for side in (-1.0, 1.0):
         perm = torch.randperm(b, generator=g, device=dev)
         # a neighbour's centre: half of each ink width plus the gap
-        ox = dx + side * (width / 2 + width[perm] / 2 + u(*cfg.gap))
+        gap = u(*cfg.gap)
+        ox = dx + side * (width / 2 + width[perm] / 2 + gap)
         oy = dy + u(-cfg.neighbour_dy, cfg.neighbour_dy)
         present = coin(cfg.context)
         layers.append(
@@ -128,12 +142,20 @@ def make_windows(
         )
         offsets.append((torch.where(present, ox, torch.full_like(ox, 1e3)), oy))
         labels.append(y[perm])
-    windows = torch.stack(layers).amax(dim=0)
+        line = SIDE / 2 + dx + side * (width / 2 + gap / 2) + u(-cfg.cut_jitter, cfg.cut_jitter)
+        beyond = (columns - line[:, None]) * side > 0
+        keep = keep * ~(beyond & (cut & present)[:, None])
+    halved = centred & coin(cfg.halved) & (width >= cfg.halved_width)
+    line = SIDE / 2 + dx + width * (u(0.35, 0.65) - 0.5)
+    beyond = (columns - line[:, None]) * sign()[:, None] > 0
+    keep = keep * ~(beyond & halved[:, None])
+    windows = torch.stack(layers).amax(dim=0) * keep[:, None, None, :]
     empty = coin(cfg.empty)
     windows = torch.where(empty[:, None, None, None], torch.zeros_like(windows), windows)
     # the nearest digit: the one with the largest presence target
     gs = torch.stack([presence_target(ox, oy, cfg) for ox, oy in offsets])  # (3, B)
     gs = torch.where(empty[None], torch.zeros_like(gs), gs)
+    gs[0] = torch.where(halved, torch.zeros_like(gs[0]), gs[0])
     best = gs.argmax(dim=0)
     presence = gs.gather(0, best[None])[0]
     label = torch.stack(labels).gather(0, best[None])[0]

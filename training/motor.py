@@ -37,15 +37,14 @@ from bundles.motor import (
     PROTOTYPES,
     RECOGNITION,
     SCALE,
-    LocalSearch,
-    MotorBundle,
-    fit_temperature,
     layer_names,
 )
+from bundles.motor_search import LocalSearch
 from models.motor import MotorNets
 from models.motor_codes import N_EQ, NoiseConfig, code_from_program, perturb_codes, program_from_code
 from models.motor_renderer import PROGRAM_SIZE, RendererConfig, render
 from training.mnist import MnistSplits
+from training.motor_calibrate import recalibrate, refresh_class_codes, search_grid
 from training.motor_prototypes import prototype_programs
 from training.seed import set_seed
 from training.stack import fingerprint, resolve_device
@@ -74,9 +73,15 @@ class MotorConfig:
     n_train_per_class: int | None = None  # first n training digits of each class (None: all)
     n_validation: int = 1000  # validation digits scored every eval_every steps
     eval_every: int = 500
-    n_class_codes: int = 64  # codes of training digits kept per class in the bundle (to draw new digits)
-    local_search_iterations: int = 10
-    local_search_steps: tuple[float, ...] = (0.005, 0.02, 0.08)  # initial steps tried on validation digits
+    # codes of the first training digits of each class kept in the bundle: the class-manifold term's
+    # reference and the programs `sample_code` draws new digits from
+    n_class_codes: int = 4000
+    # local search settings tried on the validation digits (training/motor_calibrate.py): every combination
+    local_search_iterations: tuple[int, ...] = (10,)
+    local_search_steps: tuple[float, ...] = (0.01, 0.02)  # initial steps
+    local_search_priors: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0)  # lambda, weight of ||z - z0||^2
+    local_search_top_k: tuple[int, ...] = (3,)  # classes refined per image
+    local_search_manifolds: tuple[float, ...] = (0.0, 0.1)  # gamma, weight of the class-manifold term
     checkpoint_every: int = 250
     seed: int = 0
     device: str = "auto"
@@ -91,7 +96,8 @@ PROFILES: dict[str, MotorConfig] = {
         eval_every=200,
         n_train_per_class=1000,
         n_validation=500,
-        local_search_steps=(0.02,),
+        local_search_steps=(0.01,),
+        local_search_priors=(0.0, 8.0),
     ),
     "full": MotorConfig(),
 }
@@ -193,7 +199,14 @@ def train_step(
 
 
 def _checkpoint_key(config: MotorConfig) -> str:
-    settings = asdict(replace(config, device="", eval_every=0, checkpoint_every=0, n_validation=0))
+    """What the checkpoint depends on: not the evaluation, checkpointing, device or local search grid."""
+    settings = {
+        k: v
+        for k, v in asdict(
+            replace(config, device="", eval_every=0, checkpoint_every=0, n_validation=0)
+        ).items()
+        if not k.startswith("local_search_")
+    }
     return fingerprint(settings)
 
 
@@ -279,56 +292,38 @@ def train_motor(
         if done % config.checkpoint_every == 0 or done == config.steps:
             save(done)
     bar.close()
-    class_codes = pools[:, : config.n_class_codes].cpu().numpy()
     metrics: dict[str, Any] = {"device": device.type, "history": history}
-    write_motor_bundle(out, nets, class_codes, config, metrics)
-    metrics.update(
-        calibrate(out, data.valid_x[: config.n_validation], data.valid_y[: config.n_validation], config)
-    )
     metrics["train_seconds"] = time.perf_counter() - started
-    write_motor_bundle(
-        out,
-        nets,
-        class_codes,
-        config,
-        metrics,
-        temperature=metrics["temperature"],
-        local_search=LocalSearch(config.local_search_iterations, metrics["local_search_step"]),
+    write_motor_bundle(out, nets, pools.cpu().numpy(), config, metrics)
+    refresh_class_codes(out, data.train_x, data.train_y, _class_code_count(config, data.train_y))
+    metrics.update(
+        recalibrate(
+            out,
+            data.valid_x[: config.n_validation],
+            data.valid_y[: config.n_validation],
+            local_search_grid(config),
+        )
     )
     log.info("motor bundle written to %s in %.0f s", out, metrics["train_seconds"])
     return metrics
 
 
-def calibrate(out: Path, images: np.ndarray, labels: np.ndarray, config: MotorConfig) -> dict[str, Any]:
-    """Pick the local-search step (lowest validation error, then pixel error) and fit the temperature of
-    the class probabilities, on validation digits, with the numpy inference that serving runs."""
-    bundle = MotorBundle.load(out)
-    rows = np.arange(len(labels))
-    trials: dict[float, dict[str, Any]] = {}
-    for step in config.local_search_steps:
-        bundle.local_search = LocalSearch(config.local_search_iterations, step)
-        analysis = bundle.analyse(images)
-        trials[step] = {
-            "error": float((analysis.errors.argmin(1) != labels).mean()),
-            "pixel_error": float(analysis.errors[rows, labels].mean()),
-            "errors": analysis.errors,
-            "error_before": float((analysis.errors_before.argmin(1) != labels).mean()),
-            "pixel_error_before": float(analysis.errors_before[rows, labels].mean()),
-        }
-        log.info("local search step %g: %s", step, {k: v for k, v in trials[step].items() if k != "errors"})
-    best = min(trials, key=lambda s: (trials[s]["error"], trials[s]["pixel_error"]))
-    chosen = trials[best]
-    return {
-        "local_search_step": best,
-        "temperature": fit_temperature(chosen["errors"], labels),
-        "validation_error": chosen["error"],
-        "validation_error_before_local_search": chosen["error_before"],
-        "validation_pixel_error": chosen["pixel_error"],
-        "validation_pixel_error_before_local_search": chosen["pixel_error_before"],
-        "local_search_trials": {
-            str(s): {k: v for k, v in t.items() if k != "errors"} for s, t in trials.items()
-        },
-    }
+def local_search_grid(config: MotorConfig) -> list[LocalSearch]:
+    """The local search settings that calibration tries."""
+    return search_grid(
+        config.local_search_iterations,
+        config.local_search_steps,
+        config.local_search_priors,
+        config.local_search_top_k,
+        config.local_search_manifolds,
+    )
+
+
+def _class_code_count(config: MotorConfig, labels: np.ndarray) -> int:
+    """n_class_codes, or fewer when a class (within n_train_per_class) has fewer training digits."""
+    counts = np.bincount(labels, minlength=config.n_classes)
+    limit = config.n_train_per_class or int(counts.max())
+    return int(min(config.n_class_codes, limit, counts.min()))
 
 
 def export_weights(nets: MotorNets) -> dict[str, np.ndarray]:
@@ -348,10 +343,8 @@ def write_motor_bundle(
     class_codes: np.ndarray,
     config: MotorConfig,
     metrics: dict[str, Any],
-    *,
-    temperature: float = 1.0,
-    local_search: LocalSearch = LocalSearch(),
 ) -> Path:
+    """Write the bundle with the default local search and temperature 1 (`recalibrate` sets both)."""
     config_json = {
         "format_version": MOTOR_FORMAT_VERSION,
         "kind": "motor",
@@ -362,8 +355,8 @@ def write_motor_bundle(
             "n_class_codes": int(class_codes.shape[1]),
         },
         "renderer": asdict(config.renderer),
-        "local_search": asdict(local_search),
-        "temperature": temperature,
+        "local_search": asdict(LocalSearch()),
+        "temperature": 1.0,
         "seed": config.seed,
         "training": asdict(config),
     }

@@ -2,9 +2,9 @@
 
 `trace` infers, for each image, the motor program of every digit class (recognition net, then local
 search) and returns the best class's program (spring stiffnesses), the pen's trajectory, the rendered
-reconstruction and every class's reconstruction error. `render` draws a given program, or a new digit
-of a class (a training digit's program plus noise, chosen by a seed); its trajectory lets a client
-animate the pen.
+reconstruction and every class's reconstruction error and score. `render` draws a given program, or a
+new digit of a class (a training digit's program plus noise, chosen by a seed); its trajectory lets a
+client animate the pen.
 """
 
 from __future__ import annotations
@@ -69,9 +69,15 @@ class DrawingOut(BaseModel):
 
 class DigitTrace(DrawingOut):
     digit: int = Field(ge=0, le=9, description="The class whose program reconstructs the image best.")
-    probabilities: list[float] = Field(description="softmax(-error / temperature) over the classes.")
+    probabilities: list[float] = Field(description="softmax(-score / temperature) over the classes.")
+    scores: list[float] = Field(
+        description="What ranks the classes (lowest wins): each class's final local-search energy, squared "
+        "pixel error + lambda ||z - z0||^2 (z0: the recognition net's program in the nets' units) + gamma "
+        "m_c(z) (mean squared distance to the nearest programs of real training digits of the class), or "
+        "its squared pixel error, as the model's local search is set."
+    )
     errors: list[float] = Field(
-        description="Squared pixel error of each class's reconstruction, after local search (lowest wins)."
+        description="Squared pixel error of each class's reconstruction, after local search."
     )
     errors_before_local_search: list[float] = Field(
         description="The same straight from the recognition nets."
@@ -122,6 +128,7 @@ def _trace_out(bundle: MotorBundle, trace: Trace) -> DigitTrace:
         **_drawing(bundle, trace.program, trace.drawing),
         digit=trace.digit,
         probabilities=trace.probabilities.tolist(),
+        scores=trace.scores.tolist(),
         errors=trace.errors.tolist(),
         errors_before_local_search=trace.errors_before.tolist(),
         bundle_id=bundle.bundle_id,

@@ -142,3 +142,22 @@ def test_positions_of_rows_finds_base_and_delta_documents_and_skips_dead_ones() 
     assert (
         positions_of_rows(base, np.array([4, 3])).tolist() == base.base.find_rows(np.array([4, 3])).tolist()
     )
+
+
+@pytest.mark.parametrize("batch", [1, 3, 5])
+def test_documents_appended_in_small_batches_index_as_one_batch_does(batch: int) -> None:
+    # Batches of up to _SMALL_BATCH documents append entry by entry, larger ones term by term: the
+    # postings, statistics and scores must not depend on which.
+    texts = _random_corpus(7, 60)
+    whole = LexicalIndex.build(list(range(60)), texts)
+    piecewise = LexicalIndex.build([], [])
+    for start in range(0, 60, batch):
+        rows = list(range(start, min(start + batch, 60)))
+        piecewise.apply(rows, texts[rows[0] : rows[-1] + 1], [False] * len(rows))
+    for term in ("w0", "w3", "w17", "clipper"):
+        assert piecewise.document_frequency(term) == whole.document_frequency(term)
+    for query in ("w2 clipper orbit w40", "w5 w5 w1"):
+        a_slots, a = piecewise.exhaustive(piecewise.query(query))
+        b_slots, b = whole.exhaustive(whole.query(query))
+        np.testing.assert_array_equal(piecewise.rows_of_slots(a_slots), whole.rows_of_slots(b_slots))
+        np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -69,8 +69,10 @@ def test_trace_returns_the_best_program_its_drawing_and_every_error(
         assert len(item["program"]["stiffness"]) == 17
         assert all(len(row) == 4 and min(row) >= 0 for row in item["program"]["stiffness"])
         assert len(item["errors"]) == len(item["errors_before_local_search"]) == 10
-        assert item["digit"] == int(np.argmin(item["errors"]))
-        assert np.all(np.array(item["errors"]) <= np.array(item["errors_before_local_search"]) + 1e-3)
+        assert len(item["scores"]) == 10 and item["digit"] == int(np.argmin(item["scores"]))
+        # pixel error <= energy (the prior term is >= 0) <= the recognition net's pixel error
+        assert np.all(np.array(item["errors"]) <= np.array(item["scores"]) + 1e-3)
+        assert np.all(np.array(item["scores"]) <= np.array(item["errors_before_local_search"]) + 1e-3)
         assert sum(item["probabilities"]) == pytest.approx(1.0, abs=1e-6)
         assert len(item["ink_points"]) == 60 and len(item["trajectory"]) > 60
         recon = _png(item["image_png"])
@@ -79,6 +81,7 @@ def test_trace_returns_the_best_program_its_drawing_and_every_error(
         assert ((recon.ravel() - image) ** 2).sum() == pytest.approx(item["errors"][item["digit"]], rel=0.05)
     plain = client.post("/v1/digits/trace?local_search=false", json={"pixels": images[0].tolist()}).json()
     assert plain["data"][0]["errors"] == plain["data"][0]["errors_before_local_search"]
+    assert plain["data"][0]["scores"] == plain["data"][0]["errors_before_local_search"]
 
 
 def test_render_draws_a_program_as_trace_drew_it(client: TestClient, mnist_splits: MnistSplits) -> None:

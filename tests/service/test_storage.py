@@ -13,7 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, event, func, inspect, select, update
+from sqlalchemy import Engine, event, func, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from service.db import Base, Collection, Document, make_engine, make_session_factory
@@ -456,3 +456,69 @@ def test_the_poller_purges_old_tombstones(migrated_url: str) -> None:
     finally:
         registry.stop_polling()
         engine.dispose()
+
+
+def _backend_pid(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.scalar(text("SELECT pg_backend_pid()")))
+
+
+def _terminate(url: str, pid: int) -> None:
+    admin = make_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        while connection.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}):
+            time.sleep(0.01)
+    admin.dispose()
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_idle_past_the_threshold_is_pinged_and_replaced(
+    postgres_session_url: str,
+) -> None:
+    engine = make_engine(postgres_session_url, ping_after_idle_seconds=0.0)
+    first = _backend_pid(engine)
+    _terminate(postgres_session_url, first)
+    assert _backend_pid(engine) != first  # the checkout's ping found it dead: a new connection
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_used_moments_ago_is_not_pinged(postgres_session_url: str) -> None:
+    # No round trip before the first statement: a connection cut since its last use fails that
+    # statement once (a 503 in the API), and the pool then reconnects.
+    engine = make_engine(postgres_session_url, ping_after_idle_seconds=3600.0)
+    first = _backend_pid(engine)
+    _terminate(postgres_session_url, first)
+    with pytest.raises(DBAPIError) as failed:
+        _backend_pid(engine)
+    assert failed.value.connection_invalidated
+    assert _backend_pid(engine) != first
+    engine.dispose()
+
+
+def test_a_delete_is_one_statement_on_postgresql_and_a_missing_document_leaves_the_counter(
+    engine: Engine,
+) -> None:
+    collection = add_collection(engine, 6)
+    write(engine, collection, ["a"], [3])
+    statements: list[str] = []
+
+    def record(_connection, _cursor, statement: str, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        with make_session_factory(engine)() as session:
+            written = delete_document(session, collection, "a")
+            session.commit()
+        assert len(statements) == (1 if engine.dialect.name == "postgresql" else 2)
+        with make_session_factory(engine)() as session, pytest.raises(NotFoundError):
+            delete_document(session, collection, "a")  # already a tombstone
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert written.batch.newest_seq == 2
+    with make_session_factory(engine)() as session:
+        assert session.scalar(select(Collection.change_seq).where(Collection.id == collection.id)) == 2
+        deleted = session.scalar(select(Document.deleted).where(Document.external_id == "a"))
+        assert deleted is True
